@@ -1,0 +1,84 @@
+"""Database access plumbing: the async client, the URI in use, indexes and the data version."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from app.localdb import LocalServer
+from app.settings import Settings
+
+Document = dict[str, Any]
+MOVIES = "movies"
+META = "meta"
+INGEST_RUNS = "ingest_runs"
+DATA_VERSION_ID = "data_version"
+
+
+def local_server(settings: Settings) -> LocalServer:
+    return LocalServer(directory=settings.local_db_dir.resolve(), port=settings.local_db_port)
+
+
+def mongodb_uri(settings: Settings) -> str:
+    """`MONGODB_URI` when set, otherwise the embedded local server's URI."""
+    return settings.mongodb_uri or local_server(settings).uri
+
+
+def make_client(settings: Settings) -> AsyncMongoClient[Document]:
+    timeout = settings.mongodb_timeout_ms
+    return AsyncMongoClient(
+        mongodb_uri(settings),
+        serverSelectionTimeoutMS=timeout,
+        connectTimeoutMS=timeout,
+        socketTimeoutMS=max(timeout * 5, 10_000),
+        tz_aware=True,
+        appname="tmdb-analytics",
+    )
+
+
+MOVIE_INDEXES = [
+    IndexModel([("id", ASCENDING)], name="id_unique", unique=True),
+    IndexModel([("release_year", ASCENDING)], name="release_year"),
+    IndexModel([("genres", ASCENDING)], name="genres"),
+    IndexModel([("original_language", ASCENDING)], name="original_language"),
+    IndexModel([("production_companies", ASCENDING)], name="production_companies"),
+    IndexModel([("vote_count", DESCENDING)], name="vote_count"),
+    IndexModel([("revenue", DESCENDING)], name="revenue"),
+    IndexModel([("popularity", DESCENDING)], name="popularity"),
+    IndexModel([("title_normalized", ASCENDING)], name="title_normalized"),
+]
+
+
+INDEXES = {
+    MOVIES: MOVIE_INDEXES,
+    INGEST_RUNS: [IndexModel([("kind", ASCENDING)], name="kind")],
+}
+
+
+async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
+    """Create missing indexes one at a time: FerretDB v1 panics on a multi-index
+    `createIndexes` whose indexes all exist already."""
+    for collection, models in INDEXES.items():
+        present = {i["name"] async for i in await db[collection].list_indexes()}
+        for model in models:
+            if model.document["name"] not in present:
+                await db[collection].create_indexes([model])
+
+
+async def bump_data_version(db: AsyncDatabase[Document]) -> int:
+    """Every write batch bumps this; analytics caches key on it."""
+    doc = await db[META].find_one_and_update(
+        {"_id": DATA_VERSION_ID},
+        {"$inc": {"version": 1}, "$set": {"updated_at": datetime.now(UTC)}},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
+    return int(doc["version"]) if doc else 0
+
+
+async def get_data_version(db: AsyncDatabase[Document]) -> int:
+    doc = await db[META].find_one({"_id": DATA_VERSION_ID})
+    return int(doc["version"]) if doc else 0

@@ -1,0 +1,159 @@
+"""Domain errors and the one error shape: RFC 9457 `application/problem+json`."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from pymongo.errors import ConnectionFailure, PyMongoError, ServerSelectionTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("app.errors")
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = Field(default="about:blank", examples=["about:blank"])
+    title: str = Field(examples=["Not Found"])
+    status: int = Field(examples=[404])
+    detail: str | None = Field(default=None, examples=["movie 42 not found"])
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Per-field validation errors (422 only)"
+    )
+    request_id: str | None = None
+
+
+class DomainError(Exception):
+    """Raised by services; mapped to a problem response by the app."""
+
+    status = 400
+    title = "Bad Request"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class NotFoundError(DomainError):
+    status = 404
+    title = "Not Found"
+
+
+class InvalidQueryError(DomainError):
+    status = 400
+    title = "Invalid query"
+
+
+class ConflictError(DomainError):
+    status = 409
+    title = "Conflict"
+
+
+class UnavailableError(DomainError):
+    status = 503
+    title = "Service Unavailable"
+
+
+def problem_response(
+    status: int,
+    detail: str | None = None,
+    *,
+    title: str | None = None,
+    request: Request | None = None,
+    headers: dict[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None) if request is not None else None
+    body = Problem(
+        title=title or HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=request.url.path if request is not None else None,
+        errors=errors,
+        request_id=request_id,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting problem+json errors."""
+    return {
+        s: {
+            "model": Problem,
+            "description": HTTPStatus(s).phrase,
+            "content": {PROBLEM_JSON: {}},
+        }
+        for s in statuses
+    }
+
+
+def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        out.append(
+            {
+                "loc": [str(p) for p in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
+    return out
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        return problem_response(
+            exc.status, exc.detail, title=exc.title, request=request, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _jsonable_errors(exc)
+        fields = ", ".join(".".join(e["loc"]) for e in errors[:5])
+        return problem_response(
+            422,
+            f"invalid request: {fields}",
+            title="Unprocessable Content",
+            request=request,
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem_response(
+            exc.status_code,
+            str(exc.detail) if exc.detail else None,
+            request=request,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(ConnectionFailure)
+    @app.exception_handler(ServerSelectionTimeoutError)
+    async def _db_down(request: Request, exc: PyMongoError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc.__class__.__name__)
+        return problem_response(
+            503,
+            "the database is unavailable; retry shortly",
+            request=request,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, "internal error; quote the request id", request=request)

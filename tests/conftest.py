@@ -1,0 +1,85 @@
+"""Shared fixtures: one real FerretDB server per session, a fresh database per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from app.db import Document
+from app.localdb import LocalServer, free_port
+from app.settings import Settings
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TMDB_TRAIN_CSV = SHARED_DATA / "tmdb_5000_movies.train.csv"
+IMDB_CSV = SHARED_DATA / "imdb_5000_movie_metadata.csv"
+
+
+def require_shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (place ../shared/data beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def db_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A real FerretDB (SQLite backend) on a free port, or MONGODB_URI's server when set."""
+    if os.environ.get("TEST_MONGODB_URI"):
+        yield LocalServer(directory=tmp_path_factory.mktemp("unused"), port=0)
+        return
+    server = LocalServer(directory=tmp_path_factory.mktemp("ferretdb"), port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongodb_uri(db_server: LocalServer) -> str:
+    return os.environ.get("TEST_MONGODB_URI") or db_server.uri
+
+
+@pytest.fixture
+def db_name() -> str:
+    return f"test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings(mongodb_uri: str, db_name: str, tmp_path: Path) -> Settings:
+    return Settings(
+        app_env="test",
+        mongodb_uri=mongodb_uri,
+        mongodb_db=db_name,
+        artifacts_dir=tmp_path / "artifacts",
+        data_dir=tmp_path / "data",
+        local_db_dir=tmp_path / "localdb",
+    )
+
+
+@pytest.fixture
+async def client(mongodb_uri: str) -> AsyncIterator[AsyncMongoClient[Document]]:
+    c: AsyncMongoClient[Document] = AsyncMongoClient(
+        mongodb_uri, serverSelectionTimeoutMS=5000, tz_aware=True
+    )
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+async def db(
+    client: AsyncMongoClient[Document], db_name: str
+) -> AsyncIterator[AsyncDatabase[Document]]:
+    """A fresh database per test, dropped afterwards."""
+    database = client[db_name]
+    try:
+        yield database
+    finally:
+        await client.drop_database(db_name)
