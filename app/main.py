@@ -45,9 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Start anyway: /ready reports 503 and requests recover when the database returns.
             log.warning("database not reachable at startup: %s", exc.__class__.__name__)
         app.state.app_state = state
+        # --- feature startup (analytics snapshot, model registry, ...) ---
+        # --- end feature startup ---
         try:
             yield
         finally:
+            # --- feature shutdown ---
+            # --- end feature shutdown ---
             await client.close()
 
     app = FastAPI(
@@ -57,5 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_handlers(app)
+    # --- middleware (security issue: request ids, logging, metrics, limits) ---
+    # --- end middleware ---
     app.include_router(health.router)
+    # --- feature routers ---
+    # --- end feature routers ---
     return app
