@@ -58,10 +58,17 @@ INDEXES = {
 }
 
 
-async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
+async def ensure_indexes(
+    db: AsyncDatabase[Document], targets: dict[str, str] | None = None
+) -> None:
     """Create missing indexes one at a time: FerretDB v1 panics on a multi-index
-    `createIndexes` whose indexes all exist already."""
-    for collection, models in INDEXES.items():
+    `createIndexes` whose indexes all exist already.
+
+    `targets` maps a collection to the index set it should get (e.g. a staging copy of
+    `movies`); by default every collection gets its own.
+    """
+    for collection, kind in (targets or {c: c for c in INDEXES}).items():
+        models = INDEXES[kind]
         present = {i["name"] async for i in await db[collection].list_indexes()}
         for model in models:
             if model.document["name"] not in present:

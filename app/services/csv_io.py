@@ -275,12 +275,22 @@ async def import_imdb_csv(db: AsyncDatabase[Document], path: Path) -> ImdbReport
 # --- export ------------------------------------------------------------------------------
 
 
+def _raw_money(doc: dict[str, Any], field: str) -> int | float:
+    """The amount as the source had it (the raw layer re-imports to the same film)."""
+    value = doc.get(field)
+    if not value:
+        return 0
+    if f"{field}_scaled_from_millions" in (doc.get("quality_flags") or []):
+        return value / 1_000_000  # type: ignore[no-any-return]
+    return value  # type: ignore[no-any-return]
+
+
 def _export_row(doc: dict[str, Any]) -> dict[str, Any]:
     def objects(values: list[str], key: str = "name") -> str:
         return json.dumps([{key: v} for v in values or []], ensure_ascii=False)
 
     return {
-        "budget": doc.get("budget") or 0,
+        "budget": _raw_money(doc, "budget"),
         "genres": objects(doc.get("genres", [])),
         "homepage": doc.get("homepage") or "",
         "id": doc["id"],
@@ -292,7 +302,7 @@ def _export_row(doc: dict[str, Any]) -> dict[str, Any]:
         "production_companies": objects(doc.get("production_companies", [])),
         "production_countries": objects(doc.get("production_countries", []), "iso_3166_1"),
         "release_date": doc.get("release_date") or "",
-        "revenue": doc.get("revenue") or 0,
+        "revenue": _raw_money(doc, "revenue"),
         "runtime": doc.get("runtime") or "",
         "spoken_languages": objects(doc.get("spoken_languages", []), "iso_639_1"),
         "status": doc.get("status") or "",

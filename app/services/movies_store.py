@@ -11,7 +11,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from app.db import MOVIES, Document, bump_data_version
+from app.db import META, MOVIES, Document, bump_data_version, ensure_indexes
 from app.models.movie import ImdbInfo, MovieDocument
 from app.services.normalize import content_hash, to_mongo
 
@@ -103,12 +103,8 @@ async def upsert_movies(
             changed.extend(d for d in new if d["_id"] in raced)
             new = [d for d in new if d["_id"] not in raced]
         summary.inserted += len(new)
-    # One update per film: FerretDB v1 handles a multi-statement update command in time
-    # quadratic in the batch, while single updates on `_id` take about a millisecond.
-    for doc in changed:
-        payload = {k: v for k, v in doc.items() if k != "_id"}
-        # $set (not replace) so that the IMDB enrichment survives a TMDB re-import.
-        await db[MOVIES].update_one({"_id": doc["id"]}, {"$set": payload}, upsert=True)
+    # $set (not replace) so that the IMDB enrichment survives a TMDB re-import.
+    await apply_updates(db, {d["id"]: {k: v for k, v in d.items() if k != "_id"} for d in changed})
     summary.updated += len(changed)
     if new or changed:
         await bump_data_version(db)
@@ -127,12 +123,77 @@ async def set_imdb(db: AsyncDatabase[Document], enrichment: dict[int, ImdbInfo])
         async for d in db[MOVIES].find({}, {"_id": 1, "imdb": 1})
         if d["_id"] in enrichment
     }
-    updated = 0
+    updates: dict[int, dict[str, Any]] = {}
     for movie_id, info in enrichment.items():
         value = info.model_dump(mode="json")
         if movie_id in current and current[movie_id] != value:
-            await db[MOVIES].update_one({"_id": movie_id}, {"$set": {"imdb": value}})
-            updated += 1
-    if updated:
+            updates[movie_id] = {"imdb": value}
+    await apply_updates(db, updates)
+    if updates:
         await bump_data_version(db)
-    return updated, len(current) - updated
+    return len(updates), len(current) - len(updates)
+
+
+# --- updates ------------------------------------------------------------------------------
+
+# Past this many changed films a batch rewrites the collection instead of updating in place:
+# FerretDB v1 (SQLite) scans the whole collection for every single-document update (~0.03 ms
+# per stored film), and a multi-statement update command is quadratic, while inserting into
+# a fresh collection is cheap.
+REWRITE_THRESHOLD = 20
+STAGING = "movies_staging"
+SWAP_MARKER = "movies_swap"
+
+
+async def apply_updates(db: AsyncDatabase[Document], updates: dict[int, dict[str, Any]]) -> None:
+    """`$set` the given fields on films by id (missing films are created)."""
+    if not updates:
+        return
+    await recover_interrupted_swap(db)
+    if len(updates) <= REWRITE_THRESHOLD:
+        for movie_id, fields in updates.items():
+            await db[MOVIES].update_one({"_id": movie_id}, {"$set": fields}, upsert=True)
+        return
+    await _rewrite_with(db, updates)
+
+
+async def _rewrite_with(db: AsyncDatabase[Document], updates: dict[int, dict[str, Any]]) -> None:
+    """Copy every film into a staging collection with the updates applied, then swap it in.
+
+    A crash before the swap leaves `movies` untouched; a crash during the swap is finished by
+    `recover_interrupted_swap` on the next write (the marker says the staging copy is whole).
+    """
+    await db.drop_collection(STAGING)
+    pending = dict(updates)
+    chunk: list[dict[str, Any]] = []
+    async for doc in db[MOVIES].find({}):
+        fields = pending.pop(int(doc["_id"]), None)
+        if fields:
+            doc.update(fields)
+        chunk.append(doc)
+        if len(chunk) >= 1000:
+            await db[STAGING].insert_many(chunk)
+            chunk = []
+    chunk.extend({"_id": i, **f} for i, f in pending.items())
+    if chunk:
+        await db[STAGING].insert_many(chunk)
+    await ensure_indexes(db, {STAGING: MOVIES})
+    await db[META].update_one(
+        {"_id": SWAP_MARKER}, {"$set": {"at": datetime.now(UTC)}}, upsert=True
+    )
+    await _finish_swap(db)
+
+
+async def _finish_swap(db: AsyncDatabase[Document]) -> None:
+    await db.drop_collection(MOVIES)
+    await db[STAGING].rename(MOVIES)
+    await db[META].delete_one({"_id": SWAP_MARKER})
+
+
+async def recover_interrupted_swap(db: AsyncDatabase[Document]) -> None:
+    if await db[META].find_one({"_id": SWAP_MARKER}) is None:
+        return
+    if STAGING in await db.list_collection_names():
+        await _finish_swap(db)
+    else:
+        await db[META].delete_one({"_id": SWAP_MARKER})
