@@ -223,3 +223,50 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# --- bootstrap (make run) -------------------------------------------------------------------
+
+TMDB_CSV_PATTERNS = ("*tmdb*movies*.csv",)
+IMDB_CSV_PATTERNS = ("*imdb*.csv", "movie_metadata.csv")
+
+
+def _find(directory: Path, patterns: tuple[str, ...]) -> list[Path]:
+    found: set[Path] = set()
+    for pattern in patterns:
+        found.update(p for p in directory.glob(pattern) if p.is_file())
+    return sorted(found)
+
+
+@app.command("bootstrap")
+def bootstrap() -> None:
+    """Start the local database and load data: CSVs in DATA_DIR, else TMDB when a token is set."""
+    settings = get_settings()
+    ensure_local_db(settings)
+    tmdb_files = _find(settings.data_dir, TMDB_CSV_PATTERNS) if settings.data_dir.is_dir() else []
+    imdb_files = _find(settings.data_dir, IMDB_CSV_PATTERNS) if settings.data_dir.is_dir() else []
+    if tmdb_files:
+        for path in tmdb_files:
+            console.print(f"[bold]loading[/bold] {path}")
+            import_tmdb(path)
+        for path in imdb_files:
+            console.print(f"[bold]joining IMDB data[/bold] from {path}")
+            import_imdb(path)
+        return
+    if settings.tmdb_api_token:
+        console.print("[bold]no CSVs in DATA_DIR; ingesting from the TMDB API[/bold]")
+        from app.cli_ingest import ingest_from_tmdb
+
+        ingest_from_tmdb(since=None, max_movies=None)
+        return
+    console.print(
+        f"[yellow]No data loaded:[/yellow] no TMDB CSV in DATA_DIR={settings.data_dir} and no "
+        "TMDB_API_TOKEN. The service starts with whatever the database holds. To load data, "
+        "put the Kaggle files (tmdb_5000_movies.csv, movie_metadata.csv) in DATA_DIR and rerun "
+        "`make run`, or run `make run DATA_DIR=../shared/data`, or set TMDB_API_TOKEN, or use "
+        "`tmdb-analytics import tmdb-csv PATH`."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -93,12 +93,39 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries documenting problem+json errors."""
     return {
         s: {
-            "model": Problem,
             "description": HTTPStatus(s).phrase,
-            "content": {PROBLEM_JSON: {}},
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
         for s in statuses
     }
+
+
+def add_problem_schema(app: FastAPI) -> None:
+    """Register `Problem` in the OpenAPI components and document it for 422s too."""
+    builtin = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = builtin()
+        components = spec.setdefault("components", {}).setdefault("schemas", {})
+        components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        for item in spec.get("paths", {}).values():
+            for op in item.values():
+                responses = op.get("responses", {})
+                if "422" in responses:
+                    responses["422"] = {
+                        "description": "Validation error: `errors` names each invalid field",
+                        "content": {
+                            PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                        },
+                    }
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
 from app.db import ensure_indexes, make_client
-from app.errors import install_handlers
+from app.errors import add_problem_schema, install_handlers
 from app.routers import health
 from app.settings import Settings, get_settings
 from app.state import AppState
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_handlers(app)
+    add_problem_schema(app)
     # --- middleware (security issue: request ids, logging, metrics, limits) ---
     # --- end middleware ---
     app.include_router(health.router)

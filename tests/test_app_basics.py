@@ -1,0 +1,122 @@
+"""Service skeleton: probes, error shape, generated docs, and the local database manager."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.localdb import LocalServer, free_port
+from app.main import create_app
+from app.openapi_doc import generate
+from app.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
+        ) as http,
+    ):
+        yield http
+
+
+async def test_health_and_ready(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/health")).json() == {"status": "ok"}
+    ready = await api.get("/ready")
+    assert ready.json()["checks"]["database"] == "ok"
+
+
+async def test_ready_is_503_when_the_database_is_unreachable(settings: Settings) -> None:
+    dead = settings.model_copy(
+        update={"mongodb_uri": f"mongodb://127.0.0.1:{free_port()}/", "mongodb_timeout_ms": 300}
+    )
+    app = create_app(dead)
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
+        ) as http,
+    ):
+        assert (await http.get("/health")).status_code == 200
+        started = time.monotonic()
+        ready = await http.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"].startswith("unavailable")
+        assert time.monotonic() - started < 6
+
+
+async def test_unknown_route_is_problem_json(api: httpx.AsyncClient) -> None:
+    response = await api.get("/nope")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 404
+
+
+def test_openapi_md_is_generated_from_the_app() -> None:
+    checked_in = (REPO / "openapi.md").read_text()
+    assert checked_in == generate(), "openapi.md is stale: run `make openapi`"
+
+
+def test_production_refuses_placeholder_jwt_secret() -> None:
+    with pytest.raises(ValueError, match="JWT_SECRET"):
+        Settings(app_env="production", jwt_secret="change-me")
+    with pytest.raises(ValueError, match="JWT_SECRET"):
+        Settings(app_env="production", jwt_secret="short")
+    assert Settings(app_env="production", jwt_secret="x" * 40).app_env == "production"
+
+
+def test_local_server_start_is_idempotent_and_stop_is_clean(tmp_path: Path) -> None:
+    server = LocalServer(directory=tmp_path, port=free_port())
+    assert server.start() is True
+    try:
+        assert server.start() is False  # already running: nothing new
+        assert server.is_running() and server.accepts_connections()
+        assert server.pidfile.exists()
+    finally:
+        assert server.stop() is True
+    assert not server.is_running() and not server.pidfile.exists()
+    assert server.stop() is False
+
+
+def test_cli_db_lifecycle(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "LOCAL_DB_DIR": str(tmp_path / "db"),
+        "LOCAL_DB_PORT": str(free_port()),
+    }
+    env.pop("MONGODB_URI", None)
+    cli = [sys.executable, "-m", "app.cli"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    assert run("db", "status").returncode == 1
+    started = run("db", "start")
+    assert started.returncode == 0, started.stderr
+    try:
+        assert "already running" in run("db", "start").stderr
+        status = run("db", "status")
+        assert status.returncode == 0 and "running pid=" in status.stdout
+        assert run("db", "uri").stdout.strip() == f"mongodb://127.0.0.1:{env['LOCAL_DB_PORT']}/"
+    finally:
+        assert run("db", "stop").returncode == 0
+    assert run("db", "status").returncode == 1
+    with_uri = run("db", "uri")
+    assert with_uri.returncode == 0
+    env["MONGODB_URI"] = "mongodb://db.example:27017/"
+    assert run("db", "uri").stdout.strip() == "mongodb://db.example:27017/"
