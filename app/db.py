@@ -75,6 +75,18 @@ async def ensure_indexes(
                 await db[collection].create_indexes([model])
 
 
+_FERRETDB: dict[str, bool] = {}
+
+
+async def is_ferretdb(db: AsyncDatabase[Document]) -> bool:
+    """FerretDB needs workarounds (see movies_store); real MongoDB takes the direct path."""
+    key = repr(db.client.address) if db.client.address else str(id(db.client))
+    if key not in _FERRETDB:
+        info = await db.client.admin.command("buildInfo")
+        _FERRETDB[key] = "ferretdbVersion" in info
+    return _FERRETDB[key]
+
+
 async def bump_data_version(db: AsyncDatabase[Document]) -> int:
     """Every write batch bumps this; analytics caches key on it."""
     doc = await db[META].find_one_and_update(

@@ -32,8 +32,10 @@ async def health() -> Health:
     "/ready",
     summary="Readiness",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "A dependency is not ready"}}
-    | problem_responses(500),
+    responses={
+        503: {"model": Readiness, "description": "A dependency is not ready"},
+        **problem_responses(500),
+    },
 )
 async def ready(state: State) -> JSONResponse:
     """Pings the database and reports each dependency; 503 when any is not ready."""

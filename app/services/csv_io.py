@@ -90,7 +90,8 @@ def iter_tmdb_csv(path: Path) -> Iterator[tuple[int, dict[str, str] | None, str 
         start = reader.line_num + 1
         for row in reader:
             if None in row:
-                yield start, None, f"{len(row) - 1 + len(row[None])} cells, expected {len(header)}"  # type: ignore[index]
+                cells = len(row) - 1 + len(row[None])
+                yield start, None, f"{cells} cells, expected {len(header)}"
             elif any(v is None for v in row.values()):
                 yield start, None, "too few cells"
             else:

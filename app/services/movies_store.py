@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from app.db import META, MOVIES, Document, bump_data_version, ensure_indexes
+from app.db import META, MOVIES, Document, bump_data_version, ensure_indexes, is_ferretdb
 from app.models.movie import ImdbInfo, MovieDocument
 from app.services.normalize import content_hash, to_mongo
 
@@ -136,10 +137,10 @@ async def set_imdb(db: AsyncDatabase[Document], enrichment: dict[int, ImdbInfo])
 
 # --- updates ------------------------------------------------------------------------------
 
-# Past this many changed films a batch rewrites the collection instead of updating in place:
-# FerretDB v1 (SQLite) scans the whole collection for every single-document update (~0.03 ms
-# per stored film), and a multi-statement update command is quadratic, while inserting into
-# a fresh collection is cheap.
+# On FerretDB, past this many changed films a batch rewrites the collection instead of
+# updating in place: FerretDB v1 (SQLite) scans the whole collection for every
+# single-document update (~0.03 ms per stored film), and a multi-statement update command
+# is quadratic, while inserting into a fresh collection is cheap.
 REWRITE_THRESHOLD = 20
 STAGING = "movies_staging"
 SWAP_MARKER = "movies_swap"
@@ -150,6 +151,10 @@ async def apply_updates(db: AsyncDatabase[Document], updates: dict[int, dict[str
     if not updates:
         return
     await recover_interrupted_swap(db)
+    if not await is_ferretdb(db):
+        ops = [UpdateOne({"_id": i}, {"$set": f}, upsert=True) for i, f in updates.items()]
+        await db[MOVIES].bulk_write(ops, ordered=False)
+        return
     if len(updates) <= REWRITE_THRESHOLD:
         for movie_id, fields in updates.items():
             await db[MOVIES].update_one({"_id": movie_id}, {"$set": fields}, upsert=True)

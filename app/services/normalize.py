@@ -217,7 +217,7 @@ def to_movie(record: Mapping[str, Any], source: str) -> MovieDocument:
         cast=_cast(record.get("cast", credits.get("cast"))),
         crew=_crew(record.get("crew", credits.get("crew"))),
         quality_flags=flags,
-        source=source,  # type: ignore[arg-type]
+        source=source,
     )
 
 
