@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,6 +25,7 @@ from rich.table import Table
 
 from app.db import ensure_indexes, local_server, make_client, mongodb_uri
 from app.localdb import LocalDbError
+from app.services.credentials import Role
 from app.settings import Settings, get_settings
 
 app = typer.Typer(help="TMDB Analytics Service command line.", no_args_is_help=True)
@@ -40,7 +42,7 @@ console = Console(stderr=True)
 T = TypeVar("T")
 
 
-def _run(factory: Callable[[Settings], Awaitable[T]]) -> T:
+def _run(factory: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     settings = get_settings()
     ensure_local_db(settings)
     return asyncio.run(factory(settings))
@@ -195,6 +197,215 @@ def export_csv_cmd(path: Annotated[Path, typer.Argument(dir_okay=False)]) -> Non
     _run(go)
 
 
+# --- users / API keys -----------------------------------------------------------------------
+
+users_app = typer.Typer(help="Manage user accounts (they log in at POST /v1/auth/token).")
+keys_app = typer.Typer(help="Manage API keys for partner systems (sent as X-API-Key).")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+
+
+def _with_db(action: Callable[[Any], Awaitable[T]]) -> T:
+    """Run one credentials operation against the database; a refused operation (duplicate
+    user, unknown key, ...) or an unreachable database ends with a message and exit code 1."""
+    from pymongo.errors import PyMongoError
+
+    from app.errors import DomainError
+
+    async def go(settings: Settings) -> T:
+        client = make_client(settings)
+        try:
+            return await action(client[settings.mongodb_db])
+        finally:
+            await client.close()
+
+    try:
+        return _run(go)
+    except DomainError as exc:
+        console.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(1) from exc
+    except PyMongoError as exc:
+        console.print(f"[red]database unavailable: {exc.__class__.__name__}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@users_app.command("create")
+def users_create(
+    name: Annotated[str, typer.Argument(help="Username (letters, digits, _ . @ -)")],
+    role: Annotated[Role, typer.Option(help="viewer, predictor or admin")] = Role.viewer,
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="At least 8 characters; prompted for when omitted (keeps it out of history)",
+        ),
+    ] = "",
+) -> None:
+    """Create a user who can log in for a bearer token."""
+    from app.services.credentials import create_user
+
+    user = _with_db(lambda db: create_user(db, name, role, password))
+    console.print(f"created user {user.username!r} with role {user.role.value}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users and their roles."""
+    from app.services.credentials import list_users
+
+    users = _with_db(list_users)
+    table = Table(title=f"{len(users)} users")
+    for column in ("username", "role", "created"):
+        table.add_column(column)
+    for user in users:
+        table.add_row(user.username, user.role.value, f"{user.created_at:%Y-%m-%d %H:%M}")
+    Console().print(table)
+
+
+@users_app.command("delete")
+def users_delete(name: Annotated[str, typer.Argument()]) -> None:
+    """Delete a user (tokens already issued stay valid until they expire)."""
+    from app.services.credentials import delete_user
+
+    _with_db(lambda db: delete_user(db, name))
+    console.print(f"deleted user {name!r}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what the key is for")],
+    role: Annotated[Role, typer.Option(help="viewer, predictor or admin")] = Role.viewer,
+) -> None:
+    """Create an API key and print it once on stdout (only its hash is stored)."""
+    from app.services.credentials import create_api_key
+
+    record, key = _with_db(lambda db: create_api_key(db, name, role))
+    console.print(
+        f"created API key {record.key_id} ({record.name!r}, role {record.role.value}); "
+        "store it now, it cannot be shown again:"
+    )
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (ids, names, roles, status; never the keys themselves)."""
+    from app.services.credentials import list_api_keys
+
+    keys = _with_db(list_api_keys)
+    table = Table(title=f"{len(keys)} API keys")
+    for column in ("key_id", "name", "role", "created", "status"):
+        table.add_column(column)
+    for k in keys:
+        status = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        table.add_row(k.key_id, k.name, k.role.value, f"{k.created_at:%Y-%m-%d %H:%M}", status)
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key_id from `keys list`")]) -> None:
+    """Revoke an API key (running services stop accepting it within API_KEY_CACHE_SECONDS)."""
+    from app.services.credentials import revoke_api_key
+
+    record = _with_db(lambda db: revoke_api_key(db, key_id))
+    console.print(f"revoked API key {record.key_id} ({record.name!r})")
+
+
+# --- ingest -------------------------------------------------------------------------------
+
+
+@ingest_app.command("tmdb")
+def ingest_tmdb_cmd(
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            metavar="DATE",
+            help="Incremental mode: refetch the films TMDB changed since DATE (YYYY-MM-DD).",
+        ),
+    ] = None,
+    max_movies: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="N", help="Fetch at most N films; the run stays resumable."),
+    ] = None,
+) -> None:
+    """Ingest films from the TMDB API (needs TMDB_API_TOKEN; resumable; upserts by id)."""
+    ingest_from_tmdb(since=since.date() if since else None, max_movies=max_movies)
+
+
+def ingest_from_tmdb(since: date | None, max_movies: int | None) -> None:
+    """The body of `ingest tmdb`, also called by `bootstrap`; exits 1 on a missing or
+    rejected token and when TMDB keeps failing (the run is then resumable)."""
+    import time
+
+    from app.services.tmdb_client import TmdbAuthError, TmdbClient, TmdbError
+    from app.services.tmdb_ingest import IngestOptions, IngestProgress, ingest_tmdb
+
+    settings = get_settings()
+    if not settings.tmdb_api_token:
+        console.print(
+            "[red]TMDB_API_TOKEN is not set.[/red] Create an API Read Access Token at "
+            "https://www.themoviedb.org/settings/api and export TMDB_API_TOKEN=<token>."
+        )
+        raise typer.Exit(1)
+    options = IngestOptions(since=since, max_movies=max_movies)
+
+    async def go(settings: Settings) -> None:
+        client = make_client(settings)
+        try:
+            db = client[settings.mongodb_db]
+            await ensure_indexes(db)
+            async with TmdbClient.from_settings(settings) as tmdb:
+                with progress_bar() as bar:
+                    task = bar.add_task("ingest tmdb", total=None, rate="")
+                    started = time.monotonic()
+
+                    def show(p: IngestProgress) -> None:
+                        elapsed = max(time.monotonic() - started, 1e-3)
+                        rate = (
+                            f"{p.completed / elapsed:.1f} films/s, "
+                            f"{p.requests / elapsed:.1f} req/s, {p.retries} retries"
+                        )
+                        bar.update(task, completed=p.completed, total=p.total, rate=rate)
+
+                    summary = await ingest_tmdb(db, tmdb, options, progress=show)
+        except TmdbAuthError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+        except TmdbError as exc:
+            console.print(
+                f"[red]TMDB: {exc}[/red]\nProgress is saved: run the same command to continue."
+            )
+            raise typer.Exit(1) from exc
+        finally:
+            await client.close()
+        for warning in summary.warnings:
+            console.print(f"[yellow]warning[/yellow]: {warning}")
+        for error in summary.errors[:20]:
+            console.print(f"[yellow]film {error['id']}[/yellow] {error['kind']}: {error['reason']}")
+        if len(summary.errors) > 20:
+            console.print(f"... and {len(summary.errors) - 20} more (see ingest_runs)")
+        if summary.status == "paused":
+            console.print("stopped at --max-movies; run the command again to continue")
+        resumed = "resumed " if summary.resumed else ""
+        print_summary(
+            f"TMDB {summary.kind} ingest, {resumed}run {summary.run_id}: {summary.status}",
+            summary.as_dict(),
+        )
+
+    _run(go)
+
+
+# --- train --------------------------------------------------------------------------------
+
+# The same command as `python -m training` (training/cli.py owns its options).
+from training.cli import train_command  # noqa: E402
+
+app.command("train")(train_command)
+
+
 # --- serve --------------------------------------------------------------------------------
 
 
@@ -215,6 +426,8 @@ def serve(
         port=port,
         workers=workers,
         log_level=os.environ.get("LOG_LEVEL", "info").lower(),
+        # The app writes one JSON access line per request (app.observability).
+        access_log=False,
     )
 
 
@@ -238,6 +451,20 @@ def _find(directory: Path, patterns: tuple[str, ...]) -> list[Path]:
     return sorted(found)
 
 
+def _train_if_no_models(settings: Settings) -> None:
+    """A first run gets working predictions: train once when no model version exists yet."""
+    from app.ml.artifacts import read_active
+
+    missing = [m for m in ("revenue", "hit") if read_active(settings.artifacts_dir, m) is None]
+    if not missing:
+        return
+    console.print(f"[bold]no trained {' / '.join(missing)} model yet: training (about a minute)")
+    try:
+        train_command()
+    except (typer.Exit, SystemExit, Exception) as exc:  # serving analytics must not depend on it
+        console.print(f"[yellow]training failed ({exc!r}); predictions stay unavailable[/yellow]")
+
+
 @app.command("bootstrap")
 def bootstrap() -> None:
     """Start the local database and load data: CSVs in DATA_DIR, else TMDB when a token is set."""
@@ -252,12 +479,12 @@ def bootstrap() -> None:
         for path in imdb_files:
             console.print(f"[bold]joining IMDB data[/bold] from {path}")
             import_imdb(path)
+        _train_if_no_models(settings)
         return
     if settings.tmdb_api_token:
         console.print("[bold]no CSVs in DATA_DIR; ingesting from the TMDB API[/bold]")
-        from app.cli_ingest import ingest_from_tmdb
-
         ingest_from_tmdb(since=None, max_movies=None)
+        _train_if_no_models(settings)
         return
     console.print(
         f"[yellow]No data loaded:[/yellow] no TMDB CSV in DATA_DIR={settings.data_dir} and no "

@@ -80,7 +80,7 @@ _FERRETDB: dict[str, bool] = {}
 
 async def is_ferretdb(db: AsyncDatabase[Document]) -> bool:
     """FerretDB needs workarounds (see movies_store); real MongoDB takes the direct path."""
-    key = repr(db.client.address) if db.client.address else str(id(db.client))
+    key = str(id(db.client))
     if key not in _FERRETDB:
         info = await db.client.admin.command("buildInfo")
         _FERRETDB[key] = "ferretdbVersion" in info

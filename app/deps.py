@@ -12,16 +12,16 @@ from app.settings import Settings
 from app.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.app_state
     return state
 
 
-def get_db(state: Annotated[AppState, Depends(get_state)]) -> AsyncDatabase[Document]:
+async def get_db(state: Annotated[AppState, Depends(get_state)]) -> AsyncDatabase[Document]:
     return state.db
 
 
-def get_app_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
+async def get_app_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
     return state.settings
 
 

@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 from pymongo.errors import ConnectionFailure, PyMongoError, ServerSelectionTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.observability import DB_ERRORS
+
 log = logging.getLogger("app.errors")
 PROBLEM_JSON = "application/problem+json"
 
@@ -109,13 +111,24 @@ def add_problem_schema(app: FastAPI) -> None:
             return app.openapi_schema
         spec = builtin()
         components = spec.setdefault("components", {}).setdefault("schemas", {})
-        components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        components["Problem"] = Problem.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
         for item in spec.get("paths", {}).values():
             for op in item.values():
                 responses = op.get("responses", {})
                 if "422" in responses:
                     responses["422"] = {
                         "description": "Validation error: `errors` names each invalid field",
+                        "content": {
+                            PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                        },
+                    }
+                if "requestBody" in op and "400" not in responses:
+                    # FastAPI answers 400 to a body it cannot even decode (broken JSON or
+                    # encoding) before any validation runs; say so wherever a body is taken.
+                    responses["400"] = {
+                        "description": "The request body could not be parsed",
                         "content": {
                             PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
                         },
@@ -173,6 +186,7 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServerSelectionTimeoutError)
     async def _db_down(request: Request, exc: PyMongoError) -> JSONResponse:
         log.warning("database unavailable: %s", exc.__class__.__name__)
+        DB_ERRORS.labels(exc.__class__.__name__).inc()
         return problem_response(
             503,
             "the database is unavailable; retry shortly",

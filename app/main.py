@@ -11,7 +11,10 @@ from pymongo.errors import PyMongoError
 
 from app.db import ensure_indexes, make_client
 from app.errors import add_problem_schema, install_handlers
-from app.routers import health
+from app.limits import install_limits
+from app.observability import install_observability, metrics_router
+from app.routers import auth, health
+from app.security import Role, install_security, protected
 from app.settings import Settings, get_settings
 from app.state import AppState
 
@@ -46,11 +49,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("database not reachable at startup: %s", exc.__class__.__name__)
         app.state.app_state = state
         # --- feature startup (analytics snapshot, model registry, ...) ---
+        # Analytics: the first snapshot builds in the background; requests wait only for it.
+        from app.services.analytics import ENGINE_KEY, AnalyticsEngine
+
+        analytics_engine = AnalyticsEngine(db, settings.snapshot_check_seconds)
+        analytics_engine.start()
+        state.extras[ENGINE_KEY] = analytics_engine
+        # Models: load the active version of each; /ready names any that cannot serve.
+        from app.ml.registry import startup as start_model_registry
+
+        await start_model_registry(state)
         # --- end feature startup ---
         try:
             yield
         finally:
             # --- feature shutdown ---
+            await analytics_engine.close()
             # --- end feature shutdown ---
             await client.close()
 
@@ -63,8 +77,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     add_problem_schema(app)
     # --- middleware (security issue: request ids, logging, metrics, limits) ---
+    # Starlette runs the middleware added last first: observability wraps the limits, so
+    # 413/429/503 answers get a request id, a log line and a metric like any other.
+    install_limits(app, settings)
+    install_observability(app, settings.log_level)
+    install_security(app, settings)
     # --- end middleware ---
     app.include_router(health.router)
+    app.include_router(metrics_router)
+    app.include_router(auth.router)
     # --- feature routers ---
+    # Every feature router is included with `**protected(role)` (app.security): the role check
+    # and the documented 401/403/429 apply to all of its routes. Public: /health, /ready,
+    # /metrics, /docs, /openapi.json, POST /v1/auth/token. For example:
+    #   app.include_router(movies.router, **protected(Role.viewer))
+    #   app.include_router(analytics.router, **protected(Role.viewer))
+    #   app.include_router(predict.router, **protected(Role.predictor))
+    #   app.include_router(models.router, **protected(Role.viewer))
+    #   app.include_router(models.admin_router, **protected(Role.admin))
+    from app.routers import analytics as analytics_routes
+    from app.routers import movies as movie_routes
+
+    app.include_router(analytics_routes.router, **protected(Role.viewer))
+    app.include_router(movie_routes.router, **protected(Role.viewer))
+    from app.routers import models as model_routes
+    from app.routers import predict as predict_routes
+
+    app.include_router(predict_routes.router, **protected(Role.predictor))
+    app.include_router(model_routes.router, **protected(Role.viewer))
+    app.include_router(model_routes.admin_router, **protected(Role.admin))
     # --- end feature routers ---
     return app

@@ -49,7 +49,11 @@ def render(spec: dict[str, Any]) -> str:
             lines += ["", "Auth: " + ", ".join(sorted({k for s in security for k in s}))]
         params = op.get("parameters", [])
         if params:
-            lines += ["", "| Parameter | In | Type | Required | Description |", "| --- | --- | --- | --- | --- |"]
+            lines += [
+                "",
+                "| Parameter | In | Type | Required | Description |",
+                "| --- | --- | --- | --- | --- |",
+            ]
             for p in params:
                 schema = p.get("schema", {})
                 lines.append(

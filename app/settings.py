@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     max_batch_size: int = Field(default=1000, ge=1)
     snapshot_check_seconds: float = Field(default=1.0, ge=0)
+    # Security/operations (issue 5). A verified API key is remembered this long, so a revoked
+    # key keeps working for at most this many seconds (0 = look it up on every request).
+    api_key_cache_seconds: float = Field(default=10.0, ge=0)
+    # 503 when no response has started within this many seconds (0 disables the guard).
+    request_timeout_seconds: float = Field(default=30.0, ge=0)
+    log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
 
     @model_validator(mode="after")
     def _refuse_weak_secrets_in_production(self) -> Settings:
@@ -50,6 +56,16 @@ class Settings(BaseSettings):
                     "JWT_SECRET must be set to a random value of at least 32 characters "
                     "when APP_ENV=production"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_weak_admin_key_in_production(self) -> Settings:
+        key = self.admin_api_key
+        if self.app_env == "production" and key is not None and len(key) < 32:
+            raise ValueError(
+                "ADMIN_API_KEY must be a random value of at least 32 characters "
+                "(or unset) when APP_ENV=production"
+            )
         return self
 
 

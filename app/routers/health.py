@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.deps import State
-from app.errors import problem_responses
+from app.errors import PROBLEM_JSON, problem_responses
 from app.services.health import readiness
 
 router = APIRouter(tags=["health"])
@@ -33,13 +33,28 @@ async def health() -> Health:
     summary="Readiness",
     response_model=Readiness,
     responses={
-        503: {"model": Readiness, "description": "A dependency is not ready"},
+        503: {
+            "description": "A dependency is not ready: problem+json with `checks`",
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        },
         **problem_responses(500),
     },
 )
 async def ready(state: State) -> JSONResponse:
     """Pings the database and reports each dependency; 503 when any is not ready."""
     checks = await readiness(state)
-    ok = all(v == "ok" for v in checks.values())
-    body = Readiness(status="ready" if ok else "not ready", checks=checks)
-    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+    if all(v == "ok" for v in checks.values()):
+        return JSONResponse(Readiness(status="ready", checks=checks).model_dump())
+    failing = ", ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")
+    # Problem details (the one error shape) extended with the per-dependency checks.
+    body = {
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": f"not ready ({failing})",
+        "status_text": "not ready",
+        "checks": checks,
+    }
+    return JSONResponse(
+        body, status_code=503, media_type=PROBLEM_JSON, headers={"Retry-After": "5"}
+    )

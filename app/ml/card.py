@@ -1,0 +1,96 @@
+"""The model card: one JSON file beside every artifact, written by training, validated by the
+registry before a model may serve, and returned by `GET /v1/models/{name}`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FeatureSpec(BaseModel):
+    name: str
+    type: Literal["numeric", "binary", "count"]
+    group: str = Field(description="Input field the feature derives from (explanations use it)")
+
+
+class SplitInfo(BaseModel):
+    strategy: Literal["time", "random"]
+    reason: str
+    train: int
+    validation: int
+    test: int
+    train_until: str | None = Field(default=None, description="Last release date in train")
+    test_from: str | None = Field(default=None, description="First release date in test")
+
+
+class DataInfo(BaseModel):
+    source: str = Field(examples=["mongodb:tmdb"])
+    sha256: str = Field(description="Hash of the canonical training records")
+    films: int = Field(description="Films read")
+    rows: int = Field(description="Films with a known target (the modelling population)")
+    split: SplitInfo
+
+
+class Candidate(BaseModel):
+    family: str
+    params: dict[str, Any]
+    validation: dict[str, float]
+    fit_seconds: float
+
+
+class IntervalSpec(BaseModel):
+    """Split-conformal interval on log1p(revenue): prediction + the residual quantiles of
+    held-out films, separately for films with and without a known budget (their errors
+    differ several-fold, so one pooled width would over-cover one and under-cover the other)."""
+
+    method: str
+    quantiles: tuple[float, float] = (0.1, 0.9)
+    offsets: dict[str, tuple[float, float]] = Field(
+        description="group -> (low, high) offsets in log1p dollars"
+    )
+    calibration_rows: int
+    coverage_test: float = Field(description="Share of test films inside their interval")
+
+
+class ArtifactInfo(BaseModel):
+    file: str
+    sha256: str
+    bytes: int
+
+
+class MlflowInfo(BaseModel):
+    tracking_uri: str
+    experiment: str
+    run_id: str
+    model_uri: str | None = None
+    registered_model: str | None = None
+    registered_version: str | None = None
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: Literal["revenue", "hit"]
+    version: str
+    created_at: datetime
+    task: Literal["regression", "classification"]
+    target: str
+    git_sha: str | None = None
+    data: DataInfo
+    feature_schema_version: int
+    input_fields: list[str]
+    features: list[FeatureSpec]
+    family: str = Field(description="Chosen model family")
+    params: dict[str, Any]
+    candidates: list[Candidate]
+    validation_metrics: dict[str, float]
+    metrics: dict[str, Any] = Field(description="Test metrics (films the model never saw)")
+    interval: IntervalSpec | None = None
+    threshold: float | None = Field(default=None, description="Hit decision threshold")
+    final_fit: str = Field(description="What the served model was fitted on")
+    library_versions: dict[str, str]
+    artifact: ArtifactInfo
+    mlflow: MlflowInfo | None = None
+    training_seconds: float

@@ -1,0 +1,264 @@
+"""Request and response bodies of the prediction and model-management API.
+
+Films use TMDB's own field names. List fields take TMDB objects (`{"id": 28, "name":
+"Action"}`, `{"iso_3166_1": "US", "name": "United States of America"}`) or plain names; every
+fact is optional (a missing fact is "unknown", and the model was trained to live with that).
+Fields that only exist after release (revenue, popularity, votes, ...) are ignored, so a
+full TMDB record can be posted as is.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal, Required
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    field_validator,
+)
+from typing_extensions import TypedDict
+
+from app.ml.card import ModelCard
+
+MAX_ITEMS = 1000
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10)]
+
+
+# List items are TypedDicts, not models: validated entirely inside pydantic-core, they cost
+# ~5x less than model instances (a 1,000-film batch carries ~30,000 of them). Unknown keys
+# (`id`, `credit_id`, `profile_path`, ...) are accepted and dropped.
+class TmdbRef(TypedDict, total=False):
+    """A TMDB list object such as `{"id": 28, "name": "Action"}`."""
+
+    id: int
+    name: Required[Name]
+
+
+class CountryRef(TypedDict, total=False):
+    """`{"iso_3166_1": "US", "name": "United States of America"}`; the code is used."""
+
+    iso_3166_1: Required[Code]
+    name: str
+
+
+class LanguageRef(TypedDict, total=False):
+    """`{"iso_639_1": "en", "name": "English"}`; the code is used."""
+
+    iso_639_1: Required[Code]
+    name: str
+
+
+class CastRef(TypedDict, total=False):
+    name: Required[Name]
+    character: str | None
+    order: Annotated[int, Field(ge=0)]
+
+
+class CrewRef(TypedDict, total=False):
+    name: Required[Name]
+    job: Annotated[str | None, Field(description='"Director" feeds the director features')]
+    department: str | None
+
+
+def _shape(value: Any) -> str:
+    # A plain name or a TMDB object: telling pydantic which one up front gives one precise
+    # error per bad item (e.g. `items.0.genres.2.object.name`) instead of one per union
+    # member.
+    return "name" if isinstance(value, str) else "object"
+
+
+def _country_shape(value: Any) -> str:
+    if isinstance(value, str):
+        return "name"
+    return "code" if isinstance(value, dict) and "iso_3166_1" in value else "object"
+
+
+def _language_shape(value: Any) -> str:
+    if isinstance(value, str):
+        return "name"
+    return "code" if isinstance(value, dict) and "iso_639_1" in value else "object"
+
+
+NameOrRef = Annotated[
+    Annotated[Name, Tag("name")] | Annotated[TmdbRef, Tag("object")], Discriminator(_shape)
+]
+NameOrCountry = Annotated[
+    Annotated[Name, Tag("name")]
+    | Annotated[CountryRef, Tag("code")]
+    | Annotated[TmdbRef, Tag("object")],
+    Discriminator(_country_shape),
+]
+NameOrLanguage = Annotated[
+    Annotated[Name, Tag("name")]
+    | Annotated[LanguageRef, Tag("code")]
+    | Annotated[TmdbRef, Tag("object")],
+    Discriminator(_language_shape),
+]
+NameOrCast = Annotated[
+    Annotated[Name, Tag("name")] | Annotated[CastRef, Tag("object")], Discriminator(_shape)
+]
+NameOrCrew = Annotated[
+    Annotated[Name, Tag("name")] | Annotated[CrewRef, Tag("object")], Discriminator(_shape)
+]
+Listed = list[NameOrRef]
+
+
+class Film(BaseModel):
+    """A film's pre-release facts."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "example": {
+                "title": "Interstellar Heist",
+                "budget": 120_000_000,
+                "runtime": 131,
+                "release_date": "2026-07-17",
+                "genres": [{"id": 28, "name": "Action"}, "Science Fiction"],
+                "original_language": "en",
+                "production_companies": ["Warner Bros. Pictures"],
+                "production_countries": [{"iso_3166_1": "US", "name": "United States of America"}],
+                "spoken_languages": ["en"],
+                "keywords": ["heist", "space"],
+                "homepage": "https://example.org/heist",
+                "tagline": "Steal the stars.",
+                "cast": ["Tom Hardy", "Zendaya"],
+                "crew": [{"name": "Christopher Nolan", "job": "Director"}],
+            }
+        },
+    )
+
+    title: str | None = Field(default=None, max_length=500)
+    budget: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="USD; 0 means unknown; below 1000 is read as millions",
+    )
+    runtime: float | None = Field(
+        default=None, ge=0, le=1000, allow_inf_nan=False, description="Minutes"
+    )
+    release_date: date | None = Field(default=None, description="ISO date, e.g. 2026-07-17")
+    original_language: str | None = Field(default=None, max_length=10, description="ISO 639-1")
+    genres: Listed = Field(default_factory=list, max_length=50)
+    production_companies: Listed = Field(default_factory=list, max_length=200)
+    production_countries: list[NameOrCountry] = Field(
+        default_factory=list, max_length=100, description="ISO 3166-1 codes or TMDB objects"
+    )
+    spoken_languages: list[NameOrLanguage] = Field(
+        default_factory=list, max_length=100, description="ISO 639-1 codes or TMDB objects"
+    )
+    keywords: Listed = Field(default_factory=list, max_length=500)
+    homepage: str | None = Field(default=None, max_length=2000)
+    tagline: str | None = Field(default=None, max_length=2000)
+    belongs_to_collection: NameOrRef | None = None
+    cast: list[NameOrCast] = Field(
+        default_factory=list, max_length=1000, description="By billing order; the first 3 count"
+    )
+    crew: list[NameOrCrew] = Field(
+        default_factory=list,
+        max_length=5000,
+        description="Objects with a job; plain names carry no job and are not used",
+    )
+
+    @field_validator("release_date", "budget", "runtime", "original_language", mode="before")
+    @classmethod
+    def _blank_is_unknown(cls, value: Any) -> Any:
+        # TMDB exports use "" for unknown dates and languages.
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+class PredictRequest(BaseModel):
+    items: list[Film] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class Interval(BaseModel):
+    low: float = Field(examples=[41_000_000.0])
+    high: float = Field(examples=[612_000_000.0])
+
+
+class Contribution(BaseModel):
+    feature: str = Field(examples=["budget"], description="Input field")
+    contribution: float = Field(
+        examples=[0.84],
+        description="Change in the score due to this field versus a typical film "
+        "(log revenue for revenue, probability for hit)",
+    )
+
+
+class RevenuePrediction(BaseModel):
+    index: int
+    title: str | None = None
+    revenue: float = Field(examples=[158_000_000.0], description="Expected worldwide USD")
+    interval: Interval
+    contributions: list[Contribution] | None = None
+
+
+class HitPrediction(BaseModel):
+    index: int
+    title: str | None = None
+    probability: float = Field(ge=0, le=1, examples=[0.7])
+    hit: bool
+    contributions: list[Contribution] | None = None
+
+
+class RevenueResponse(BaseModel):
+    model: Literal["revenue"] = "revenue"
+    model_version: str = Field(examples=["20250101T120000Z"])
+    interval_level: float = Field(default=0.8, description="Nominal coverage of the interval")
+    predictions: list[RevenuePrediction]
+
+
+class HitResponse(BaseModel):
+    model: Literal["hit"] = "hit"
+    model_version: str = Field(examples=["20250101T120000Z"])
+    threshold: float = Field(description="P(hit) at or above which `hit` is true")
+    predictions: list[HitPrediction]
+
+
+class ModelSummary(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: Literal["revenue", "hit"]
+    status: Literal["serving", "unavailable"]
+    active_version: str | None = None
+    family: str | None = None
+    created_at: str | None = None
+    metrics: dict[str, Any] | None = None
+    versions: list[str] = Field(default_factory=list, description="Versions on disk, oldest first")
+    problem: str | None = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+
+
+class ModelDetail(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: Literal["revenue", "hit"]
+    active_version: str
+    loaded_at: str
+    fast_path: bool = Field(description="Small batches use the compiled scorer")
+    versions: list[str]
+    card: ModelCard
+    monitoring: dict[str, Any] = Field(
+        description="Per version: requests, predictions, input feature and output summaries"
+    )
+
+
+class ActivateRequest(BaseModel):
+    version: str = Field(pattern=r"^[0-9]{8}T[0-9]{6}Z(?:-[0-9]+)?$", examples=["20250101T120000Z"])
+
+
+class ActivationResult(BaseModel):
+    name: Literal["revenue", "hit"]
+    active_version: str
+    previous_version: str | None

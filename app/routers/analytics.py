@@ -1,0 +1,214 @@
+"""`/v1/analytics/*`: aggregates over the catalogue, all narrowed by the same filters."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from app.errors import UnavailableError, problem_responses
+from app.models.analytics import (
+    CompaniesResponse,
+    CorrelationsResponse,
+    DistributionResponse,
+    GenresResponse,
+    GroupSort,
+    LanguagesResponse,
+    NumericField,
+    PeopleResponse,
+    SeasonalityResponse,
+    SummaryResponse,
+    TopMetric,
+    TopResponse,
+    TrendsResponse,
+)
+from app.routers.filters import Filters
+from app.services import analytics
+from app.services.analytics import ENGINE_KEY, AnalyticsEngine, Result
+from app.state import AppState
+
+router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
+
+
+async def get_engine(request: Request) -> AnalyticsEngine:
+    # Async and straight from the request: a plain `def` dependency would run in the thread pool.
+    state: AppState = request.app.state.app_state
+    engine = state.extras.get(ENGINE_KEY)
+    if not isinstance(engine, AnalyticsEngine):
+        raise UnavailableError("the analytics engine is not running")
+    return engine
+
+
+Engine = Annotated[AnalyticsEngine, Depends(get_engine)]
+
+_HEADERS = {
+    "X-Data-Version": {
+        "description": "Catalogue version the answer was computed on",
+        "schema": {"type": "integer"},
+    },
+    "X-Analytics-Cache": {
+        "description": "`hit` when served from the result cache, else `miss`",
+        "schema": {"type": "string"},
+    },
+}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"headers": _HEADERS},
+    **problem_responses(400, 422, 503),
+}
+N = Annotated[int, Query(ge=1, le=500, description="How many entries")]
+MinFilms = Annotated[int, Query(ge=1, le=100_000, description="Only groups with this many films")]
+Sort = Annotated[
+    GroupSort,
+    Query(description="`films` (count), `revenue` (total known) or `vote_average` (mean)"),
+]
+
+
+def _respond(result: Result) -> Response:
+    # Cached JSON bytes go out as they are: no re-validation or re-serialization per request.
+    return Response(
+        content=result.body,
+        media_type="application/json",
+        headers={
+            "X-Data-Version": str(result.data_version),
+            "X-Analytics-Cache": "hit" if result.cache_hit else "miss",
+        },
+    )
+
+
+@router.get(
+    "/summary", summary="Catalogue summary", response_model=SummaryResponse, responses=RESPONSES
+)
+async def summary(engine: Engine, filters: Filters) -> Response:
+    """Film counts, how many films know each field, and totals of budget, revenue and profit."""
+    return _respond(await engine.run(analytics.summary, filters))
+
+
+@router.get(
+    "/genres", summary="Genre economics", response_model=GenresResponse, responses=RESPONSES
+)
+async def genres(engine: Engine, filters: Filters) -> Response:
+    """Per genre: film count and stats of revenue, budget, profit, ROI, rating and runtime."""
+    return _respond(await engine.run(analytics.genres, filters))
+
+
+@router.get(
+    "/trends", summary="Trends over time", response_model=TrendsResponse, responses=RESPONSES
+)
+async def trends(
+    engine: Engine,
+    filters: Filters,
+    by: Annotated[Literal["year", "month", "decade"], Query(description="Period")] = "year",
+) -> Response:
+    """Per release year, month (`YYYY-MM`) or decade: film count and the genre-style stats."""
+    return _respond(await engine.run(analytics.trends, filters, by))
+
+
+@router.get(
+    "/seasonality",
+    summary="Seasonality by release month",
+    response_model=SeasonalityResponse,
+    responses=RESPONSES,
+)
+async def seasonality(engine: Engine, filters: Filters) -> Response:
+    """Per calendar month of release (all years together): film count and stats."""
+    return _respond(await engine.run(analytics.seasonality, filters))
+
+
+@router.get("/top", summary="Top films", response_model=TopResponse, responses=RESPONSES)
+async def top(
+    engine: Engine,
+    filters: Filters,
+    metric: Annotated[TopMetric, Query(description="Ranked field")] = "revenue",
+    n: Annotated[int, Query(ge=1, le=100, description="How many films")] = 10,
+    order: Annotated[Literal["desc", "asc"], Query(description="Highest or lowest")] = "desc",
+) -> Response:
+    """The n films with the highest (or lowest) known value of a metric."""
+    return _respond(await engine.run(analytics.top, filters, metric, n, order))
+
+
+@router.get(
+    "/distribution",
+    summary="Histogram of a field",
+    response_model=DistributionResponse,
+    responses=RESPONSES,
+)
+async def distribution(
+    engine: Engine,
+    filters: Filters,
+    field: Annotated[NumericField, Query(description="Numeric field")] = "revenue",
+    bins: Annotated[int, Query(ge=1, le=200, description="Number of bins")] = 20,
+    scale: Annotated[
+        Literal["linear", "log"], Query(description="`log`: log-spaced bins over values > 0")
+    ] = "linear",
+) -> Response:
+    """Histogram (bin edges and counts) of the known values of a field, with its stats."""
+    return _respond(await engine.run(analytics.distribution, filters, field, bins, scale))
+
+
+@router.get(
+    "/correlations",
+    summary="Correlation matrix",
+    response_model=CorrelationsResponse,
+    responses=RESPONSES,
+)
+async def correlations(
+    engine: Engine,
+    filters: Filters,
+    fields: Annotated[
+        str | None,
+        Query(
+            max_length=300,
+            description="Comma-separated numeric fields (default: budget, revenue, "
+            "popularity, vote_average, vote_count, runtime)",
+            examples=["budget,revenue,vote_average"],
+        ),
+    ] = None,
+    method: Annotated[Literal["pearson", "spearman"], Query(description="Coefficient")] = (
+        "pearson"
+    ),
+) -> Response:
+    """Pairwise correlations over the films that know every requested field."""
+    names = analytics.parse_fields(fields)
+    return _respond(await engine.run(analytics.correlations, filters, names, method))
+
+
+@router.get(
+    "/people", summary="Directors and actors", response_model=PeopleResponse, responses=RESPONSES
+)
+async def people(
+    engine: Engine,
+    filters: Filters,
+    role: Annotated[Literal["director", "actor"], Query(description="Credit")] = "director",
+    sort: Sort = "films",
+    n: N = 20,
+    min_films: MinFilms = 1,
+) -> Response:
+    """Top people by films, total revenue or mean rating, from credits and IMDB enrichment."""
+    return _respond(await engine.run(analytics.people, filters, role, sort, n, min_films))
+
+
+@router.get(
+    "/companies",
+    summary="Production companies",
+    response_model=CompaniesResponse,
+    responses=RESPONSES,
+)
+async def companies(
+    engine: Engine, filters: Filters, sort: Sort = "films", n: N = 20, min_films: MinFilms = 1
+) -> Response:
+    """Top production companies with film count and the genre-style stats."""
+    return _respond(await engine.run(analytics.companies, filters, sort, n, min_films))
+
+
+@router.get(
+    "/languages",
+    summary="Original languages",
+    response_model=LanguagesResponse,
+    responses=RESPONSES,
+)
+async def languages(
+    engine: Engine, filters: Filters, sort: Sort = "films", n: N = 100, min_films: MinFilms = 1
+) -> Response:
+    """Per original language: film count and the genre-style stats."""
+    return _respond(await engine.run(analytics.languages, filters, sort, n, min_films))

@@ -1,0 +1,59 @@
+"""Model listing and cards (public), reload and activation (admin)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.deps import State
+from app.errors import problem_responses
+from app.ml.registry import get_registry
+from app.models.predict import ActivateRequest, ActivationResult, ModelDetail, ModelList
+from app.services import predict as service
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+# Included separately by the app factory, which attaches the admin credentials dependency.
+admin_router = APIRouter(prefix="/v1/models", tags=["models (admin)"])
+
+
+@router.get(
+    "",
+    summary="List models",
+    response_model=ModelList,
+    responses=problem_responses(500, 503),
+)
+async def list_models(state: State) -> ModelList:
+    """Each model with its active version and test metrics, or why it is unavailable."""
+    return service.list_models(get_registry(state))
+
+
+@router.get(
+    "/{name}",
+    summary="Model card",
+    response_model=ModelDetail,
+    responses=problem_responses(404, 500, 503),
+)
+async def get_model(name: str, state: State) -> ModelDetail:
+    """The active version's card, its versions on disk, and live prediction monitoring."""
+    return service.model_detail(get_registry(state), name)
+
+
+@admin_router.post(
+    "/{name}/reload",
+    summary="Reload the active version",
+    response_model=ActivationResult,
+    responses=problem_responses(404, 409, 500, 503),
+)
+async def reload_model(name: str, state: State) -> ActivationResult:
+    """Re-read `ACTIVE` and swap atomically; a bad artifact is refused (409), old one serves."""
+    return await service.reload_model(get_registry(state), name)
+
+
+@admin_router.post(
+    "/{name}/activate",
+    summary="Activate a version (roll out or roll back)",
+    response_model=ActivationResult,
+    responses=problem_responses(404, 409, 422, 500, 503),
+)
+async def activate_model(name: str, body: ActivateRequest, state: State) -> ActivationResult:
+    """Serve the given version and make it the active one; a bad artifact is refused (409)."""
+    return await service.activate_model(get_registry(state), name, body.version)

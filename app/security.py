@@ -1,0 +1,316 @@
+"""Who is calling, and may they? Credentials, roles and the per-credential rate limit.
+
+Three kinds of credential, all ending in a `Principal` with one `Role`:
+
+* `Authorization: Bearer <JWT>` from `POST /v1/auth/token` (OAuth2 password flow). HS256 with
+  `JWT_SECRET`, short-lived, carrying `sub` and `role`. Verified without touching the
+  database, so logged-in users keep reading analytics while the database is down; the price
+  is that a deleted or demoted user keeps the old role until the token expires
+  (`JWT_EXPIRE_MINUTES`, 30 by default).
+* `X-API-Key: tak_...` for partner systems, created with `tmdb-analytics keys create`. Looked
+  up by key id and compared by SHA-256 (see `app.services.credentials`); verified keys are
+  cached for `API_KEY_CACHE_SECONDS`, which bounds how long a revoked key keeps working.
+* `X-API-Key: <ADMIN_API_KEY>`: the operator's admin key from the environment.
+
+Routers never check credentials themselves: `app.main` adds `protected(role)` when it includes
+a router, so a new endpoint cannot forget to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from jose import ExpiredSignatureError, JWTError, jwt
+from pymongo.errors import PyMongoError
+
+from app.deps import State
+from app.errors import DomainError, problem_responses
+from app.limits import RateLimiter, client_ip, has_credentials, retry_after_header
+from app.observability import AUTH_FAILURES, RATE_LIMITED
+from app.services import credentials
+from app.services.credentials import ApiKey, Role
+from app.settings import Settings
+
+__all__ = ["Principal", "Role", "current_principal", "protected", "require_role"]
+
+JWT_ALGORITHM = "HS256"
+JWT_ISSUER = "tmdb-analytics"
+TOKEN_URL = "/v1/auth/token"
+REALM = 'realm="tmdb-analytics"'
+MAX_CREDENTIAL_LENGTH = 4096
+# How long an expired API-key cache entry may still answer while it is being refreshed.
+STALE_GRACE_SECONDS = 120.0
+
+log = logging.getLogger("app.security")
+
+AuthMethod = Literal["bearer", "api_key", "admin_key"]
+
+
+# --- errors (rendered as problem+json by app.errors) ---------------------------------------
+
+
+class UnauthorizedError(DomainError):
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self, detail: str, *, reason: str, invalid_token: bool = False) -> None:
+        challenge = f"Bearer {REALM}"
+        if invalid_token:
+            challenge += ', error="invalid_token"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+        AUTH_FAILURES.labels(reason).inc()
+
+
+class ForbiddenError(DomainError):
+    status = 403
+    title = "Forbidden"
+
+
+class RateLimitedError(DomainError):
+    status = 429
+    title = "Too Many Requests"
+
+
+# --- principals ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller."""
+
+    subject: str
+    role: Role
+    method: AuthMethod
+    key_id: str | None = None
+
+    @property
+    def rate_key(self) -> str:
+        # Keyed by credential: every holder of one API key shares its budget.
+        return f"{self.method}:{self.key_id or self.subject}"
+
+    def __str__(self) -> str:
+        # What the access log records: never a secret, always enough to find the credential.
+        return f"key:{self.key_id}" if self.key_id else f"{self.method}:{self.subject}"
+
+
+# --- JWTs ----------------------------------------------------------------------------------
+
+
+def issue_token(settings: Settings, subject: str, role: Role) -> tuple[str, int]:
+    """A signed access token and its lifetime in seconds."""
+    lifetime = timedelta(minutes=settings.jwt_expire_minutes)
+    now = datetime.now(UTC)
+    claims = {
+        "sub": subject,
+        "role": role.value,
+        "iss": JWT_ISSUER,
+        "iat": int(now.timestamp()),
+        "exp": int((now + lifetime).timestamp()),
+    }
+    token = jwt.encode(claims, settings.jwt_secret, algorithm=JWT_ALGORITHM)
+    return token, int(lifetime.total_seconds())
+
+
+def decode_token(settings: Settings, token: str) -> Principal:
+    """Verify signature, algorithm, issuer and expiry; raise 401 on anything else."""
+    if len(token) > MAX_CREDENTIAL_LENGTH:
+        raise UnauthorizedError("token too long", reason="invalid_token", invalid_token=True)
+    try:
+        # Pinning the algorithm before verifying defeats `alg: none` and algorithm
+        # confusion: only an HMAC-SHA256 signature made with our secret is accepted.
+        if jwt.get_unverified_header(token).get("alg") != JWT_ALGORITHM:
+            raise JWTError("unexpected algorithm")
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            settings.jwt_secret,
+            algorithms=[JWT_ALGORITHM],
+            issuer=JWT_ISSUER,
+            options={"require_exp": True, "require_sub": True, "require_iat": True},
+        )
+        role = Role(str(claims["role"]))
+        subject = claims["sub"]
+    except ExpiredSignatureError as exc:
+        raise UnauthorizedError(
+            "token expired; request a new one", reason="expired", invalid_token=True
+        ) from exc
+    except (JWTError, ValueError, KeyError, TypeError) as exc:
+        raise UnauthorizedError(
+            "invalid bearer token", reason="invalid_token", invalid_token=True
+        ) from exc
+    if not isinstance(subject, str) or not subject:
+        raise UnauthorizedError("invalid bearer token", reason="invalid_token", invalid_token=True)
+    return Principal(subject=subject, role=role, method="bearer")
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+
+class Authenticator:
+    """Verifies API keys: the admin key from the environment, stored keys from the database.
+
+    Verified keys are cached for `API_KEY_CACHE_SECONDS` so a busy partner does not cost a
+    database round trip per call. When an entry expires it keeps answering for up to
+    `STALE_GRACE_SECONDS` while one background lookup refreshes it (refresh-ahead): a slow or
+    unreachable database then never stalls callers whose key was verified recently, and a
+    revocation still lands as soon as that refresh reads it (normally within the cache time;
+    during a database outage, within the cache time plus the grace).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._admin_key = settings.admin_api_key.encode() if settings.admin_api_key else None
+        self._cache: dict[str, tuple[ApiKey, float]] = {}  # key -> (record, fresh until)
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+
+    async def api_key_principal(self, state: State, key: str) -> Principal:
+        if len(key) > MAX_CREDENTIAL_LENGTH:
+            raise UnauthorizedError("invalid API key", reason="invalid_key")
+        # Constant-time, so response timing leaks nothing about the admin key's bytes.
+        if self._admin_key is not None and hmac.compare_digest(key.encode(), self._admin_key):
+            return Principal(subject="admin-key", role=Role.admin, method="admin_key")
+        record = await self._lookup(state, key)
+        if record is None:
+            raise UnauthorizedError("invalid or revoked API key", reason="invalid_key")
+        return Principal(
+            subject=record.name, role=record.role, method="api_key", key_id=record.key_id
+        )
+
+    async def _lookup(self, state: State, key: str) -> ApiKey | None:
+        cached = self._cache.get(key)
+        if cached is not None:
+            record, fresh_until = cached
+            now = time.monotonic()
+            if now < fresh_until:
+                return record
+            if now < fresh_until + STALE_GRACE_SECONDS:
+                if key not in self._refreshing:
+                    task = asyncio.create_task(self._refresh(state, key))
+                    self._refreshing[key] = task
+                    task.add_done_callback(lambda _: self._refreshing.pop(key, None))
+                return record
+        found = await credentials.find_api_key(state.db, key)
+        self._remember(key, found)
+        return found
+
+    async def _refresh(self, state: State, key: str) -> None:
+        try:
+            record = await credentials.find_api_key(state.db, key)
+        except PyMongoError as exc:
+            # Keep answering from the entry until its grace ends; then callers wait for the
+            # database like anyone else (and get 503 while it is down).
+            log.warning("API key refresh failed: %s", exc.__class__.__name__)
+            return
+        self._remember(key, record)
+
+    def _remember(self, key: str, record: ApiKey | None) -> None:
+        ttl = self.settings.api_key_cache_seconds
+        if record is None or ttl <= 0:
+            self._cache.pop(key, None)  # revoked or deleted: forget it at once
+            return
+        now = time.monotonic()
+        if len(self._cache) >= 10_000:
+            horizon = now - STALE_GRACE_SECONDS
+            self._cache = {k: v for k, v in self._cache.items() if v[1] > horizon}
+        self._cache[key] = (record, now + ttl)
+
+
+# --- FastAPI dependencies ------------------------------------------------------------------
+
+# Declared as FastAPI security dependencies so OpenAPI lists both schemes and Swagger UI shows
+# an Authorize button (log in with username/password, or paste an API key). `auto_error=False`
+# lets us answer a missing credential with our own problem+json 401.
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl=TOKEN_URL,
+    scheme_name="OAuth2Password",
+    description="Log in with a username and password; sends `Authorization: Bearer <JWT>`.",
+    auto_error=False,
+)
+api_key_scheme = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="ApiKey",
+    description="An API key from `tmdb-analytics keys create`, or the `ADMIN_API_KEY`.",
+    auto_error=False,
+)
+
+
+def _limit(request: Request, key: str, kind: str) -> None:
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is None:
+        return
+    wait = limiter.hit(key)
+    if wait > 0:
+        RATE_LIMITED.labels(kind).inc()
+        raise RateLimitedError(
+            "rate limit exceeded for this credential; retry later",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
+
+
+async def current_principal(
+    request: Request,
+    state: State,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> Principal:
+    """The verified caller (X-API-Key wins over a bearer token); 401 otherwise."""
+    authenticator: Authenticator = request.app.state.authenticator
+    try:
+        if api_key:
+            principal = await authenticator.api_key_principal(state, api_key)
+        elif token:
+            principal = decode_token(state.settings, token)
+        else:
+            raise UnauthorizedError(
+                "credentials required: an `Authorization: Bearer <token>` from "
+                f"{TOKEN_URL} or an `X-API-Key` header",
+                reason="missing",
+            )
+    except UnauthorizedError:
+        # Failed credentials spend the client address's budget: guessing keys or tokens is
+        # throttled like anonymous traffic (which the middleware already charged).
+        if has_credentials(request.scope):
+            _limit(request, "ip:" + client_ip(request.scope), "anonymous")
+        raise
+    request.state.principal = principal
+    _limit(request, principal.rate_key, "credential")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require_role(role: Role | str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency admitting callers whose role includes `role` (403 otherwise)."""
+    needed = Role(role)
+
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if not principal.role.includes(needed):
+            raise ForbiddenError(
+                f"role {principal.role.value!r} may not do this; it needs {needed.value!r}"
+            )
+        return principal
+
+    dependency.__name__ = f"require_{needed.value}"
+    return dependency
+
+
+def protected(role: Role | str) -> dict[str, Any]:
+    """Keyword arguments for `include_router`: the role check plus the documented 401/403/429,
+    e.g. `app.include_router(movies.router, **protected(Role.viewer))`."""
+    return {
+        "dependencies": [Depends(require_role(role))],
+        "responses": problem_responses(401, 403, 429),
+    }
+
+
+def install_security(app: FastAPI, settings: Settings) -> None:
+    app.state.authenticator = Authenticator(settings)

@@ -1,0 +1,283 @@
+"""Predictions and model management behind `/v1/predict/*` and `/v1/models/*`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from starlette.concurrency import run_in_threadpool
+
+from app.errors import DomainError, NotFoundError, UnavailableError
+from app.ml import artifacts
+from app.ml.features import film_record
+from app.ml.monitoring import MONITORED_FEATURES, PredictionMonitor
+from app.ml.registry import ArtifactError, LoadedModel, ModelRegistry
+from app.models.predict import (
+    ActivationResult,
+    Film,
+    ModelDetail,
+    ModelList,
+    ModelSummary,
+    PredictRequest,
+)
+
+FloatMatrix = npt.NDArray[np.float64]
+FloatVector = npt.NDArray[np.float64]
+TOP_CONTRIBUTIONS = 5
+# A batch this small is scored on the event loop. Measured for one film (features, compiled
+# trees, response): p50 0.32 ms inline against 0.49 ms through `run_in_threadpool`, the hop
+# costing more than the work. Bigger batches (and explanations, one re-score per input
+# field) go to the thread pool so that the loop keeps serving other requests meanwhile.
+INLINE_MAX_ROWS = 1
+
+
+class ArtifactRejectedError(DomainError):
+    status = 409
+    title = "Artifact rejected"
+
+
+class BatchTooLargeError(DomainError):
+    status = 413
+    title = "Content Too Large"
+
+
+def _names(values: Sequence[str | Mapping[str, Any]], code_key: str | None = None) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        if isinstance(v, str):
+            name = v
+        else:
+            name = str(v.get(code_key) or v["name"]) if code_key else str(v["name"])
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def film_document(film: Film) -> dict[str, Any]:
+    """The request film in the stored `movies` shape, so that `film_record` (the same code
+    that prepared the training films) derives its features."""
+    collection = film.belongs_to_collection
+    cast = [
+        {"name": c, "order": i}
+        if isinstance(c, str)
+        else {"name": c["name"], "order": c.get("order", i)}
+        for i, c in enumerate(film.cast)
+    ]
+    crew = [{"name": c["name"], "job": c.get("job")} for c in film.crew if not isinstance(c, str)]
+    return {
+        "title": film.title,
+        "budget": film.budget,
+        "runtime": film.runtime,
+        "release_date": film.release_date.isoformat() if film.release_date else None,
+        "original_language": film.original_language,
+        "genres": _names(film.genres),
+        "production_companies": _names(film.production_companies),
+        "production_countries": _names(film.production_countries, "iso_3166_1"),
+        "spoken_languages": _names(film.spoken_languages, "iso_639_1"),
+        "keywords": _names(film.keywords),
+        "homepage": film.homepage,
+        "tagline": film.tagline,
+        "belongs_to_collection": collection
+        if collection is None or isinstance(collection, str)
+        else collection["name"],
+        "cast": cast,
+        "crew": crew,
+    }
+
+
+def _model(registry: ModelRegistry | None, name: str) -> LoadedModel:
+    if registry is None:
+        raise UnavailableError("the model registry is not running", headers={"Retry-After": "5"})
+    model = registry.get(name)
+    if model is None:
+        reason = registry.problem(name) or "not loaded"
+        raise UnavailableError(
+            f"model {name} is unavailable: {reason}", headers={"Retry-After": "30"}
+        )
+    return model
+
+
+def _contributions(model: LoadedModel, row: FloatVector) -> list[dict[str, Any]]:
+    return [
+        {"feature": f, "contribution": round(c, 5)}
+        for f, c in model.occlusion.top(row, TOP_CONTRIBUTIONS)
+    ]
+
+
+def _score(
+    model: LoadedModel, films: Sequence[Film], explain: bool, monitor: PredictionMonitor
+) -> dict[str, Any]:
+    """Everything CPU-bound for one request: features, scores, explanations, the body."""
+    X = model.transform([film_record(film_document(f)) for f in films])
+    if explain:
+        scores, contrib = model.explain(X)
+    else:
+        scores, contrib = model.score_matrix(X), None
+    index = model.feature_index
+    predictions: list[dict[str, Any]] = []
+    if model.classifier:
+        threshold = float(model.card.threshold or 0.5)
+        for i, (film, p) in enumerate(zip(films, scores.tolist(), strict=True)):
+            item: dict[str, Any] = {
+                "index": i,
+                "title": film.title,
+                "probability": round(p, 5),
+                "hit": p >= threshold,
+            }
+            if contrib is not None:
+                item["contributions"] = _contributions(model, contrib[i])
+            predictions.append(item)
+        body: dict[str, Any] = {
+            "model": model.name,
+            "model_version": model.version,
+            "threshold": threshold,
+            "predictions": predictions,
+        }
+    else:
+        interval = model.card.interval
+        assert interval is not None  # the registry refuses regression cards without one
+        known = X[:, index["budget_known"]] > 0
+        pooled = interval.offsets["all"]
+        lo_known, hi_known = interval.offsets.get("budget_known", pooled)
+        lo_unknown, hi_unknown = interval.offsets.get("budget_unknown", pooled)
+        low = np.expm1(scores + np.where(known, lo_known, lo_unknown)).clip(min=0)
+        high = np.expm1(scores + np.where(known, hi_known, hi_unknown)).clip(min=0)
+        revenue = np.expm1(scores).clip(min=0)
+        for i, film in enumerate(films):
+            item = {
+                "index": i,
+                "title": film.title,
+                "revenue": round(float(revenue[i]), 2),
+                "interval": {"low": round(float(low[i]), 2), "high": round(float(high[i]), 2)},
+            }
+            if contrib is not None:
+                item["contributions"] = _contributions(model, contrib[i])
+            predictions.append(item)
+        body = {
+            "model": model.name,
+            "model_version": model.version,
+            "interval_level": round(interval.quantiles[1] - interval.quantiles[0], 4),
+            "predictions": predictions,
+        }
+    monitor.record(model.name, model.version, X, model.feature_names, scores)
+    return body
+
+
+async def predict(
+    registry: ModelRegistry | None,
+    name: str,
+    request: PredictRequest,
+    explain: bool,
+    max_batch: int,
+) -> dict[str, Any]:
+    if len(request.items) > max_batch:
+        raise BatchTooLargeError(f"{len(request.items)} films; at most {max_batch} per request")
+    # Taken once: a reload during this request does not change the model that answers it.
+    model = _model(registry, name)
+    assert registry is not None
+    if len(request.items) <= INLINE_MAX_ROWS and not explain:
+        return _score(model, request.items, explain, registry.monitor)
+    return await run_in_threadpool(_score, model, request.items, explain, registry.monitor)
+
+
+# --- model management -----------------------------------------------------------------------
+
+
+def _known(name: str) -> None:
+    if name not in artifacts.MODEL_NAMES:
+        raise NotFoundError(f"no model {name!r}; models: {', '.join(artifacts.MODEL_NAMES)}")
+
+
+def _registry(registry: ModelRegistry | None) -> ModelRegistry:
+    if registry is None:
+        raise UnavailableError("the model registry is not running", headers={"Retry-After": "5"})
+    return registry
+
+
+def list_models(registry: ModelRegistry | None) -> ModelList:
+    reg = _registry(registry)
+    out = []
+    for name in reg.names:
+        model = reg.get(name)
+        if model is None:
+            out.append(
+                ModelSummary(
+                    name=name,
+                    status="unavailable",
+                    versions=reg.versions(name),
+                    problem=reg.problem(name) or "not loaded",
+                )
+            )
+            continue
+        out.append(
+            ModelSummary(
+                name=model.card.name,
+                status="serving",
+                active_version=model.version,
+                family=model.card.family,
+                created_at=model.card.created_at.isoformat(),
+                metrics=model.card.metrics,
+                versions=reg.versions(name),
+            )
+        )
+    return ModelList(models=out)
+
+
+def model_detail(registry: ModelRegistry | None, name: str) -> ModelDetail:
+    _known(name)
+    reg = _registry(registry)
+    model = _model(reg, name)
+    reference = {
+        n: float(v)
+        for n, v in zip(model.features.feature_names_, model.features.reference_, strict=True)
+        if n in MONITORED_FEATURES
+    }
+    return ModelDetail(
+        name=model.card.name,
+        active_version=model.version,
+        loaded_at=model.loaded_at.isoformat(),
+        fast_path=model.fast_scorer is not None,
+        versions=reg.versions(name),
+        card=model.card,
+        monitoring=reg.monitor.snapshot(name, reference),
+    )
+
+
+async def reload_model(registry: ModelRegistry | None, name: str) -> ActivationResult:
+    _known(name)
+    reg = _registry(registry)
+    previous = reg.get(name)
+    try:
+        model = await reg.reload(name)
+    except ArtifactError as exc:
+        raise ArtifactRejectedError(f"{exc}; still serving {_serving(previous)}") from None
+    return ActivationResult(
+        name=model.card.name,
+        active_version=model.version,
+        previous_version=previous.version if previous else None,
+    )
+
+
+async def activate_model(
+    registry: ModelRegistry | None, name: str, version: str
+) -> ActivationResult:
+    _known(name)
+    reg = _registry(registry)
+    if version not in reg.versions(name):
+        raise NotFoundError(f"model {name} has no version {version}")
+    previous = reg.get(name)
+    try:
+        model = await reg.activate(name, version)
+    except ArtifactError as exc:
+        raise ArtifactRejectedError(f"{exc}; still serving {_serving(previous)}") from None
+    return ActivationResult(
+        name=model.card.name,
+        active_version=model.version,
+        previous_version=previous.version if previous else None,
+    )
+
+
+def _serving(model: LoadedModel | None) -> str:
+    return model.version if model is not None else "nothing"

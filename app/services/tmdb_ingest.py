@@ -1,0 +1,435 @@
+"""Ingest films from the TMDB API into `movies`, resumably.
+
+Full mode lists ids through `/discover/movie`, one release-date range at a time. TMDB answers
+at most 500 pages per query, so a range whose `total_pages` passes that is split in halves,
+down to a single day. Incremental mode lists the ids in `/movie/changes` (windows of at most
+14 days, TMDB's limit). Either way each listed range ("partition") is then fetched film by
+film (`/movie/{id}` with credits and keywords), normalized and upserted in batches.
+
+The checkpoint is one small document in `ingest_runs`, rewritten once per batch: the stack of
+ranges still to do, the range in progress with the ids already written from it, the ranges
+done, counts and recorded errors. A new ingest of the same kind continues an unfinished run;
+films are upserted by id, so redoing part of a range never duplicates anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+from pydantic import ValidationError
+from pymongo.asynchronous.database import AsyncDatabase
+
+from app.db import INGEST_RUNS, Document
+from app.models.movie import MovieDocument
+from app.services.movies_store import existing_hashes, upsert_movies
+from app.services.normalize import RecordError, to_movie
+from app.services.tmdb_client import JsonObject, TmdbAuthError, TmdbClient
+
+Kind = Literal["full", "incremental"]
+Status = Literal["running", "paused", "done", "failed"]
+# Unfinished runs: `running` also covers a process that was killed before it could say so.
+RESUMABLE: tuple[Status, ...] = ("running", "paused", "failed")
+
+MAX_PAGES = 500  # TMDB refuses `page` > 500 on list endpoints
+CHANGES_MAX_DAYS = 14  # TMDB refuses a `/movie/changes` window longer than this
+FIRST_DAY = date(1870, 1, 1)  # the earliest release year a MovieDocument accepts
+MAX_ERRORS_KEPT = 500  # the checkpoint keeps the first ones and counts the rest
+T = TypeVar("T")
+Range = tuple[date, date]
+
+
+@dataclass
+class IngestOptions:
+    since: date | None = None  # set: incremental mode, changes from this day on
+    until: date | None = None  # incremental window end (default: today, UTC)
+    max_movies: int | None = None  # cap on film detail calls in this invocation
+    batch_size: int = 100  # films per write and checkpoint: at 40 req/s, ~2.5 s of work
+    max_pages: int = MAX_PAGES
+    first_day: date = FIRST_DAY
+    last_day: date | None = None  # default: end of the year ten years from now (announced)
+
+
+@dataclass
+class IngestProgress:
+    completed: int  # films fetched in this invocation (404s included)
+    total: int | None  # best estimate of films this invocation will fetch
+    requests: int
+    retries: int
+
+
+@dataclass
+class IngestSummary:
+    run_id: str
+    kind: Kind
+    resumed: bool
+    status: Status
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    skipped_404: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    elapsed_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "skipped_404": self.skipped_404,
+            "requests": self.requests,
+            "retries": self.retries,
+            "elapsed_s": round(self.elapsed_s),
+        }
+
+
+ProgressFn = Callable[[IngestProgress], None]
+COUNT_KEYS = ("inserted", "updated", "unchanged", "rejected", "skipped_404", "fetched")
+CLIENT_KEYS = ("requests", "retries", "throttled")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _range_doc(rng: Range) -> str:
+    """A range as stored: an ISO 8601 interval (FerretDB v1 refuses nested arrays)."""
+    return f"{rng[0].isoformat()}/{rng[1].isoformat()}"
+
+
+def _range(doc: str) -> Range:
+    start, end = doc.split("/")
+    return date.fromisoformat(start), date.fromisoformat(end)
+
+
+def _split(rng: Range) -> tuple[Range, Range]:
+    start, end = rng
+    middle = start + timedelta(days=(end - start).days // 2)
+    return (start, middle), (middle + timedelta(days=1), end)
+
+
+def change_windows(since: date, until: date) -> list[Range]:
+    """Consecutive windows of at most `CHANGES_MAX_DAYS` days (both ends inclusive)."""
+    windows: list[Range] = []
+    start = since
+    while start <= until:
+        end = min(until, start + timedelta(days=CHANGES_MAX_DAYS - 1))
+        windows.append((start, end))
+        start = end + timedelta(days=1)
+    return windows
+
+
+async def gather_all(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run concurrently; on the first failure cancel the rest and raise that error itself
+    (the auth error when there is one), not an ExceptionGroup."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coros]
+    except BaseExceptionGroup as failed:
+        leaves = list(_leaves(failed))
+        raise next((e for e in leaves if isinstance(e, TmdbAuthError)), leaves[0]) from None
+    return [t.result() for t in tasks]
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}"
+            for err in exc.errors()
+        )
+    return str(exc)
+
+
+async def find_resumable(
+    db: AsyncDatabase[Document], kind: Kind, since: date | None = None
+) -> Document | None:
+    """The latest unfinished run of this kind (for incremental runs: of the same `since`)."""
+    query: dict[str, Any] = {"kind": kind, "status": {"$in": list(RESUMABLE)}}
+    if since is not None:
+        query["params.since"] = since.isoformat()
+    return await db[INGEST_RUNS].find_one(query, sort=[("started_at", -1)])
+
+
+def _new_run(kind: Kind, options: IngestOptions) -> Document:
+    today = _now().date()
+    if kind == "incremental":
+        assert options.since is not None
+        until = options.until or today
+        if options.since > until:
+            raise ValueError(f"--since {options.since} is after {until}")
+        params = {"since": options.since.isoformat(), "until": until.isoformat()}
+        todo = [_range_doc(w) for w in reversed(change_windows(options.since, until))]
+    else:
+        last = options.last_day or date(today.year + 10, 12, 31)
+        params = {"first_day": options.first_day.isoformat(), "last_day": last.isoformat()}
+        todo = [_range_doc((options.first_day, last))]
+    started = _now()
+    return {
+        "_id": f"{kind}-{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
+        "kind": kind,
+        "status": "running",
+        "params": {**params, "max_pages": options.max_pages},
+        "todo": todo,  # a stack: the last range is the next one
+        "current": None,  # {"range": "gte/lte", "written": [ids]}
+        "partitions_done": [],
+        "estimated_total": None,
+        "counts": dict.fromkeys((*COUNT_KEYS, *CLIENT_KEYS), 0),
+        "errors": [],
+        "errors_total": 0,
+        "warnings": [],
+        "invocations": 0,
+        "last_error": None,
+        "started_at": started,
+        "updated_at": started,
+        "finished_at": None,
+    }
+
+
+class _Ingest:
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        client: TmdbClient,
+        run: Document,
+        options: IngestOptions,
+        summary: IngestSummary,
+        progress: ProgressFn | None,
+    ) -> None:
+        self.db = db
+        self.client = client
+        self.run = run
+        self.options = options
+        self.summary = summary
+        self.progress = progress
+        self.kind: Kind = run["kind"]
+        self.max_pages = int(run["params"].get("max_pages", MAX_PAGES))
+        self.known: dict[int, str | None] = {}
+        self.fetched = 0  # this invocation
+        self.fetched_before = int(run["counts"]["fetched"])
+        self.pending = 0  # listed ids of the current range not fetched yet
+        self.client_seen = {k: getattr(client.stats, k) for k in CLIENT_KEYS}
+
+    # --- checkpoint -----------------------------------------------------------------------
+
+    def _absorb_client_stats(self) -> None:
+        for key in CLIENT_KEYS:
+            now = getattr(self.client.stats, key)
+            delta = now - self.client_seen[key]
+            self.client_seen[key] = now
+            self.run["counts"][key] += delta
+            setattr(self.summary, key, getattr(self.summary, key) + delta)
+
+    async def save(self) -> None:
+        self._absorb_client_stats()
+        self.run["updated_at"] = _now()
+        fields = {k: v for k, v in self.run.items() if k != "_id"}
+        await self.db[INGEST_RUNS].update_one({"_id": self.run["_id"]}, {"$set": fields})
+
+    def _record(self, movie_id: int, kind: str, reason: str) -> None:
+        entry = {"id": movie_id, "kind": kind, "reason": reason}
+        self.run["errors_total"] += 1
+        if len(self.run["errors"]) < MAX_ERRORS_KEPT:
+            self.run["errors"].append(entry)
+        if len(self.summary.errors) < MAX_ERRORS_KEPT:
+            self.summary.errors.append(entry)
+
+    def _warn(self, message: str) -> None:
+        if message not in self.run["warnings"]:
+            self.run["warnings"].append(message)
+        self.summary.warnings.append(message)
+
+    def _report(self) -> None:
+        if self.progress is None:
+            return
+        self._absorb_client_stats()
+        total = self.fetched + self.pending
+        estimate = self.run.get("estimated_total")
+        if estimate:
+            total = max(total, estimate - self.fetched_before)
+        if self.options.max_movies is not None:
+            total = min(total, self.options.max_movies)
+        self.progress(
+            IngestProgress(
+                completed=self.fetched,
+                total=total or None,
+                requests=self.summary.requests,
+                retries=self.summary.retries,
+            )
+        )
+
+    # --- listing --------------------------------------------------------------------------
+
+    async def _page(self, rng: Range, page: int) -> JsonObject:
+        if self.kind == "incremental":
+            return await self.client.changes(rng[0], rng[1], page)
+        params = {
+            "primary_release_date.gte": rng[0].isoformat(),
+            "primary_release_date.lte": rng[1].isoformat(),
+            "sort_by": "primary_release_date.asc",
+            "include_adult": "false",
+            "include_video": "false",
+        }
+        return await self.client.discover(params, page)
+
+    @staticmethod
+    def _ids(page: JsonObject) -> list[int]:
+        results = page.get("results")
+        if not isinstance(results, list):
+            return []
+        # `/movie/changes` lists adult titles too; discover leaves them out by default.
+        return [
+            int(r["id"])
+            for r in results
+            if isinstance(r, dict) and isinstance(r.get("id"), int) and not r.get("adult")
+        ]
+
+    async def _list(self, rng: Range) -> list[int] | None:
+        """The ids in the range on top of the stack, or None after replacing it by its
+        halves. The range stays on the stack until listed, so a failure here loses nothing."""
+        first = await self._page(rng, 1)
+        pages = int(first.get("total_pages") or 0)
+        if self.run["estimated_total"] is None and self.kind == "full":
+            # The first probe spans the whole catalogue: its count sizes the progress bar.
+            self.run["estimated_total"] = int(first.get("total_results") or 0)
+        if pages > self.max_pages:
+            if rng[0] < rng[1]:
+                left, right = _split(rng)
+                # Replace the range (still on top of the stack) by its halves, left on top.
+                self.run["todo"][-1:] = [_range_doc(right), _range_doc(left)]
+                return None
+            self._warn(
+                f"{rng[0]}: {pages} pages ({first.get('total_results')} films) in a single day;"
+                f" TMDB serves only the first {self.max_pages} pages, the rest were not listed"
+            )
+            pages = self.max_pages
+        rest = await gather_all([self._page(rng, p) for p in range(2, pages + 1)])
+        return list(dict.fromkeys(i for page in (first, *rest) for i in self._ids(page)))
+
+    # --- fetching -------------------------------------------------------------------------
+
+    async def _batch(self, ids: list[int]) -> None:
+        records = await gather_all([self.client.movie_details(i) for i in ids])
+        movies: list[MovieDocument] = []
+        for movie_id, record in zip(ids, records, strict=True):
+            if record is None:
+                self.summary.skipped_404 += 1
+                self.run["counts"]["skipped_404"] += 1
+                self._record(movie_id, "skipped_404", "TMDB answered 404 for /movie/{id}")
+                continue
+            try:
+                movies.append(to_movie(record, "tmdb-api"))
+            except (RecordError, ValidationError) as exc:
+                self.summary.rejected += 1
+                self.run["counts"]["rejected"] += 1
+                self._record(movie_id, "rejected", _reason(exc))
+        written = await upsert_movies(self.db, movies, self.known)
+        for key in ("inserted", "updated", "unchanged"):
+            setattr(self.summary, key, getattr(self.summary, key) + getattr(written, key))
+            self.run["counts"][key] += getattr(written, key)
+        self.fetched += len(ids)
+        self.pending -= len(ids)
+        self.run["counts"]["fetched"] += len(ids)
+        self.run["current"]["written"].extend(ids)
+        await self.save()
+        self._report()
+
+    def _room(self) -> int | None:
+        cap = self.options.max_movies
+        return None if cap is None else cap - self.fetched
+
+    async def execute(self) -> None:
+        self.known = await existing_hashes(self.db)
+        todo: list[str] = self.run["todo"]
+        current = self.run["current"]
+        if current is not None and (not todo or todo[-1] != current["range"]):
+            todo.append(current["range"])  # the range a previous invocation was inside
+        await self.save()
+        while todo:
+            room = self._room()
+            if room is not None and room <= 0:
+                self.run["status"] = "paused"
+                return
+            rng_doc = todo[-1]
+            ids = await self._list(_range(rng_doc))
+            if ids is None:
+                continue
+            todo.pop()
+            if current is None or current["range"] != rng_doc:
+                current = {"range": rng_doc, "written": []}
+            self.run["current"] = current
+            done = set(current["written"])
+            remaining = [i for i in ids if i not in done]
+            self.pending = len(remaining)
+            self._report()
+            for start in range(0, len(remaining), self.options.batch_size):
+                batch = remaining[start : start + self.options.batch_size]
+                room = self._room()
+                if room is not None and room < len(batch):
+                    if room > 0:
+                        await self._batch(batch[:room])
+                    self.run["status"] = "paused"
+                    return
+                await self._batch(batch)
+            self.run["partitions_done"].append(rng_doc)
+            self.run["current"] = current = None
+            self.pending = 0
+            await self.save()
+        self.run["status"] = "done"
+        self.run["finished_at"] = _now()
+
+
+async def ingest_tmdb(
+    db: AsyncDatabase[Document],
+    client: TmdbClient,
+    options: IngestOptions | None = None,
+    progress: ProgressFn | None = None,
+) -> IngestSummary:
+    """Ingest (or continue ingesting) films; returns this invocation's summary.
+
+    Raises `TmdbAuthError` when the token is refused and `TmdbError` when TMDB keeps
+    failing; the run is then marked `failed` and the next ingest continues it.
+    """
+    options = options or IngestOptions()
+    kind: Kind = "incremental" if options.since is not None else "full"
+    started = time.monotonic()
+    run = await find_resumable(db, kind, options.since)
+    resumed = run is not None
+    if run is None:
+        run = _new_run(kind, options)
+        await db[INGEST_RUNS].insert_one(run)
+    run.update(status="running", last_error=None, invocations=run["invocations"] + 1)
+    summary = IngestSummary(run_id=run["_id"], kind=kind, resumed=resumed, status="running")
+    ingest = _Ingest(db, client, run, options, summary, progress)
+    try:
+        await ingest.execute()
+    except (Exception, asyncio.CancelledError) as exc:
+        run["status"] = "failed"
+        run["last_error"] = "interrupted" if isinstance(exc, asyncio.CancelledError) else str(exc)
+        # The checkpoint itself is as of the last whole batch; this only records the status.
+        # The database may be what failed: then the original error says more.
+        with contextlib.suppress(Exception):
+            await ingest.save()
+        raise
+    await ingest.save()
+    summary.status = run["status"]
+    summary.elapsed_s = time.monotonic() - started
+    return summary

@@ -1,0 +1,136 @@
+"""Helpers shared by the model tests: a small slice of the real films, models trained on it
+once per session (quick mode, into a temporary directory), and an in-process client."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import IMDB_CSV, TMDB_TRAIN_CSV, require_shared
+from training.data import Dataset, load_from_csv
+from training.train import TrainedModel, TrainOptions, train_models
+
+ADMIN_KEY = "ml-tests-admin-key-0123456789abcdef0123456789"
+SMALL_FILMS = 1200  # enough for every model family to learn something, fast in quick mode
+
+_cache: dict[str, Any] = {}
+
+
+def real_dataset() -> Dataset:
+    """The 3,804 real train films joined with IMDB directors/actors (read once)."""
+    if "full" not in _cache:
+        _cache["full"] = load_from_csv(require_shared(TMDB_TRAIN_CSV), require_shared(IMDB_CSV))
+    dataset: Dataset = _cache["full"]
+    return dataset
+
+
+def small_dataset() -> Dataset:
+    full = real_dataset()
+    return Dataset(records=full.records[:SMALL_FILMS], source=f"{full.source}[:{SMALL_FILMS}]")
+
+
+def quick_options(**overrides: Any) -> TrainOptions:
+    values: dict[str, Any] = {"quick": True, "mlflow": False, "report": False, **overrides}
+    return TrainOptions(**values)
+
+
+def trained_artifacts(factory: pytest.TempPathFactory) -> tuple[Path, list[list[TrainedModel]]]:
+    """Two quick-trained versions of each model (different seeds; the second is active),
+    trained once per session. Tests that change anything work on `copy_artifacts`."""
+    if "trained" not in _cache:
+        root = factory.mktemp("trained") / "artifacts"
+        runs = [
+            train_models(small_dataset(), root, quick_options(seed=seed), say=lambda _m: None)
+            for seed in (1, 2)
+        ]
+        _cache["trained"] = (root, runs)
+    trained: tuple[Path, list[list[TrainedModel]]] = _cache["trained"]
+    return trained
+
+
+def copy_artifacts(factory: pytest.TempPathFactory) -> Path:
+    source, _ = trained_artifacts(factory)
+    target = factory.mktemp("artifacts-copy") / "artifacts"
+    shutil.copytree(source, target)
+    return target
+
+
+def versions(root: Path, name: str) -> list[str]:
+    return sorted(p.name for p in (root / name).iterdir() if p.is_dir())
+
+
+def app_settings(mongodb_uri: str, artifacts_dir: Path, workdir: Path) -> Settings:
+    return Settings(
+        app_env="test",
+        mongodb_uri=mongodb_uri,
+        mongodb_db=f"test_{uuid.uuid4().hex[:12]}",
+        admin_api_key=ADMIN_KEY,
+        artifacts_dir=artifacts_dir,
+        data_dir=workdir / "data",
+        local_db_dir=workdir / "localdb",
+        rate_limit_per_minute=1_000_000,
+    )
+
+
+@asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app (lifespan run) behind an in-process client that sends the admin key."""
+    app = create_app(settings)
+    async with (
+        LifespanManager(app, startup_timeout=60) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(manager.app),
+            base_url="http://test",
+            headers={"X-API-Key": ADMIN_KEY},
+            timeout=60,
+        ) as http,
+    ):
+        try:
+            yield http
+        finally:
+            await app.state.app_state.client.drop_database(settings.mongodb_db)
+
+
+FILM: dict[str, Any] = {
+    "title": "Interstellar Heist",
+    "budget": 120_000_000,
+    "runtime": 131,
+    "release_date": "2017-07-14",
+    "genres": [{"id": 28, "name": "Action"}, {"id": 878, "name": "Science Fiction"}],
+    "original_language": "en",
+    "production_companies": [{"id": 174, "name": "Warner Bros."}],
+    "production_countries": [{"iso_3166_1": "US", "name": "United States of America"}],
+    "spoken_languages": [{"iso_639_1": "en", "name": "English"}],
+    "keywords": [{"id": 1, "name": "heist"}, {"id": 2, "name": "space"}],
+    "homepage": "https://example.org/heist",
+    "tagline": "Steal the stars.",
+    "cast": [
+        {"name": "Tom Hardy", "character": "Eames", "order": 0},
+        {"name": "Zendaya", "order": 1},
+    ],
+    "crew": [
+        {"name": "Christopher Nolan", "job": "Director", "department": "Directing"},
+        {"name": "Hans Zimmer", "job": "Original Music Composer"},
+    ],
+}
+
+# The same film with every list given as plain names (and ISO codes).
+FILM_PLAIN: dict[str, Any] = {
+    **FILM,
+    "genres": ["Action", "Science Fiction"],
+    "production_companies": ["Warner Bros."],
+    "production_countries": ["US"],
+    "spoken_languages": ["en"],
+    "keywords": ["heist", "space"],
+    "cast": ["Tom Hardy", "Zendaya"],
+}

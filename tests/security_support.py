@@ -1,0 +1,76 @@
+"""Helpers shared by the security tests: settings with known secrets, an in-process client
+with the lifespan run, and tiny probe routers guarded exactly like the feature routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from asgi_lifespan import LifespanManager
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
+
+from app.main import create_app
+from app.security import Role, protected
+from app.settings import Settings
+
+ADMIN_KEY = "test-admin-key-0123456789abcdef0123456789"
+JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
+PROBE_PREFIX = "/v1/_probe"
+
+
+def security_settings(settings: Settings, **overrides: object) -> Settings:
+    """The conftest settings plus known secrets; API keys are looked up on every request so a
+    revocation is visible at once."""
+    update: dict[str, object] = {
+        "jwt_secret": JWT_SECRET,
+        "admin_api_key": ADMIN_KEY,
+        "api_key_cache_seconds": 0.0,
+        **overrides,
+    }
+    return settings.model_copy(update=update)
+
+
+class ProbeAnswer(BaseModel):
+    role: str
+
+
+def probe_router(role: Role) -> APIRouter:
+    router = APIRouter()
+
+    @router.get(f"{PROBE_PREFIX}/{role.value}", response_model=ProbeAnswer)
+    async def probe() -> ProbeAnswer:
+        """Answers only when the include-time role check lets the caller through."""
+        return ProbeAnswer(role=role.value)
+
+    return router
+
+
+def make_app(settings: Settings, *, probes: bool = True) -> FastAPI:
+    """The real app, plus one probe route per role included the way `app.main` includes the
+    feature routers (`**protected(role)`)."""
+    app = create_app(settings)
+    if probes:
+        for role in Role:
+            app.include_router(probe_router(role), **protected(role))
+    return app
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver"
+        ) as client,
+    ):
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def api_key(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}

@@ -1,0 +1,332 @@
+"""`/v1/predict/*` and `/v1/models/*` over HTTP against the real app, models trained on real
+films in quick mode: shapes, order, validation errors, explanations, monitoring, rollout and
+rollback, and readiness without models."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from app.ml import artifacts
+from tests.ml_support import (
+    FILM,
+    FILM_PLAIN,
+    app_settings,
+    copy_artifacts,
+    real_dataset,
+    serve,
+    trained_artifacts,
+    versions,
+)
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+async def api(
+    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    """One app for the read-only tests, serving the session's quick-trained models."""
+    root, _ = trained_artifacts(tmp_path_factory)
+    settings = app_settings(mongodb_uri, root, tmp_path_factory.mktemp("predict-api"))
+    async with serve(settings) as http:
+        yield http
+
+
+def tmdb_items(n: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Real films as a client would send them (TMDB field names, plain-name lists)."""
+    out = []
+    for rec in real_dataset().records[offset : offset + n]:
+        out.append(
+            {
+                "title": rec["title"],
+                "budget": rec["budget"],
+                "runtime": rec["runtime"],
+                "release_date": rec["release_date"],
+                "genres": rec["genres"],
+                "original_language": rec["original_language"],
+                "production_companies": rec["production_companies"],
+                "production_countries": rec["production_countries"],
+                "spoken_languages": rec["spoken_languages"],
+                "keywords": rec["keywords"],
+                "homepage": "https://example.org" if rec["homepage"] else None,
+                "tagline": "yes" if rec["tagline"] else None,
+                "cast": rec["actors"],
+                "crew": [{"name": d, "job": "Director"} for d in rec["directors"]],
+            }
+        )
+    return out
+
+
+async def test_revenue_predictions_one_per_item_in_order(api: httpx.AsyncClient) -> None:
+    items = [FILM, {"title": "Bare minimum"}, *tmdb_items(5)]
+    response = await api.post("/v1/predict/revenue", json={"items": items})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "revenue"
+    models = (await api.get("/v1/models")).json()["models"]
+    assert (
+        body["model_version"] == next(m for m in models if m["name"] == "revenue")["active_version"]
+    )
+    predictions = body["predictions"]
+    assert [p["index"] for p in predictions] == list(range(len(items)))
+    assert [p["title"] for p in predictions] == [i.get("title") for i in items]
+    for p in predictions:
+        assert p["revenue"] > 0
+        assert 0 <= p["interval"]["low"] <= p["revenue"] <= p["interval"]["high"]
+        assert "contributions" not in p
+    # A bigger budget, all else equal, predicts more money.
+    rich = {**FILM, "budget": 250_000_000}
+    poor = {**FILM, "budget": 2_000_000}
+    pair = (await api.post("/v1/predict/revenue", json={"items": [rich, poor]})).json()
+    assert pair["predictions"][0]["revenue"] > pair["predictions"][1]["revenue"]
+
+
+async def test_hit_predictions(api: httpx.AsyncClient) -> None:
+    items = [FILM, *tmdb_items(9, offset=100)]
+    response = await api.post("/v1/predict/hit", json={"items": items})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "hit" and body["model_version"]
+    threshold = body["threshold"]
+    assert len(body["predictions"]) == len(items)
+    for i, p in enumerate(body["predictions"]):
+        assert p["index"] == i
+        assert 0 <= p["probability"] <= 1
+        assert p["hit"] is (p["probability"] >= threshold)
+
+
+async def test_explain_adds_top_contributions(api: httpx.AsyncClient) -> None:
+    for path in ("/v1/predict/revenue", "/v1/predict/hit"):
+        response = await api.post(path, params={"explain": "true"}, json={"items": [FILM, FILM]})
+        assert response.status_code == 200, response.text
+        first, second = response.json()["predictions"]
+        contributions = first["contributions"]
+        assert 1 <= len(contributions) <= 5
+        magnitudes = [abs(c["contribution"]) for c in contributions]
+        assert magnitudes == sorted(magnitudes, reverse=True)
+        assert {c["feature"] for c in contributions} <= {
+            "budget",
+            "runtime",
+            "release_date",
+            "genres",
+            "original_language",
+            "production_companies",
+            "production_countries",
+            "spoken_languages",
+            "keywords",
+            "homepage",
+            "tagline",
+            "belongs_to_collection",
+            "title",
+            "director",
+            "cast",
+        }
+        assert second["contributions"] == contributions
+    plain = await api.post("/v1/predict/revenue", json={"items": [FILM]})
+    explained = await api.post("/v1/predict/revenue?explain=true", json={"items": [FILM]})
+    assert (
+        plain.json()["predictions"][0]["revenue"] == explained.json()["predictions"][0]["revenue"]
+    )
+
+
+async def test_plain_names_and_tmdb_objects_are_the_same_film(api: httpx.AsyncClient) -> None:
+    response = await api.post("/v1/predict/revenue", json={"items": [FILM, FILM_PLAIN]})
+    a, b = response.json()["predictions"]
+    assert a["revenue"] == b["revenue"] and a["interval"] == b["interval"]
+
+
+async def test_post_release_facts_are_ignored(api: httpx.AsyncClient) -> None:
+    leaky = {**FILM, "revenue": 2_000_000_000, "popularity": 500.0, "vote_count": 20000, "id": 7}
+    response = await api.post("/v1/predict/hit", json={"items": [FILM, leaky]})
+    assert response.status_code == 200
+    a, b = response.json()["predictions"]
+    assert a["probability"] == b["probability"]
+
+
+async def test_a_film_scores_the_same_alone_and_in_a_big_batch(api: httpx.AsyncClient) -> None:
+    items = tmdb_items(300, offset=2000)
+    batch = (await api.post("/v1/predict/revenue", json={"items": items})).json()["predictions"]
+    for i in (0, 150, 299):
+        alone = (await api.post("/v1/predict/revenue", json={"items": [items[i]]})).json()
+        assert alone["predictions"][0]["revenue"] == pytest.approx(batch[i]["revenue"], rel=1e-6)
+
+
+async def test_a_full_batch_of_1000_is_served(api: httpx.AsyncClient) -> None:
+    items = tmdb_items(1000)
+    response = await api.post("/v1/predict/hit", json={"items": items})
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 1000
+
+
+@pytest.mark.parametrize(
+    ("items", "field"),
+    [
+        ([], "body.items"),
+        ([{}] * 1001, "body.items"),
+        ([{"budget": "a lot"}], "body.items.0.budget"),
+        ([FILM, {"budget": -5}], "body.items.1.budget"),
+        ([{"release_date": "next summer"}], "body.items.0.release_date"),
+        ([{"runtime": 5000}], "body.items.0.runtime"),
+        ([{"genres": [{"id": 28}]}], "body.items.0.genres.0"),
+        ([{"genres": "Action"}], "body.items.0.genres"),
+        ([{"cast": [{"character": "nobody"}]}], "body.items.0.cast.0"),
+    ],
+)
+async def test_invalid_input_is_a_422_naming_the_field(
+    api: httpx.AsyncClient, items: list[dict[str, Any]], field: str
+) -> None:
+    response = await api.post("/v1/predict/revenue", json={"items": items})
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == 422 and field in body["detail"]
+    assert any(".".join(e["loc"]).startswith(field) for e in body["errors"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"items": [{"budget": Infinity}]}', "body.items.0.budget"),
+        (b'{"items": [{"title": "ok"}, {"runtime": NaN}]}', "body.items.1.runtime"),
+    ],
+)
+async def test_non_finite_numbers_are_refused(
+    api: httpx.AsyncClient, raw: bytes, field: str
+) -> None:
+    response = await api.post(
+        "/v1/predict/hit", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert field in response.json()["detail"]
+
+
+async def test_extreme_but_valid_facts_give_finite_answers(api: httpx.AsyncClient) -> None:
+    items = [
+        {"budget": 9e18, "release_date": "0001-01-01", "runtime": 0},
+        {"budget": 0.5, "release_date": "9999-12-31", "runtime": 1000},
+        {"original_language": "", "release_date": "", "genres": ["Not a TMDB genre"]},
+        {"cast": [{"name": "B", "order": 7}, {"name": "A", "order": 0}], "crew": ["Someone"]},
+    ]
+    for path in ("/v1/predict/revenue", "/v1/predict/hit"):
+        response = await api.post(path, params={"explain": "true"}, json={"items": items})
+        assert response.status_code == 200, response.text
+        for p in response.json()["predictions"]:
+            values = [p.get("revenue", p.get("probability"))]
+            values += [c["contribution"] for c in p["contributions"]]
+            assert all(isinstance(v, float) and math.isfinite(v) for v in values)
+
+
+async def test_missing_body_and_wrong_shape(api: httpx.AsyncClient) -> None:
+    for payload in (None, {"films": [FILM]}, [FILM]):
+        response = await api.post("/v1/predict/hit", json=payload)
+        assert response.status_code == 422
+        assert response.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_models_list_and_card_with_monitoring(api: httpx.AsyncClient) -> None:
+    listing = await api.get("/v1/models")
+    assert listing.status_code == 200
+    models = {m["name"]: m for m in listing.json()["models"]}
+    assert set(models) == {"revenue", "hit"}
+    for model in models.values():
+        assert model["status"] == "serving" and model["active_version"] in model["versions"]
+        assert model["metrics"]
+    assert "rmsle" in models["revenue"]["metrics"] and "roc_auc" in models["hit"]["metrics"]
+
+    await api.post("/v1/predict/revenue", json={"items": [FILM, FILM_PLAIN, {"title": "x"}]})
+    detail = (await api.get("/v1/models/revenue")).json()
+    version = detail["active_version"]
+    assert detail["card"]["version"] == version and detail["card"]["name"] == "revenue"
+    assert detail["fast_path"] is True
+    stats = detail["monitoring"][version]
+    assert stats["requests"] >= 1 and stats["predictions"] >= 3
+    budget = stats["features"]["log_budget"]
+    assert budget["mean"] > 0 and 0 < budget["missing_rate"] < 1
+    assert "training_median" in budget
+    assert stats["output"]["mean"] is not None
+
+    missing = await api.get("/v1/models/budget")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_rollout_and_rollback_over_http(
+    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root = copy_artifacts(tmp_path_factory)
+    old, new = versions(root, "revenue")
+    settings = app_settings(mongodb_uri, root, tmp_path_factory.mktemp("rollout"))
+    async with serve(settings) as http:
+
+        async def version() -> str:
+            r = await http.post("/v1/predict/revenue", json={"items": [FILM]})
+            return str(r.json()["model_version"])
+
+        assert await version() == new
+        rolled = await http.post("/v1/models/revenue/activate", json={"version": old})
+        assert rolled.status_code == 200, rolled.text
+        assert rolled.json() == {"name": "revenue", "active_version": old, "previous_version": new}
+        assert await version() == old
+        # A corrupt version is refused with 409 and the current one keeps answering.
+        broken = root / "revenue" / "29990101T000000Z"
+        shutil.copytree(root / "revenue" / new, broken)
+        (broken / artifacts.MODEL_FILE).write_bytes(b"not a pickle")
+        refused = await http.post(
+            "/v1/models/revenue/activate", json={"version": "29990101T000000Z"}
+        )
+        assert refused.status_code == 409
+        assert refused.headers["content-type"].startswith(PROBLEM)
+        assert "still serving " + old in refused.json()["detail"]
+        assert await version() == old
+        # Roll forward by moving the pointer and reloading, as a deploy script would.
+        artifacts.write_active(root, "revenue", new)
+        reloaded = await http.post("/v1/models/revenue/reload")
+        assert reloaded.status_code == 200 and reloaded.json()["active_version"] == new
+        assert await version() == new
+        # Unknown version / bad version string.
+        assert (
+            await http.post("/v1/models/revenue/activate", json={"version": "20000101T000000Z"})
+        ).status_code == 404
+        assert (
+            await http.post("/v1/models/revenue/activate", json={"version": "latest"})
+        ).status_code == 422
+        # Predictions keep flowing while versions flip.
+        flips = [
+            http.post("/v1/models/revenue/activate", json={"version": v})
+            for v in (old, new, old, new)
+        ]
+        calls = [http.post("/v1/predict/revenue", json={"items": [FILM]}) for _ in range(12)]
+        results = await asyncio.gather(*flips, *calls)
+        assert all(r.status_code == 200 for r in results)
+        assert {r.json()["model_version"] for r in results[4:]} <= {old, new}
+
+
+async def test_without_models_ready_says_so_and_predict_is_503(
+    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    workdir = tmp_path_factory.mktemp("no-models")
+    settings = app_settings(mongodb_uri, workdir / "artifacts", workdir)
+    async with serve(settings) as http:
+        ready = await http.get("/ready")
+        assert ready.status_code == 503
+        body = ready.json()
+        assert "models" in body.get("detail", "models")
+        assert body["checks"]["models"].startswith("not ready")
+        assert "revenue" in body["checks"]["models"]
+        assert body["checks"]["database"] == "ok"
+        for path in ("/v1/predict/revenue", "/v1/predict/hit"):
+            response = await http.post(path, json={"items": [FILM]})
+            assert response.status_code == 503
+            assert response.headers["content-type"].startswith(PROBLEM)
+            assert "unavailable" in response.json()["detail"]
+        listing = await http.get("/v1/models")
+        assert listing.status_code == 200
+        assert {m["status"] for m in listing.json()["models"]} == {"unavailable"}
+        assert (await http.get("/v1/models/hit")).status_code == 503

@@ -1,0 +1,132 @@
+"""`python -m training` and `tmdb-analytics train`: one command trains both models from the
+database (or a CSV), writes versioned artifacts and activates them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.settings import get_settings
+
+
+class SplitChoice(StrEnum):
+    time = "time"
+    random = "random"
+
+
+def train_command(
+    csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv",
+            exists=True,
+            dir_okay=False,
+            help="Train from this TMDB 5000-format CSV instead of the database",
+        ),
+    ] = None,
+    imdb_csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--imdb-csv",
+            exists=True,
+            dir_okay=False,
+            help="With --csv: join directors/actors from this IMDB 5000 file",
+        ),
+    ] = None,
+    artifacts_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where versions are written (default: ARTIFACTS_DIR, artifacts/)"),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Train only this model (repeatable): revenue, hit"),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option(help="One small candidate per family (tests, smoke runs)")
+    ] = False,
+    split: Annotated[SplitChoice, typer.Option(help="How to hold out films")] = SplitChoice.time,
+    seed: Annotated[int, typer.Option()] = 42,
+    refit: Annotated[
+        bool,
+        typer.Option(help="Fit the served model on all films (else on train+validation only)"),
+    ] = True,
+    activate: Annotated[bool, typer.Option(help="Make the new versions the active ones")] = True,
+    report: Annotated[bool, typer.Option(help="Write the HTML evaluation report")] = True,
+    mlflow: Annotated[bool, typer.Option(help="Track the run in MLflow")] = True,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else .data/mlruns)"),
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="BLAS/OpenMP threads while fitting")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout")] = False,
+) -> None:
+    """Train the revenue and hit models, write artifacts/<model>/<version>/, activate them."""
+    from training.data import load_from_csv, load_from_db
+    from training.train import TrainOptions, train_models
+
+    settings = get_settings()
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    if csv is not None:
+        dataset = load_from_csv(csv, imdb_csv)
+    else:
+        if imdb_csv is not None:
+            raise typer.BadParameter("--imdb-csv goes with --csv (the database is enriched)")
+        from app.cli import ensure_local_db
+
+        ensure_local_db(settings)
+        dataset = asyncio.run(load_from_db(settings))
+    say(f"read {dataset.size} films from {dataset.source} in {time.perf_counter() - started:.1f}s")
+    if dataset.size == 0:
+        say("no films to learn from: import some first (tmdb-analytics import tmdb-csv ...)")
+        raise typer.Exit(1)
+    options = TrainOptions(
+        models=tuple(model or ("revenue", "hit")),
+        quick=quick,
+        seed=seed,
+        split="time" if split is SplitChoice.time else "random",
+        refit_all=refit,
+        activate=activate,
+        report=report,
+        mlflow=mlflow,
+        tracking_uri=tracking_uri,
+        mlflow_dir=settings.local_db_dir / "mlruns",
+        threads=threads,
+    )
+    try:
+        trained = train_models(dataset, artifacts_dir or settings.artifacts_dir, options, say)
+    except ValueError as exc:
+        say(f"training failed: {exc}")
+        raise typer.Exit(1) from exc
+    say(f"done in {time.perf_counter() - started:.1f}s")
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "model": t.name,
+                        "version": t.version,
+                        "path": str(t.path),
+                        "active": t.activated,
+                        "family": t.card.family,
+                        "metrics": t.card.metrics,
+                    }
+                    for t in trained
+                ],
+                indent=2,
+            )
+        )
+
+
+def main() -> None:
+    typer.run(train_command)

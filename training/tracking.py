@@ -1,0 +1,154 @@
+"""MLflow tracking: one run per trained model (with a nested run per candidate), the report
+and card as artifacts, and the pipeline logged and registered as `tmdb-analytics-<model>`.
+
+The store defaults to SQLite under the project's data directory (`.data/mlruns/mlflow.db`,
+artifacts beside it), so a fresh clone tracks locally with no server; `MLFLOW_TRACKING_URI`
+(or `--tracking-uri`) points it anywhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sklearn.pipeline import Pipeline
+
+from app.ml import artifacts
+from app.ml.card import MlflowInfo, ModelCard
+
+if TYPE_CHECKING:
+    from training.models import Task
+    from training.train import Evaluation
+
+REGISTERED_PREFIX = "tmdb-analytics-"
+
+
+def default_tracking_uri(mlflow_dir: Path) -> str:
+    return f"sqlite:///{(mlflow_dir / 'mlflow.db').resolve()}"
+
+
+def _numeric(prefix: str, values: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            out[prefix + key] = float(value)
+        elif isinstance(value, dict):
+            out.update(_numeric(f"{prefix}{key}_", value))
+    return out
+
+
+def _flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out.update(_flat_params(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = str(value)
+    return out
+
+
+class Tracker:
+    def __init__(self, tracking_uri: str | None, mlflow_dir: Path, experiment: str) -> None:
+        import mlflow
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            mlflow_dir.mkdir(parents=True, exist_ok=True)
+            uri = default_tracking_uri(mlflow_dir)
+        mlflow.set_tracking_uri(uri)
+        self.uri = uri
+        self.experiment = experiment
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is None:
+            location = None
+            if uri.startswith("sqlite:"):
+                # A SQLite store has no artifact root of its own; keep artifacts beside it
+                # rather than in ./mlruns of whatever directory training ran from.
+                location = (mlflow_dir / "artifacts").resolve().as_uri()
+            self.experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = found.experiment_id
+
+    def log(
+        self, task: Task, card: ModelCard, ev: Evaluation, pipeline: Pipeline, staging: Path
+    ) -> MlflowInfo:
+        import mlflow
+        import mlflow.sklearn
+
+        with mlflow.start_run(
+            experiment_id=self.experiment_id, run_name=f"{task.name}-{card.version}"
+        ) as run:
+            mlflow.set_tags(
+                {
+                    "model": task.name,
+                    "version": card.version,
+                    "git_sha": card.git_sha or "unknown",
+                    "data_sha256": card.data.sha256,
+                    "split": card.data.split.strategy,
+                }
+            )
+            mlflow.log_params(
+                {
+                    **_flat_params(card.params),
+                    "data_source": card.data.source,
+                    "data_rows": card.data.rows,
+                    "split_train": card.data.split.train,
+                    "split_validation": card.data.split.validation,
+                    "split_test": card.data.split.test,
+                }
+            )
+            mlflow.log_metrics(
+                {**_numeric("test_", card.metrics), **_numeric("val_", card.validation_metrics)}
+            )
+            for i, cand in enumerate(card.candidates):
+                with mlflow.start_run(
+                    experiment_id=self.experiment_id,
+                    run_name=f"{task.name}-{card.version}-{i}-{cand.family}",
+                    nested=True,
+                ):
+                    mlflow.log_params({"family": cand.family, **_flat_params(cand.params)})
+                    mlflow.log_metrics(
+                        {**_numeric("val_", cand.validation), "fit_seconds": cand.fit_seconds}
+                    )
+            report = staging / artifacts.REPORT_FILE
+            if report.exists():
+                mlflow.log_artifact(str(report))
+            mlflow.log_dict(card.model_dump(mode="json"), artifacts.CARD_FILE)
+            registered = REGISTERED_PREFIX + task.name
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "no signature": inputs are film records
+                info = mlflow.sklearn.log_model(
+                    pipeline,
+                    name="model",
+                    registered_model_name=registered,
+                    # Pinned from this environment: skips MLflow's requirement inference,
+                    # which reloads the model in a subprocess (slow) and cannot see that
+                    # the pickle needs the `app` package.
+                    pip_requirements=[
+                        f"{pkg}=={ver}"
+                        for pkg, ver in card.library_versions.items()
+                        if pkg in ("scikit-learn", "numpy", "pandas", "joblib", "scipy")
+                    ],
+                    # The served artifact is a pickle too (model.joblib); skops would refuse
+                    # the custom feature transformer as an "untrusted type".
+                    serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+                    pyfunc_predict_fn="predict_proba"
+                    if task.kind == "classification"
+                    else "predict",
+                )
+            version = getattr(info, "registered_model_version", None)
+            return MlflowInfo(
+                tracking_uri=self.uri,
+                experiment=self.experiment,
+                run_id=run.info.run_id,
+                model_uri=info.model_uri,
+                registered_model=registered,
+                registered_version=str(version) if version is not None else None,
+            )

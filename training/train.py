@@ -1,0 +1,469 @@
+"""Train, compare, evaluate and save the `revenue` and `hit` models.
+
+For each task: split its films by release date, fit every candidate on train and score it on
+validation, keep the best, refit it on train+validation and evaluate once on test (films no
+fitted model has seen), then fit the served model on all films with the chosen settings
+(the test figures are the honest estimate for it: it only has more data). The artifact, card,
+report and MLflow run are written, and the new version is activated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import joblib
+import numpy as np
+import numpy.typing as npt
+from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+from app.ml import artifacts
+from app.ml.card import (
+    ArtifactInfo,
+    Candidate,
+    DataInfo,
+    IntervalSpec,
+    ModelCard,
+)
+from app.ml.explain import GroupOcclusion
+from app.ml.fastpath import pipeline_scorer
+from app.ml.features import FEATURE_SCHEMA_VERSION, LIST_FIELDS, FilmFeatures
+from training import evaluate
+from training.data import Dataset
+from training.models import (
+    PEOPLE_DROPOUT,
+    TASKS,
+    CandidateSpec,
+    Task,
+    build_pipeline,
+    candidates,
+    is_better,
+    predict,
+)
+from training.split import Split, random_split, time_split
+
+log = logging.getLogger("training")
+Array = npt.NDArray[np.float64]
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INTERVAL_QUANTILES = (0.1, 0.9)
+INPUT_FIELDS = [
+    "title",
+    "budget",
+    "runtime",
+    "release_date",
+    "original_language",
+    *LIST_FIELDS,
+    "homepage",
+    "tagline",
+    "belongs_to_collection",
+    "cast",
+    "crew",
+]
+
+
+@dataclass
+class TrainOptions:
+    models: Sequence[str] = ("revenue", "hit")
+    quick: bool = False
+    seed: int = 42
+    split: Literal["time", "random"] = "time"
+    refit_all: bool = True
+    activate: bool = True
+    report: bool = True
+    mlflow: bool = True
+    tracking_uri: str | None = None
+    mlflow_dir: Path = Path(".data/mlruns")
+    experiment: str = "tmdb-analytics"
+    threads: int = 1
+
+
+@dataclass
+class Evaluation:
+    """Everything the report and MLflow need about one trained task."""
+
+    task: Task
+    split: Split
+    candidates: list[Candidate]
+    chosen: CandidateSpec
+    val_metrics: dict[str, float]
+    metrics: dict[str, Any]
+    y_train: Array
+    y_test: Array
+    pred_test: Array
+    test_budget_known: npt.NDArray[np.bool_]
+    threshold: float | None = None
+    interval: IntervalSpec | None = None
+    importance: dict[str, float] = field(default_factory=dict)
+    correlations: dict[str, float] = field(default_factory=dict)
+    corr_names: list[str] = field(default_factory=list)
+    corr_matrix: Array = field(default_factory=lambda: np.zeros((0, 0)))
+
+
+@dataclass
+class TrainedModel:
+    name: str
+    version: str
+    path: Path
+    card: ModelCard
+    activated: bool
+
+
+def _strip_people(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "directors": [], "actors": []} for r in records]
+
+
+def _budget_known(records: Sequence[dict[str, Any]]) -> npt.NDArray[np.bool_]:
+    return np.asarray([r.get("budget") is not None for r in records], dtype=bool)
+
+
+def _validation_scores(task: Task, y: Array, pred: Array) -> dict[str, float]:
+    if task.kind == "regression":
+        m = evaluate.regression_metrics(y, pred)
+        return {"rmsle": m["rmsle"], "r2_log": m["r2_log"]}
+    m2 = evaluate.classification_metrics(y, pred, 0.5)
+    return {"roc_auc": float(m2["roc_auc"]), "brier": float(m2["brier"])}  # type: ignore[arg-type]
+
+
+def evaluate_task(
+    task: Task, records: Sequence[dict[str, Any]], options: TrainOptions, say: Callable[[str], None]
+) -> tuple[Evaluation, Pipeline]:
+    """Model selection and test evaluation; returns the evaluation and the served pipeline."""
+    population = [r for r in records if task.population(r)]
+    if len(population) < 30:
+        raise ValueError(f"{task.name}: only {len(population)} films with a known target")
+    split = (
+        time_split(population)
+        if options.split == "time"
+        else random_split(population, options.seed)
+    )
+    y_train, y_val, y_test = (task.label(s) for s in (split.train, split.validation, split.test))
+    results: list[Candidate] = []
+    best: tuple[CandidateSpec, float, Array] | None = None
+    for spec in candidates(task, options.quick):
+        started = time.perf_counter()
+        pipeline = build_pipeline(task, spec, options.seed).fit(split.train, y_train)
+        pred_val = predict(task, pipeline, split.validation)
+        scores = _validation_scores(task, y_val, pred_val)
+        seconds = time.perf_counter() - started
+        results.append(
+            Candidate(
+                family=spec.family, params=spec.params, validation=scores, fit_seconds=seconds
+            )
+        )
+        say(
+            f"  {task.name} {spec.family} {spec.params}: "
+            + ", ".join(f"{k}={v:.4f}" for k, v in scores.items())
+            + f" ({seconds:.1f}s)"
+        )
+        score = scores[task.selection_metric]
+        if best is None or is_better(task, score, best[1]):
+            best = (spec, score, pred_val)
+    assert best is not None
+    chosen, _, pred_val = best
+
+    # Serving settings come from validation only (the test set stays untouched by choices).
+    threshold = (
+        evaluate.choose_threshold(y_val, pred_val) if task.kind == "classification" else None
+    )
+    val_residuals = y_val - pred_val
+    val_budget = _budget_known(split.validation)
+    offsets_val = (
+        evaluate.fit_interval(val_residuals, val_budget, INTERVAL_QUANTILES)
+        if task.kind == "regression"
+        else None
+    )
+
+    # One fit on train+validation, one look at test.
+    seen = [*split.train, *split.validation]
+    evaluated = build_pipeline(task, chosen, options.seed).fit(seen, task.label(seen))
+    pred_test = predict(task, evaluated, split.test)
+    pred_test_no_people = predict(task, evaluated, _strip_people(split.test))
+    test_budget = _budget_known(split.test)
+    metrics: dict[str, Any]
+    interval = None
+    if task.kind == "regression":
+        metrics = dict(evaluate.regression_metrics(y_test, pred_test))
+        metrics["rmsle_without_credits"] = evaluate.regression_metrics(y_test, pred_test_no_people)[
+            "rmsle"
+        ]
+        assert offsets_val is not None
+        coverage = evaluate.interval_coverage(y_test, pred_test, test_budget, offsets_val)
+        metrics["interval_coverage"] = coverage
+        # The served offsets use every held-out residual (validation from the train fit,
+        # test from the train+validation fit); the coverage above used validation only.
+        residuals = np.concatenate([val_residuals, y_test - pred_test])
+        known = np.concatenate([val_budget, test_budget])
+        interval = evaluate.fit_interval(residuals, known, INTERVAL_QUANTILES)
+        interval_spec = IntervalSpec(
+            method="split conformal on log1p(revenue), Mondrian by budget known/unknown",
+            quantiles=INTERVAL_QUANTILES,
+            offsets=interval,
+            calibration_rows=len(residuals),
+            coverage_test=coverage,
+        )
+    else:
+        assert threshold is not None
+        metrics = dict(evaluate.classification_metrics(y_test, pred_test, threshold))
+        metrics["roc_auc_without_credits"] = evaluate.classification_metrics(
+            y_test, pred_test_no_people, threshold
+        )["roc_auc"]
+        interval_spec = None
+
+    importance, correlations, (corr_names, corr_matrix) = _explain_evaluation(
+        task, evaluated, split.test, y_test
+    )
+    evaluation = Evaluation(
+        task=task,
+        split=split,
+        candidates=results,
+        chosen=chosen,
+        val_metrics=next(
+            c.validation for c in results if c.family == chosen.family and c.params == chosen.params
+        ),
+        metrics=metrics,
+        y_train=y_train,
+        y_test=y_test,
+        pred_test=pred_test,
+        test_budget_known=test_budget,
+        threshold=threshold,
+        interval=interval_spec,
+        importance=importance,
+        correlations=correlations,
+        corr_names=corr_names,
+        corr_matrix=corr_matrix,
+    )
+    if options.refit_all:
+        everything = [*seen, *split.test]
+        served = build_pipeline(task, chosen, options.seed).fit(everything, task.label(everything))
+    else:
+        served = evaluated
+    return evaluation, served
+
+
+def _explain_evaluation(
+    task: Task, pipeline: Pipeline, test: Sequence[dict[str, Any]], y_test: Array
+) -> tuple[dict[str, float], dict[str, float], tuple[list[str], Array]]:
+    """Field importance (mean |occlusion contribution| over test films, the same numbers the
+    API returns per film), each feature's correlation with the target on test, and the
+    correlation matrix of the target with the most correlated features."""
+    features: FilmFeatures = pipeline[0]
+    X = features.transform(test)
+    occlusion = GroupOcclusion(features.feature_groups_, features.reference_)
+    _, contrib = occlusion.contributions(
+        X, pipeline_scorer(pipeline, task.kind == "classification")
+    )
+    importance = dict(
+        sorted(
+            zip(occlusion.names, np.abs(contrib).mean(axis=0).tolist(), strict=True),
+            key=lambda kv: -kv[1],
+        )
+    )
+    correlations: dict[str, float] = {}
+    for j, name in enumerate(features.feature_names_):
+        col = X[:, j]
+        ok = ~np.isnan(col)
+        if ok.sum() > 10 and np.std(col[ok]) > 0 and np.std(y_test[ok]) > 0:
+            correlations[name] = float(np.corrcoef(col[ok], y_test[ok])[0, 1])
+    top = sorted(correlations, key=lambda k: -abs(correlations[k]))[:12]
+    index = [features.feature_names_.index(n) for n in top]
+    frame = np.column_stack([y_test, X[:, index]]) if index else y_test[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Pairwise over rows where both are known would be exact; column-mean filling keeps
+        # it one call and is what the picture needs.
+        filled = np.where(np.isnan(frame), np.nanmean(frame, axis=0), frame)
+        matrix = np.corrcoef(filled, rowvar=False).reshape(len(index) + 1, len(index) + 1)
+    return importance, correlations, (["target", *top], matrix)
+
+
+# --- artifacts ---------------------------------------------------------------------------
+
+
+def git_sha() -> str | None:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def library_versions(with_mlflow: bool) -> dict[str, str]:
+    names = ["scikit-learn", "numpy", "pandas", "joblib", "scipy", "pydantic"]
+    if with_mlflow:
+        names.append("mlflow")
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _params(spec: CandidateSpec, pipeline: Pipeline, seed: int) -> dict[str, Any]:
+    return {
+        "family": spec.family,
+        **spec.params,
+        "people_dropout": PEOPLE_DROPOUT,
+        "seed": seed,
+        "features": pipeline[0].get_params(),
+        "estimator": type(pipeline.steps[-1][1]).__name__,
+    }
+
+
+def train_models(
+    dataset: Dataset,
+    artifacts_dir: Path,
+    options: TrainOptions,
+    say: Callable[[str], None] = print,
+) -> list[TrainedModel]:
+    """Train every requested model, write its version under `artifacts_dir`, activate it."""
+    unknown = set(options.models) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown model(s): {sorted(unknown)}; choose from {sorted(TASKS)}")
+    sha = git_sha()
+    data_hash = dataset.content_hash()
+    tracker = None
+    if options.mlflow:
+        from training.tracking import Tracker
+
+        tracker = Tracker(options.tracking_uri, options.mlflow_dir, options.experiment)
+    trained: list[TrainedModel] = []
+    with threadpool_limits(limits=max(1, options.threads)):
+        for name in options.models:
+            task = TASKS[name]
+            started = time.perf_counter()
+            say(f"{name}: {dataset.size} films from {dataset.source}")
+            evaluation, pipeline = evaluate_task(task, dataset.records, options, say)
+            trained.append(
+                _write_version(
+                    task,
+                    evaluation,
+                    pipeline,
+                    dataset,
+                    data_hash,
+                    sha,
+                    artifacts_dir,
+                    options,
+                    tracker,
+                    started,
+                    say,
+                )
+            )
+    return trained
+
+
+def _write_version(
+    task: Task,
+    ev: Evaluation,
+    pipeline: Pipeline,
+    dataset: Dataset,
+    data_hash: str,
+    sha: str | None,
+    artifacts_dir: Path,
+    options: TrainOptions,
+    tracker: Any,
+    started: float,
+    say: Callable[[str], None],
+) -> TrainedModel:
+    base = artifacts.model_dir(artifacts_dir, task.name)
+    base.mkdir(parents=True, exist_ok=True)
+    version = artifacts.new_version(artifacts_dir, task.name)
+    staging = base / f".staging-{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        model_path = staging / artifacts.MODEL_FILE
+        joblib.dump(pipeline, model_path, compress=3)
+        features: FilmFeatures = pipeline[0]
+        n_rows = ev.split.info.train + ev.split.info.validation + ev.split.info.test
+        card = ModelCard(
+            name=task.name,
+            version=version,
+            created_at=datetime.now(UTC),
+            task=task.kind,
+            target=task.target,
+            git_sha=sha,
+            data=DataInfo(
+                source=dataset.source,
+                sha256=data_hash,
+                films=dataset.size,
+                rows=n_rows,
+                split=ev.split.info,
+            ),
+            feature_schema_version=FEATURE_SCHEMA_VERSION,
+            input_fields=INPUT_FIELDS,
+            features=features.feature_schema(),
+            family=ev.chosen.family,
+            params=_params(ev.chosen, pipeline, options.seed),
+            candidates=ev.candidates,
+            validation_metrics=ev.val_metrics,
+            metrics=ev.metrics,
+            interval=ev.interval,
+            threshold=ev.threshold,
+            final_fit=(
+                f"all {n_rows} films (train+validation+test) with the chosen settings"
+                if options.refit_all
+                else f"train+validation ({ev.split.info.train + ev.split.info.validation} films)"
+            ),
+            library_versions=library_versions(tracker is not None),
+            artifact=ArtifactInfo(
+                file=artifacts.MODEL_FILE,
+                sha256=artifacts.sha256_file(model_path),
+                bytes=model_path.stat().st_size,
+            ),
+            training_seconds=0.0,
+        )
+        report_path = staging / artifacts.REPORT_FILE
+        if options.report:
+            from training.report import write_report
+
+            write_report(report_path, card, ev)
+        if tracker is not None:
+            card.mlflow = tracker.log(task, card, ev, pipeline, staging)
+        card.training_seconds = round(time.perf_counter() - started, 2)
+        (staging / artifacts.CARD_FILE).write_text(card.model_dump_json(indent=2), encoding="utf-8")
+        final = artifacts.version_dir(artifacts_dir, task.name, version)
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if options.activate:
+        artifacts.write_active(artifacts_dir, task.name, version)
+    say(f"{task.name}: wrote {final} ({_summary(card)})" + (", active" if options.activate else ""))
+    return TrainedModel(task.name, version, final, card, options.activate)
+
+
+def _summary(card: ModelCard) -> str:
+    m = card.metrics
+    if card.task == "regression":
+        return (
+            f"{card.family}: test RMSLE {m['rmsle']:.3f}, R2(log) {m['r2_log']:.3f}, "
+            f"interval coverage {m['interval_coverage']:.2f}"
+        )
+    return f"{card.family}: test ROC AUC {m['roc_auc']:.3f}, F1 {m['f1']:.3f}"
