@@ -330,3 +330,18 @@ async def test_without_models_ready_says_so_and_predict_is_503(
         assert listing.status_code == 200
         assert {m["status"] for m in listing.json()["models"]} == {"unavailable"}
         assert (await http.get("/v1/models/hit")).status_code == 503
+
+
+async def test_predictions_are_counted_per_model_version_in_metrics(
+    api: httpx.AsyncClient,
+) -> None:
+    def counted(text: str, version: str) -> float:
+        prefix = f'predictions_total{{model="hit",version="{version}"}} '
+        line = next((ln for ln in text.splitlines() if ln.startswith(prefix)), None)
+        return float(line.removeprefix(prefix)) if line else 0.0
+
+    first = await api.post("/v1/predict/hit", json={"items": [FILM, FILM, FILM]})
+    version = first.json()["model_version"]
+    before = counted((await api.get("/metrics")).text, version)
+    await api.post("/v1/predict/hit", json={"items": [FILM, FILM]})
+    assert counted((await api.get("/metrics")).text, version) == before + 2

@@ -59,6 +59,7 @@ from app.models.analytics import (
     TrendItem,
     TrendsResponse,
 )
+from app.observability import SNAPSHOT_REBUILDS
 from app.services.columnar import (
     BoolArray,
     FloatArray,
@@ -847,6 +848,7 @@ class AnalyticsEngine:
 
     async def _rebuild(self, build_id: int) -> Snapshot:
         snap = await load_snapshot(self._db, build_id)
+        SNAPSHOT_REBUILDS.inc()
         self._snapshot = snap
         self._cache.clear()  # entries are keyed by build id; drop the old ones at once
         log.info(

@@ -22,6 +22,7 @@ from app.models.predict import (
     ModelSummary,
     PredictRequest,
 )
+from app.observability import PREDICTIONS
 
 FloatMatrix = npt.NDArray[np.float64]
 FloatVector = npt.NDArray[np.float64]
@@ -162,6 +163,7 @@ def _score(
             "predictions": predictions,
         }
     monitor.record(model.name, model.version, X, model.feature_names, scores)
+    PREDICTIONS.labels(model=model.name, version=model.version).inc(len(films))
     return body
 
 
