@@ -316,6 +316,14 @@ async def test_answers_survive_a_database_outage(tmp_path: Path) -> None:
         assert time.monotonic() - started < 3
         assert during.data_version == before.data_version and again.cache_hit
         assert b'"films":2' in during.body
+        # Once the version check has failed, answers say they come from the last snapshot.
+        assert not before.stale
+        deadline = time.monotonic() + 3
+        latest = again
+        while not latest.stale and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            latest = await engine.run(analytics.genres, CatalogFilter())
+        assert latest.stale and latest.body == during.body
     finally:
         await engine.close()
         await client.close()

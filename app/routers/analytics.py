@@ -51,6 +51,11 @@ _HEADERS = {
         "description": "`hit` when served from the result cache, else `miss`",
         "schema": {"type": "string"},
     },
+    "X-Data-Stale": {
+        "description": "`true` while the database is unreachable and the answer comes from "
+        "the last snapshot taken",
+        "schema": {"type": "string"},
+    },
 }
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"headers": _HEADERS},
@@ -72,6 +77,7 @@ def _respond(result: Result) -> Response:
         headers={
             "X-Data-Version": str(result.data_version),
             "X-Analytics-Cache": "hit" if result.cache_hit else "miss",
+            **({"X-Data-Stale": "true"} if result.stale else {}),
         },
     )
 

@@ -781,6 +781,8 @@ class Result:
     body: bytes
     data_version: int
     cache_hit: bool
+    # True while the database is failing: the answer comes from the last snapshot.
+    stale: bool = False
 
 
 CacheKey = tuple[int, Callable[..., BaseModel], tuple[Hashable, ...]]
@@ -904,13 +906,13 @@ class AnalyticsEngine:
         body = self._cache.get(key)
         if body is not None:
             self._cache.move_to_end(key)
-            return Result(body, snap.version, True)
+            return Result(body, snap.version, True, self._check_failed)
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(self._compute(key, snap, compute, args))
             self._inflight[key] = task
             task.add_done_callback(lambda _: self._inflight.pop(key, None))
-        return Result(await asyncio.shield(task), snap.version, False)
+        return Result(await asyncio.shield(task), snap.version, False, self._check_failed)
 
     async def _compute(
         self,
