@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from app.db import ensure_indexes, local_server, make_client, mongodb_uri
+from app.db import local_server, make_client, mongodb_uri
 from app.localdb import LocalDbError
 from app.services.credentials import Role
 from app.settings import Settings, get_settings
@@ -144,12 +144,13 @@ def db_uri() -> None:
 def import_tmdb(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
     """Import a TMDB 5000-format CSV (upserts by id; rerunnable)."""
     from app.services.csv_io import import_tmdb_csv
+    from app.services.movies_store import prepare_database
 
     async def go(settings: Settings) -> None:
         client = make_client(settings)
         try:
             db = client[settings.mongodb_db]
-            await ensure_indexes(db)
+            await prepare_database(db)
             with progress_bar() as bar:
                 task = bar.add_task("import", total=None, rate="")
                 report = await import_tmdb_csv(db, path, progress=lambda n: bar.advance(task, n))
@@ -340,6 +341,7 @@ def ingest_from_tmdb(since: date | None, max_movies: int | None) -> None:
     rejected token and when TMDB keeps failing (the run is then resumable)."""
     import time
 
+    from app.services.movies_store import prepare_database
     from app.services.tmdb_client import TmdbAuthError, TmdbClient, TmdbError
     from app.services.tmdb_ingest import IngestOptions, IngestProgress, ingest_tmdb
 
@@ -356,7 +358,7 @@ def ingest_from_tmdb(since: date | None, max_movies: int | None) -> None:
         client = make_client(settings)
         try:
             db = client[settings.mongodb_db]
-            await ensure_indexes(db)
+            await prepare_database(db)
             async with TmdbClient.from_settings(settings) as tmdb:
                 with progress_bar() as bar:
                     task = bar.add_task("ingest tmdb", total=None, rate="")

@@ -18,6 +18,13 @@ INGEST_RUNS = "ingest_runs"
 DATA_VERSION_ID = "data_version"
 
 
+def movie_key(movie_id: int) -> str:
+    """The `_id` of a film: its TMDB id as a string. FerretDB v1 (SQLite) pushes `_id`
+    equality down to SQLite only for a string `_id` (about 10x faster lookups and updates);
+    the integer `id` field stays the public id."""
+    return str(movie_id)
+
+
 def local_server(settings: Settings) -> LocalServer:
     return LocalServer(directory=settings.local_db_dir.resolve(), port=settings.local_db_port)
 

@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
-from app.db import ensure_indexes, make_client
+from app.db import make_client
 from app.errors import add_problem_schema, install_handlers
 from app.limits import install_limits
 from app.observability import install_observability, metrics_router
 from app.routers import auth, health
 from app.security import Role, install_security, protected
+from app.services.movies_store import prepare_database
 from app.settings import Settings, get_settings
 from app.state import AppState
 
@@ -43,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = AppState(settings=settings, client=client, db=db)
         try:
             await db.command("ping")
-            await ensure_indexes(db)
+            await prepare_database(db)
         except PyMongoError as exc:
             # Start anyway: /ready reports 503 and requests recover when the database returns.
             log.warning("database not reachable at startup: %s", exc.__class__.__name__)

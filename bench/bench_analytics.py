@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
@@ -39,7 +40,7 @@ import pandas as pd
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import MOVIES, Document, bump_data_version, ensure_indexes
+from app.db import MOVIES, Document, bump_data_version, ensure_indexes, movie_key
 from app.localdb import LocalServer, free_port
 from app.services import analytics
 from app.services.analytics import (
@@ -137,7 +138,7 @@ def synthetic_films(n: int, seed: int = 42) -> Iterator[list[Document]]:
             ]
             director = f"Director {director_ix[i]}"
             doc: Document = {
-                "_id": movie_id,
+                "_id": movie_key(movie_id),
                 "id": movie_id,
                 "title": title,
                 "title_normalized": normalize_title(title),
@@ -758,6 +759,16 @@ async def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="snapshot/raw read repetitions")
     parser.add_argument("--compute-reps", type=int, default=7)
     parser.add_argument("--http-requests", type=int, default=300, help="0 skips (c)")
+    parser.add_argument(
+        "--save-json", type=Path, help="also write this run's figures as JSON (to --merge later)"
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="add the figures of earlier runs (--save-json files) to the report",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -785,6 +796,17 @@ async def main() -> None:
         snap = build_in_memory(n)
         reps = args.compute_reps if n < 1_000_000 else 3
         compute_only.append({"n": n, "compute": measure_compute(snap, reps)})
+    if args.save_json:
+        args.save_json.write_text(
+            json.dumps({"command": command, "results": results, "compute_only": compute_only})
+        )
+    for path in args.merge:
+        # Sizes too slow to rerun with the rest (1M: about an hour of FerretDB reads).
+        earlier = json.loads(path.read_text())
+        results += earlier["results"]
+        compute_only += earlier["compute_only"]
+        command += f" (+ `{earlier['command'].strip()}`)"
+    results.sort(key=lambda r: r["n"])
     markdown = report(results, compute_only, command.strip())
     print(markdown)
     if not args.no_write:

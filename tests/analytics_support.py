@@ -127,7 +127,8 @@ async def attach_imdb(df: pd.DataFrame, db: AsyncDatabase[Document]) -> pd.DataF
     """Add the IMDB enrichment as stored (the title+year join is the importer's, tested with
     it); the people statistics are then computed here, independently of the engine."""
     facts = {
-        d["_id"]: d.get("imdb") or {} async for d in db["movies"].find({}, {"_id": 1, "imdb": 1})
+        d["id"]: d.get("imdb") or {}
+        async for d in db["movies"].find({}, {"_id": 0, "id": 1, "imdb": 1})
     }
     out = df.copy()
     out["director_list"] = [

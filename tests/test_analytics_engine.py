@@ -19,7 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from app.db import Document, get_data_version
 from app.localdb import LocalServer, free_port
-from app.models.analytics import GenresResponse, NumericField, StatField, TopMetric
+from app.models.analytics import GenresResponse, StatField, TopMetric
 from app.models.movie import ImdbInfo, MovieDocument
 from app.services import analytics
 from app.services.analytics import AnalyticsEngine, Snapshot
@@ -208,6 +208,30 @@ async def test_answers_over_http_carry_the_version(
         assert response.headers["X-Analytics-Cache"] == "miss"
 
 
+async def test_snapshot_search_follows_writes_and_says_which_version(
+    db: AsyncDatabase[Document], mongodb_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    await upsert_movies(db, [film(1, title="Alpha", popularity=5.0), film(2, popularity=9.0)])
+    settings = app_settings(mongodb_uri, db_name, tmp_path, snapshot_check_seconds=0)
+    async with serve(settings) as api:
+        first = await api.get("/v1/movies", params={"sort": "-popularity"})
+        assert first.headers["X-Search-Backend"] == "snapshot"
+        assert [m["id"] for m in first.json()["items"]] == [2, 1]
+        version = int(first.headers["X-Data-Version"])
+        await upsert_movies(db, [film(1, title="Alpha", popularity=50.0), film(3)])
+        deadline = time.monotonic() + 30
+        while True:
+            response = await api.get("/v1/movies", params={"sort": "-popularity"})
+            if int(response.headers["X-Data-Version"]) > version or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        body = response.json()
+        assert [m["id"] for m in body["items"]] == [1, 2, 3] and body["total"] == 3
+        assert body["items"][0]["popularity"] == 50.0
+        # The detail is read from the database, so it is current at once.
+        assert (await api.get("/v1/movies/3")).json()["title"] == "Film 3"
+
+
 # --- kernels -------------------------------------------------------------------------------
 
 
@@ -331,6 +355,6 @@ async def test_answers_survive_a_database_outage(tmp_path: Path) -> None:
 
 
 def test_schema_literals_match_the_engine() -> None:
-    assert set(get_args(NumericField)) == set(analytics.NUMERIC_FIELDS)
+    assert set(analytics.DOC_NUMERIC) < set(analytics.SNAPSHOT_PROJECTION)
     assert set(get_args(TopMetric)) <= set(analytics.NUMERIC_FIELDS)
     assert set(get_args(StatField)) == set(analytics.STAT_FIELDS)

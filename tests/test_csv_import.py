@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import META, MOVIES, Document, ensure_indexes, get_data_version
+from app.db import META, MOVIES, Document, ensure_indexes, get_data_version, movie_key
 from app.services.csv_io import export_csv, import_imdb_csv, import_tmdb_csv
 from app.services.movies_store import (
     STAGING,
@@ -171,7 +171,9 @@ async def test_export_reimports_to_the_same_films(
 
 
 async def test_bulk_update_swap_is_recoverable(db: AsyncDatabase[Document]) -> None:
-    await db[MOVIES].insert_many([{"_id": i, "id": i, "title": f"t{i}"} for i in range(1, 51)])
+    await db[MOVIES].insert_many(
+        [{"_id": movie_key(i), "id": i, "title": f"t{i}"} for i in range(1, 51)]
+    )
     await apply_updates(db, {i: {"title": f"new{i}"} for i in range(1, 31)})  # rewrite path
     titles = {d["id"]: d["title"] async for d in db[MOVIES].find({})}
     assert len(titles) == 50
@@ -179,7 +181,7 @@ async def test_bulk_update_swap_is_recoverable(db: AsyncDatabase[Document]) -> N
     assert STAGING not in await db.list_collection_names()
 
     # Simulate a crash between dropping `movies` and renaming the staging copy.
-    await db[STAGING].insert_many([{"_id": 1, "id": 1, "title": "staged"}])
+    await db[STAGING].insert_many([{"_id": movie_key(1), "id": 1, "title": "staged"}])
     await db[META].insert_one({"_id": SWAP_MARKER})
     await db.drop_collection(MOVIES)
     await recover_interrupted_swap(db)
@@ -189,7 +191,9 @@ async def test_bulk_update_swap_is_recoverable(db: AsyncDatabase[Document]) -> N
 
 @pytest.mark.parametrize("small", [True])
 async def test_small_updates_apply_in_place(db: AsyncDatabase[Document], small: bool) -> None:
-    await db[MOVIES].insert_many([{"_id": i, "id": i, "title": f"t{i}"} for i in range(1, 6)])
+    await db[MOVIES].insert_many(
+        [{"_id": movie_key(i), "id": i, "title": f"t{i}"} for i in range(1, 6)]
+    )
     await apply_updates(db, {2: {"title": "two"}, 9: {"id": 9, "title": "nine"}})
     titles = {d["id"]: d["title"] async for d in db[MOVIES].find({})}
     assert titles == {1: "t1", 2: "two", 3: "t3", 4: "t4", 5: "t5", 9: "nine"}

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import INGEST_RUNS, MOVIES, Document
+from app.db import INGEST_RUNS, MOVIES, Document, movie_key
 from app.services.tmdb_client import TmdbAuthError, TmdbClient
 from app.services.tmdb_ingest import IngestOptions, IngestProgress, ingest_tmdb
 from tests.fake_tmdb import TOKEN, FakeTmdb, catalogue
@@ -89,7 +89,7 @@ async def test_full_ingest_pages_through_and_stores_each_film_once(
     assert (summary.status, summary.inserted, summary.skipped_404) == ("done", 67, 0)
     assert summary.requests == fake.stats["requests"] == 4 + 67  # 4 pages of 20 + details
     await assert_exactly_once(db, set(fake.films))
-    doc = await db[MOVIES].find_one({"_id": 100})
+    doc = await db[MOVIES].find_one({"_id": movie_key(100)})
     assert doc is not None and doc["source"] == "tmdb-api"
     assert doc["genres"] and isinstance(doc["genres"][0], str)
     assert doc["keywords"] == ["keyword 0", "keyword 1", "keyword 2"]
@@ -204,7 +204,7 @@ async def test_incremental_refetches_changed_films_in_14_day_windows(
     assert (summary.updated, summary.inserted, summary.skipped_404) == (2, 1, 1)
     assert fake.stats["changes"] == 3 and fake.stats["422"] == 0  # 31 days in three windows
     assert fake.detail_hits[102] == 1  # outside the window: not refetched
-    doc = await db[MOVIES].find_one({"_id": 101})
+    doc = await db[MOVIES].find_one({"_id": movie_key(101)})
     assert doc is not None and doc["title"] == "Renamed 101"
     assert await db[MOVIES].count_documents({}) == 21
     runs = await db[INGEST_RUNS].find({"kind": "incremental"}).to_list()

@@ -69,7 +69,7 @@ Sort = Annotated[
 ]
 
 
-def _respond(result: Result) -> Response:
+def respond(result: Result) -> Response:
     # Cached JSON bytes go out as they are: no re-validation or re-serialization per request.
     return Response(
         content=result.body,
@@ -87,7 +87,7 @@ def _respond(result: Result) -> Response:
 )
 async def summary(engine: Engine, filters: Filters) -> Response:
     """Film counts, how many films know each field, and totals of budget, revenue and profit."""
-    return _respond(await engine.run(analytics.summary, filters))
+    return respond(await engine.run(analytics.summary, filters))
 
 
 @router.get(
@@ -95,7 +95,7 @@ async def summary(engine: Engine, filters: Filters) -> Response:
 )
 async def genres(engine: Engine, filters: Filters) -> Response:
     """Per genre: film count and stats of revenue, budget, profit, ROI, rating and runtime."""
-    return _respond(await engine.run(analytics.genres, filters))
+    return respond(await engine.run(analytics.genres, filters))
 
 
 @router.get(
@@ -107,7 +107,7 @@ async def trends(
     by: Annotated[Literal["year", "month", "decade"], Query(description="Period")] = "year",
 ) -> Response:
     """Per release year, month (`YYYY-MM`) or decade: film count and the genre-style stats."""
-    return _respond(await engine.run(analytics.trends, filters, by))
+    return respond(await engine.run(analytics.trends, filters, by))
 
 
 @router.get(
@@ -118,7 +118,7 @@ async def trends(
 )
 async def seasonality(engine: Engine, filters: Filters) -> Response:
     """Per calendar month of release (all years together): film count and stats."""
-    return _respond(await engine.run(analytics.seasonality, filters))
+    return respond(await engine.run(analytics.seasonality, filters))
 
 
 @router.get("/top", summary="Top films", response_model=TopResponse, responses=RESPONSES)
@@ -130,7 +130,7 @@ async def top(
     order: Annotated[Literal["desc", "asc"], Query(description="Highest or lowest")] = "desc",
 ) -> Response:
     """The n films with the highest (or lowest) known value of a metric."""
-    return _respond(await engine.run(analytics.top, filters, metric, n, order))
+    return respond(await engine.run(analytics.top, filters, metric, n, order))
 
 
 @router.get(
@@ -149,7 +149,7 @@ async def distribution(
     ] = "linear",
 ) -> Response:
     """Histogram (bin edges and counts) of the known values of a field, with its stats."""
-    return _respond(await engine.run(analytics.distribution, filters, field, bins, scale))
+    return respond(await engine.run(analytics.distribution, filters, field, bins, scale))
 
 
 @router.get(
@@ -176,7 +176,7 @@ async def correlations(
 ) -> Response:
     """Pairwise correlations over the films that know every requested field."""
     names = analytics.parse_fields(fields)
-    return _respond(await engine.run(analytics.correlations, filters, names, method))
+    return respond(await engine.run(analytics.correlations, filters, names, method))
 
 
 @router.get(
@@ -191,7 +191,7 @@ async def people(
     min_films: MinFilms = 1,
 ) -> Response:
     """Top people by films, total revenue or mean rating, from credits and IMDB enrichment."""
-    return _respond(await engine.run(analytics.people, filters, role, sort, n, min_films))
+    return respond(await engine.run(analytics.people, filters, role, sort, n, min_films))
 
 
 @router.get(
@@ -204,7 +204,7 @@ async def companies(
     engine: Engine, filters: Filters, sort: Sort = "films", n: N = 20, min_films: MinFilms = 1
 ) -> Response:
     """Top production companies with film count and the genre-style stats."""
-    return _respond(await engine.run(analytics.companies, filters, sort, n, min_films))
+    return respond(await engine.run(analytics.companies, filters, sort, n, min_films))
 
 
 @router.get(
@@ -217,4 +217,4 @@ async def languages(
     engine: Engine, filters: Filters, sort: Sort = "films", n: N = 100, min_films: MinFilms = 1
 ) -> Response:
     """Per original language: film count and the genre-style stats."""
-    return _respond(await engine.run(analytics.languages, filters, sort, n, min_films))
+    return respond(await engine.run(analytics.languages, filters, sort, n, min_films))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
 
-from app.deps import Db
+from app.db import is_ferretdb
+from app.deps import AppSettings, Db
 from app.errors import problem_responses
 from app.models.movies_api import MovieDetail, MovieList
+from app.routers.analytics import get_engine, respond
 from app.routers.filters import Filters
 from app.services.movies_query import (
     DEFAULT_SORT,
@@ -17,21 +20,43 @@ from app.services.movies_query import (
     SORT_FIELDS,
     MovieQuery,
     get_movie,
+    prepare,
     search_movies,
 )
+from app.services.movies_snapshot import search_snapshot
 
 router = APIRouter(prefix="/v1/movies", tags=["movies"])
 MAX_ID = 2**63 - 1  # BSON int64
+
+_SEARCH_HEADERS = {
+    "X-Search-Backend": {
+        "description": "`database`, or `snapshot` when answered from the in-memory catalogue "
+        "snapshot (the default on FerretDB)",
+        "schema": {"type": "string"},
+    },
+    "X-Data-Version": {
+        "description": "Catalogue version of a snapshot answer (it trails a write by the "
+        "seconds a rebuild takes)",
+        "schema": {"type": "integer"},
+    },
+    "X-Data-Stale": {
+        "description": "`true` while the database is unreachable and a snapshot answer comes "
+        "from the last snapshot taken",
+        "schema": {"type": "string"},
+    },
+}
 
 
 @router.get(
     "",
     summary="Search films",
     response_model=MovieList,
-    responses=problem_responses(400, 422, 503),
+    responses={200: {"headers": _SEARCH_HEADERS}, **problem_responses(400, 422, 503)},
 )
 async def list_movies(
+    request: Request,
     db: Db,
+    settings: AppSettings,
     filters: Filters,
     q: Annotated[
         str | None,
@@ -46,7 +71,7 @@ async def list_movies(
         Query(
             max_length=40,
             description=f"One of {', '.join(sorted(SORT_FIELDS))}; `-` prefix for descending. "
-            "Unknown values come first ascending, last descending.",
+            "Unknown values come first ascending, last descending; ties by id.",
         ),
     ] = DEFAULT_SORT,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")] = 20,
@@ -57,10 +82,23 @@ async def list_movies(
         str | None,
         Query(max_length=512, description="`next_cursor` of the previous page"),
     ] = None,
-) -> MovieList:
+) -> Response:
     """Films matching the filters and title search, one page at a time, with the total."""
-    query = MovieQuery(filters=filters, q=q, sort=sort, limit=limit, offset=offset, cursor=cursor)
-    return await search_movies(db, query)
+    search = prepare(
+        MovieQuery(filters=filters, q=q, sort=sort, limit=limit, offset=offset, cursor=cursor)
+    )
+    backend = settings.movie_search
+    if backend == "auto":
+        backend = "snapshot" if await is_ferretdb(db) else "database"
+    if backend == "snapshot":
+        engine = await get_engine(request)
+        response = respond(await engine.run(search_snapshot, search))
+        del response.headers["X-Analytics-Cache"]
+    else:
+        page = await search_movies(db, search)
+        response = Response(content=page.model_dump_json(), media_type="application/json")
+    response.headers["X-Search-Backend"] = backend
+    return response
 
 
 @router.get(

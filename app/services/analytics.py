@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 import bson
 import numpy as np
@@ -77,20 +77,11 @@ from app.services.filters import CatalogFilter
 log = logging.getLogger("app.analytics")
 
 ENGINE_KEY = "analytics"
-# Stored numeric fields, read as float64 columns (null -> NaN, so unknown is never zero).
-DOC_NUMERIC = (
-    "budget",
-    "revenue",
-    "profit",
-    "roi",
-    "runtime",
-    "popularity",
-    "vote_average",
-    "vote_count",
-    "release_year",
-    "release_month",
-)
-NUMERIC_FIELDS: tuple[str, ...] = (*DOC_NUMERIC, "imdb_score")
+# Every numeric field the API accepts is one the schema names; all but `imdb_score` (from the
+# embedded `imdb` block) are stored top-level, read as float64 columns (null -> NaN, so that
+# unknown is never zero).
+NUMERIC_FIELDS: tuple[str, ...] = get_args(NumericField)
+DOC_NUMERIC = tuple(f for f in NUMERIC_FIELDS if f != "imdb_score")
 STAT_FIELDS = ("revenue", "budget", "profit", "roi", "vote_average", "runtime")
 MONEY_FIELDS = frozenset({"budget", "revenue", "profit"})
 DEFAULT_CORRELATION_FIELDS = (
@@ -108,6 +99,8 @@ SNAPSHOT_PROJECTION: dict[str, int] = {
     "_id": 0,
     "id": 1,
     "title": 1,
+    "title_normalized": 1,
+    "release_date": 1,
     "original_language": 1,
     "genres": 1,
     "production_companies": 1,
@@ -207,6 +200,9 @@ class Snapshot:
     build_seconds: float
     ids: IntArray
     titles: list[str]
+    # For film search served from the snapshot (app.services.movies_snapshot).
+    titles_normalized: list[str]
+    release_dates: list[str | None]  # ISO dates, as stored
     num: dict[str, FloatArray]
     # Rows with a known value, sorted ascending by value: filtering keeps the order, which
     # makes per-query percentiles linear-time (see app.services.columnar).
@@ -304,6 +300,8 @@ class SnapshotBuilder:
     def __init__(self) -> None:
         self.ids: list[int] = []
         self.titles: list[str] = []
+        self.titles_normalized: list[str] = []
+        self.release_dates: list[str | None] = []
         self.numeric: dict[str, list[Any]] = {f: [] for f in NUMERIC_FIELDS}
         self.languages: list[str | None] = []
         self.genres: list[list[str]] = []
@@ -324,6 +322,9 @@ class SnapshotBuilder:
                 continue
             self.ids.append(movie_id)
             self.titles.append(str(doc.get("title") or ""))
+            self.titles_normalized.append(str(doc.get("title_normalized") or ""))
+            released = doc.get("release_date")
+            self.release_dates.append(released if isinstance(released, str) else None)
             for name, column in numeric:
                 column.append(doc.get(name))
             imdb = doc.get("imdb") or {}
@@ -361,6 +362,8 @@ class SnapshotBuilder:
             build_seconds=time.perf_counter() - started,
             ids=np.asarray(self.ids, dtype=np.int64),
             titles=self.titles,
+            titles_normalized=self.titles_normalized,
+            release_dates=self.release_dates,
             num=num,
             order=order,
             language=SingleDim(

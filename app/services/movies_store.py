@@ -3,18 +3,34 @@ by a content hash, bump the data version once per batch that changed anything.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from app.db import META, MOVIES, Document, bump_data_version, ensure_indexes, is_ferretdb
+from app.db import (
+    META,
+    MOVIES,
+    Document,
+    bump_data_version,
+    ensure_indexes,
+    is_ferretdb,
+    movie_key,
+)
 from app.models.movie import ImdbInfo, MovieDocument
 from app.services.normalize import content_hash, to_mongo
+
+log = logging.getLogger("app.movies_store")
 
 
 @dataclass
@@ -45,15 +61,15 @@ async def existing_hashes(db: AsyncDatabase[Document]) -> dict[int, str | None]:
     """{id: content_hash} of every stored film, in one scan (cheaper than per-batch `$in`
     queries, which FerretDB v1 answers with a full scan each)."""
     return {
-        int(d["_id"]): d.get("content_hash")
-        async for d in db[MOVIES].find({}, {"_id": 1, "content_hash": 1})
+        int(d["id"]): d.get("content_hash")
+        async for d in db[MOVIES].find({}, {"_id": 0, "id": 1, "content_hash": 1})
     }
 
 
 async def _lookup_hashes(db: AsyncDatabase[Document], ids: Sequence[int]) -> dict[int, str | None]:
     found: dict[int, str | None] = {}
-    for movie_id in ids:  # `_id` equality is an indexed lookup on every backend
-        doc = await db[MOVIES].find_one({"_id": movie_id}, {"_id": 1, "content_hash": 1})
+    for movie_id in ids:  # `_id` equality: indexed on MongoDB, pushed down to SQLite on FerretDB
+        doc = await db[MOVIES].find_one({"_id": movie_key(movie_id)}, {"content_hash": 1})
         if doc is not None:
             found[movie_id] = doc.get("content_hash")
     return found
@@ -84,7 +100,7 @@ async def upsert_movies(
     for movie_id, doc in latest.items():
         doc["updated_at"] = now
         if movie_id not in existing:
-            new.append({"_id": movie_id, **doc})
+            new.append({"_id": movie_key(movie_id), **doc})
         elif existing[movie_id] != doc["content_hash"]:
             changed.append(doc)
         else:
@@ -95,14 +111,14 @@ async def upsert_movies(
         except BulkWriteError as exc:
             # A concurrent writer inserted some of these first: update those instead.
             raced = {
-                new[e["index"]]["_id"]
+                new[e["index"]]["id"]
                 for e in exc.details.get("writeErrors", [])
                 if e.get("code") == 11000
             }
             if len(raced) != len(exc.details.get("writeErrors", [])):
                 raise
-            changed.extend(d for d in new if d["_id"] in raced)
-            new = [d for d in new if d["_id"] not in raced]
+            changed.extend(d for d in new if d["id"] in raced)
+            new = [d for d in new if d["id"] not in raced]
         summary.inserted += len(new)
     # $set (not replace) so that the IMDB enrichment survives a TMDB re-import.
     await apply_updates(db, {d["id"]: {k: v for k, v in d.items() if k != "_id"} for d in changed})
@@ -120,9 +136,9 @@ async def set_imdb(db: AsyncDatabase[Document], enrichment: dict[int, ImdbInfo])
         return 0, 0
     # One scan, filtered here: FerretDB v1 evaluates a large `$in` per document, slowly.
     current = {
-        d["_id"]: d.get("imdb")
-        async for d in db[MOVIES].find({}, {"_id": 1, "imdb": 1})
-        if d["_id"] in enrichment
+        d["id"]: d.get("imdb")
+        async for d in db[MOVIES].find({}, {"_id": 0, "id": 1, "imdb": 1})
+        if d["id"] in enrichment
     }
     updates: dict[int, dict[str, Any]] = {}
     for movie_id, info in enrichment.items():
@@ -139,54 +155,76 @@ async def set_imdb(db: AsyncDatabase[Document], enrichment: dict[int, ImdbInfo])
 
 # On FerretDB, past this many changed films a batch rewrites the collection instead of
 # updating in place: FerretDB v1 (SQLite) scans the whole collection for every
-# single-document update (~0.03 ms per stored film), and a multi-statement update command
-# is quadratic, while inserting into a fresh collection is cheap.
-REWRITE_THRESHOLD = 20
+# single-document update (pushed down to SQLite for a string `_id`, but still a scan), and a
+# multi-statement update command is quadratic, while inserting into a fresh collection is
+# cheap.
+# Measured break-even with string `_id` (2 KB films): one rewrite = 22-30 updates at 5k-50k.
+REWRITE_THRESHOLD = 25
 STAGING = "movies_staging"
 SWAP_MARKER = "movies_swap"
 
 
 async def apply_updates(db: AsyncDatabase[Document], updates: dict[int, dict[str, Any]]) -> None:
-    """`$set` the given fields on films by id (missing films are created)."""
+    """`$set` the given fields on films by id (missing films are created, with their `id`)."""
     if not updates:
         return
     await recover_interrupted_swap(db)
     if not await is_ferretdb(db):
-        ops = [UpdateOne({"_id": i}, {"$set": f}, upsert=True) for i, f in updates.items()]
+        ops = [
+            UpdateOne({"_id": movie_key(i)}, _set_fields(i, f), upsert=True)
+            for i, f in updates.items()
+        ]
         await db[MOVIES].bulk_write(ops, ordered=False)
         return
     if len(updates) <= REWRITE_THRESHOLD:
         for movie_id, fields in updates.items():
-            await db[MOVIES].update_one({"_id": movie_id}, {"$set": fields}, upsert=True)
+            await db[MOVIES].update_one(
+                {"_id": movie_key(movie_id)}, _set_fields(movie_id, fields), upsert=True
+            )
         return
     await _rewrite_with(db, updates)
 
 
-async def _rewrite_with(db: AsyncDatabase[Document], updates: dict[int, dict[str, Any]]) -> None:
-    """Copy every film into a staging collection with the updates applied, then swap it in.
+def _set_fields(movie_id: int, fields: dict[str, Any]) -> dict[str, Any]:
+    """The update document: `$set` the fields; a film created by the upsert gets its `id`."""
+    if "id" in fields:
+        return {"$set": fields}
+    return {"$set": fields, "$setOnInsert": {"id": movie_id}}
+
+
+async def _rewrite_with(db: AsyncDatabase[Document], updates: dict[int, dict[str, Any]]) -> int:
+    """Copy every film into a staging collection with the updates applied and `_id` set to
+    `movie_key(id)`, then swap it in; returns how many films the copy holds.
 
     A crash before the swap leaves `movies` untouched; a crash during the swap is finished by
     `recover_interrupted_swap` on the next write (the marker says the staging copy is whole).
     """
     await db.drop_collection(STAGING)
     pending = dict(updates)
+    copied = 0
     chunk: list[dict[str, Any]] = []
     async for doc in db[MOVIES].find({}):
-        fields = pending.pop(int(doc["_id"]), None)
+        movie_id = int(doc["id"] if "id" in doc else doc["_id"])
+        doc["_id"] = movie_key(movie_id)  # films stored before string keys get one here
+        doc["id"] = movie_id
+        fields = pending.pop(movie_id, None)
         if fields:
             doc.update(fields)
         chunk.append(doc)
         if len(chunk) >= 1000:
             await db[STAGING].insert_many(chunk)
+            copied += len(chunk)
             chunk = []
-    chunk.extend({"_id": i, **f} for i, f in pending.items())
+    chunk.extend({"_id": movie_key(i), "id": i, **f} for i, f in pending.items())
     if chunk:
         await db[STAGING].insert_many(chunk)
+        copied += len(chunk)
     await ensure_indexes(db, {STAGING: MOVIES})
     await db[META].update_one(
         {"_id": SWAP_MARKER}, {"$set": {"at": datetime.now(UTC)}}, upsert=True
     )
     await _finish_swap(db)
+    return copied
 
 
 async def _finish_swap(db: AsyncDatabase[Document]) -> None:
@@ -202,3 +240,85 @@ async def recover_interrupted_swap(db: AsyncDatabase[Document]) -> None:
         await _finish_swap(db)
     else:
         await db[META].delete_one({"_id": SWAP_MARKER})
+
+
+# --- startup: string keys for films stored before them ------------------------------------
+
+PREPARE_LOCK = "movies_prepare_lock"
+# A holder refreshes its lease every quarter of it; a crashed holder blocks others this long.
+LOCK_LEASE = timedelta(seconds=60)
+
+
+async def movie_ids_need_migration(db: AsyncDatabase[Document]) -> bool:
+    """Whether films are stored the old way (integer `_id`). One film in natural order
+    tells: a migration rewrites them all at once. FerretDB pushes this limit down to SQLite."""
+    doc = await db[MOVIES].find_one({}, {"_id": 1})
+    return doc is not None and not isinstance(doc["_id"], str)
+
+
+async def migrate_movie_ids(db: AsyncDatabase[Document]) -> int:
+    """Rewrite a collection of films stored with an integer `_id` so that `_id` is
+    `movie_key(id)`, every other field and every index kept; returns how many films were
+    migrated (0 when there was nothing to do). Same staging copy and swap marker as a bulk
+    update, so a kill mid-way leaves the old collection (rerun) or a whole new one
+    (finished by `recover_interrupted_swap`). Run it under `prepare_database`'s lock when
+    several processes may start at once."""
+    await recover_interrupted_swap(db)
+    if not await movie_ids_need_migration(db):
+        return 0
+    migrated = await _rewrite_with(db, {})
+    log.info("films migrated to string _id: %d", migrated)
+    return migrated
+
+
+async def prepare_database(db: AsyncDatabase[Document]) -> int:
+    """Startup work, under a lock shared by every process on the database: finish an
+    interrupted swap, create missing indexes, migrate films to string `_id`. Returns how many
+    films were migrated."""
+    async with _prepare_lock(db):
+        await recover_interrupted_swap(db)
+        await ensure_indexes(db)
+        return await migrate_movie_ids(db)
+
+
+@asynccontextmanager
+async def _prepare_lock(db: AsyncDatabase[Document]) -> AsyncIterator[None]:
+    """A lease in `meta`: several workers starting on one database must not rewrite or swap
+    `movies` at the same time (a second swap could drop the first one's result)."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    waiting = False
+    while True:
+        now = datetime.now(UTC)
+        await db[META].delete_one({"_id": PREPARE_LOCK, "until": {"$lt": now}})  # expired
+        try:
+            await db[META].insert_one(
+                {"_id": PREPARE_LOCK, "owner": owner, "until": now + LOCK_LEASE}
+            )
+            break
+        except DuplicateKeyError:
+            if not waiting:
+                log.info("waiting for another process preparing the database")
+                waiting = True
+            await asyncio.sleep(0.25)
+    refresher = asyncio.create_task(_keep_lease(db, owner))
+    try:
+        yield
+    finally:
+        refresher.cancel()
+        await db[META].delete_one({"_id": PREPARE_LOCK, "owner": owner})
+
+
+async def _keep_lease(db: AsyncDatabase[Document], owner: str) -> None:
+    while True:
+        await asyncio.sleep(LOCK_LEASE.total_seconds() / 4)
+        until = datetime.now(UTC) + LOCK_LEASE
+        try:
+            result = await db[META].update_one(
+                {"_id": PREPARE_LOCK, "owner": owner}, {"$set": {"until": until}}
+            )
+        except PyMongoError as exc:  # the holder's own work fails too and releases it
+            log.warning("database preparation lock not refreshed: %s", exc.__class__.__name__)
+            continue
+        if result.matched_count == 0:
+            log.warning("database preparation lock lost (held past its lease)")
+            return
