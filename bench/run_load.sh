@@ -69,14 +69,15 @@ echo "== uvicorn on 127.0.0.1:$API_PORT (1 worker)" >&2
 "$BIN/uvicorn" app.main:create_app --factory --host 127.0.0.1 --port "$API_PORT" \
     --workers 1 --no-access-log --log-level warning >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
-# Ready enough when the database check passes: the profile needs no trained models, and
-# /ready stays 503 without them.
+# Ready enough when the database and the analytics snapshot are: the profile needs no
+# trained models, and /ready stays 503 without them.
 "$PY" - "$API_PORT" <<'PYEOF'
 import sys, time, httpx
 url = f"http://127.0.0.1:{sys.argv[1]}/ready"
 for _ in range(120):
     try:
-        if httpx.get(url, timeout=5).json().get("checks", {}).get("database") == "ok":
+        checks = httpx.get(url, timeout=5).json().get("checks", {})
+        if checks.get("database") == "ok" and checks.get("analytics") == "ok":
             break
     except (httpx.HTTPError, ValueError):
         pass

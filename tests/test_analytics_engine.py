@@ -69,6 +69,18 @@ async def test_snapshot_follows_the_data_version(db: AsyncDatabase[Document]) ->
         await engine.close()
 
 
+async def test_ready_only_once_a_first_snapshot_exists(db: AsyncDatabase[Document]) -> None:
+    await upsert_movies(db, [film(1)])
+    engine = AnalyticsEngine(db, check_seconds=0)
+    assert (await engine.readiness()).startswith("not ready: no catalogue snapshot")
+    engine.start()
+    try:
+        # Waits briefly for the build in progress, which a one-film catalogue completes.
+        assert await engine.readiness(wait_seconds=30) == "ok"
+    finally:
+        await engine.close()
+
+
 async def test_version_is_checked_at_most_every_interval(db: AsyncDatabase[Document]) -> None:
     await upsert_movies(db, [film(1)])
     engine = AnalyticsEngine(db, check_seconds=3600)

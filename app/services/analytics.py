@@ -73,6 +73,8 @@ from app.services.columnar import (
     sorted_stats,
 )
 from app.services.filters import CatalogFilter
+from app.services.health import EXTRA_CHECKS
+from app.state import AppState
 
 log = logging.getLogger("app.analytics")
 
@@ -823,6 +825,19 @@ class AnalyticsEngine:
     def current(self) -> Snapshot | None:
         return self._snapshot
 
+    async def readiness(self, wait_seconds: float = 1.0) -> str:
+        """`ok` once a first snapshot exists (waiting briefly for one being built): until
+        then analytics and snapshot-served search would make clients wait for the scan."""
+        if self._snapshot is None and self._build is not None and not self._build.done():
+            # A failed build is logged by `_build_done`; here it only means "not ready".
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._build), wait_seconds)
+        if self._snapshot is not None:
+            return "ok"
+        if self._build is not None and not self._build.done():
+            return "not ready: building the first catalogue snapshot"
+        return "not ready: no catalogue snapshot yet (the database must answer first)"
+
     def start(self) -> None:
         """Begin the first build without waiting for it (startup must not block on a scan)."""
         self._ensure_build()
@@ -934,3 +949,13 @@ class AnalyticsEngine:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return body
+
+
+async def analytics_check(state: AppState) -> str:
+    engine = state.extras.get(ENGINE_KEY)
+    if not isinstance(engine, AnalyticsEngine):
+        return "not ready: analytics engine not started"
+    return await engine.readiness()
+
+
+EXTRA_CHECKS["analytics"] = analytics_check
