@@ -77,18 +77,27 @@ async def real_catalogue(uri: str) -> AsyncIterator[Catalogue]:
 
 
 @asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(
+    settings: Settings, drop_database: bool = False
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app (lifespan run) behind an in-process client sending the admin key of
+    `settings`; `drop_database` drops the app's database on the way out."""
     app = create_app(settings)
+    headers = {"X-API-Key": settings.admin_api_key} if settings.admin_api_key else {}
     async with (
         LifespanManager(app, startup_timeout=60) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(manager.app),
             base_url="http://test",
-            headers={"X-API-Key": API_KEY},
+            headers=headers,
             timeout=120,
         ) as http,
     ):
-        yield http
+        try:
+            yield http
+        finally:
+            if drop_database:
+                await app.state.app_state.client.drop_database(settings.mongodb_db)
 
 
 def _names(cell: Any) -> list[str]:

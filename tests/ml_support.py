@@ -12,10 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from app.main import create_app
 from app.settings import Settings
+from tests import analytics_support
 from tests.conftest import IMDB_CSV, TMDB_TRAIN_CSV, require_shared
 from training.data import Dataset, load_from_csv
 from training.train import TrainedModel, TrainOptions, train_models
@@ -84,21 +83,9 @@ def app_settings(mongodb_uri: str, artifacts_dir: Path, workdir: Path) -> Settin
 
 @asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app (lifespan run) behind an in-process client that sends the admin key."""
-    app = create_app(settings)
-    async with (
-        LifespanManager(app, startup_timeout=60) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(manager.app),
-            base_url="http://test",
-            headers={"X-API-Key": ADMIN_KEY},
-            timeout=60,
-        ) as http,
-    ):
-        try:
-            yield http
-        finally:
-            await app.state.app_state.client.drop_database(settings.mongodb_db)
+    """The real app behind an in-process client with the admin key; drops its database after."""
+    async with analytics_support.serve(settings, drop_database=True) as http:
+        yield http
 
 
 FILM: dict[str, Any] = {
