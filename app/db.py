@@ -65,6 +65,15 @@ INDEXES = {
 }
 
 
+async def missing_indexes(db: AsyncDatabase[Document]) -> bool:
+    """Whether any collection lacks one of its indexes (read-only: listIndexes only)."""
+    for collection, models in INDEXES.items():
+        present = {i["name"] async for i in await db[collection].list_indexes()}
+        if any(m.document["name"] not in present for m in models):
+            return True
+    return False
+
+
 async def ensure_indexes(
     db: AsyncDatabase[Document], targets: dict[str, str] | None = None
 ) -> None:

@@ -16,10 +16,10 @@ from app.db import META, MOVIES, Document, ensure_indexes, get_data_version, mov
 from app.services import movies_store
 from app.services.csv_io import import_imdb_csv, import_tmdb_csv
 from app.services.movies_store import (
-    PREPARE_LOCK,
     REWRITE_THRESHOLD,
     STAGING,
     SWAP_MARKER,
+    WRITE_LOCK,
     apply_updates,
     migrate_movie_ids,
     prepare_database,
@@ -107,7 +107,7 @@ async def test_old_layout_is_migrated_once_and_keeps_every_field(
     assert {"id_unique", "release_year", "title_normalized"} <= indexes
     assert STAGING not in await db.list_collection_names()
     assert await db[META].find_one({"_id": SWAP_MARKER}) is None
-    assert await db[META].find_one({"_id": PREPARE_LOCK}) is None
+    assert await db[META].find_one({"_id": WRITE_LOCK}) is None
     assert await get_data_version(db) == version, "content did not change"
 
     assert await prepare_database(db) == 0  # idempotent
@@ -181,15 +181,26 @@ async def test_concurrent_startups_migrate_once(db: AsyncDatabase[Document]) -> 
     await store_old_layout(db, docs)
     # A lock left by a crashed process expires.
     stale = datetime.now(UTC) - timedelta(seconds=1)
-    await db[META].insert_one({"_id": PREPARE_LOCK, "owner": "crashed", "until": stale})
+    await db[META].insert_one({"_id": WRITE_LOCK, "owner": "crashed", "until": stale})
     results = await asyncio.gather(*(prepare_database(db) for _ in range(3)))
     assert sorted(results) == [0, 0, 200]
     after = await snapshot(db)
     assert len(after) == 200
     assert_string_keys(after)
-    assert await db[META].find_one({"_id": PREPARE_LOCK}) is None
+    assert await db[META].find_one({"_id": WRITE_LOCK}) is None
 
 
 async def test_empty_database_needs_nothing(db: AsyncDatabase[Document]) -> None:
     assert await prepare_database(db) == 0
     assert "id_unique" in await index_names(db)
+
+
+async def test_a_prepared_database_starts_without_waiting_for_the_write_lock(
+    db: AsyncDatabase[Document],
+) -> None:
+    await prepare_database(db)
+    # Another process (e.g. a long import) holds the lock for a while yet.
+    until = datetime.now(UTC) + timedelta(minutes=5)
+    await db[META].insert_one({"_id": WRITE_LOCK, "owner": "importer", "until": until})
+    assert await asyncio.wait_for(prepare_database(db), timeout=10) == 0
+    assert (await db[META].find_one({"_id": WRITE_LOCK}) or {}).get("owner") == "importer"

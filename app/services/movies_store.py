@@ -1,5 +1,9 @@
 """Idempotent writes of films: upsert by TMDB id, classify each as inserted/updated/unchanged
-by a content hash, bump the data version once per batch that changed anything."""
+by a content hash, bump the data version once per batch that changed anything.
+
+On FerretDB every write to `movies` runs under `movies_write_lock`, shared by every process
+on the database: a bulk update there rewrites the whole collection into a staging copy and
+swaps it in, and a write landing in `movies` during the copy would vanish with the swap."""
 
 from __future__ import annotations
 
@@ -7,14 +11,16 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
@@ -25,6 +31,7 @@ from app.db import (
     bump_data_version,
     ensure_indexes,
     is_ferretdb,
+    missing_indexes,
     movie_key,
 )
 from app.models.movie import ImdbInfo, MovieDocument
@@ -57,13 +64,38 @@ class WriteSummary:
         }
 
 
-async def existing_hashes(db: AsyncDatabase[Document]) -> dict[int, str | None]:
+# A counter in `meta` bumped by every batch that inserts films or changes their content: a
+# `KnownHashes` read before another writer's batch is stale, and is read again.
+HASH_EPOCH = "movies_hash_epoch"
+
+
+class KnownHashes(dict[int, str | None]):
+    """{id: content_hash} of every stored film, as of hash epoch `epoch` (None: unknown)."""
+
+    epoch: int | None = None
+
+
+async def _hash_epoch(db: AsyncDatabase[Document]) -> int:
+    doc = await db[META].find_one({"_id": HASH_EPOCH})
+    return int(doc["n"]) if doc else 0
+
+
+async def _bump_hash_epoch(db: AsyncDatabase[Document]) -> int:
+    doc = await db[META].find_one_and_update(
+        {"_id": HASH_EPOCH}, {"$inc": {"n": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+    )
+    return int(doc["n"]) if doc else 0
+
+
+async def existing_hashes(db: AsyncDatabase[Document]) -> KnownHashes:
     """{id: content_hash} of every stored film, in one scan (cheaper than per-batch `$in`
-    queries, which FerretDB v1 answers with a full scan each)."""
-    return {
-        int(d["id"]): d.get("content_hash")
-        async for d in db[MOVIES].find({}, {"_id": 0, "id": 1, "content_hash": 1})
-    }
+    queries, which FerretDB v1 answers with a full scan each). Pass it to `upsert_movies`,
+    which keeps it current and reads it again when another writer changed films meanwhile."""
+    known = KnownHashes()
+    known.epoch = await _hash_epoch(db)  # before the scan: a write during it makes it stale
+    async for d in db[MOVIES].find({}, {"_id": 0, "id": 1, "content_hash": 1}):
+        known[int(d["id"])] = d.get("content_hash")
+    return known
 
 
 async def _lookup_hashes(db: AsyncDatabase[Document], ids: Sequence[int]) -> dict[int, str | None]:
@@ -82,17 +114,32 @@ async def upsert_movies(
 ) -> WriteSummary:
     """Write a batch of films. Safe to rerun: the same input twice changes nothing.
 
-    `known` ({id: content_hash} from `existing_hashes`) saves the per-film lookups during a
-    bulk import; it is updated in place with what this batch wrote.
+    `known` (from `existing_hashes`) saves the per-film lookups during a bulk import; it is
+    updated in place with what this batch wrote. On FerretDB the whole batch (reading the
+    stored hashes, inserting, updating) holds `movies_write_lock`.
     """
-    summary = WriteSummary()
     latest: dict[int, dict[str, Any]] = {}
     for movie in movies:  # last one wins within a batch (dedupe by id)
         doc = to_mongo(movie)
         doc["content_hash"] = content_hash(doc)
         latest[movie.id] = doc
     if not latest:
-        return summary
+        return WriteSummary()
+    async with movies_write_lock(db):
+        return await _upsert(db, latest, known)
+
+
+async def _upsert(
+    db: AsyncDatabase[Document],
+    latest: dict[int, dict[str, Any]],
+    known: dict[int, str | None] | None,
+) -> WriteSummary:
+    summary = WriteSummary()
+    if isinstance(known, KnownHashes) and known.epoch != await _hash_epoch(db):
+        fresh = await existing_hashes(db)  # another writer inserted or changed films
+        known.clear()
+        known.update(fresh)
+        known.epoch = fresh.epoch
     existing = known if known is not None else await _lookup_hashes(db, list(latest))
     now = datetime.now(UTC)
     new: list[dict[str, Any]] = []
@@ -121,19 +168,31 @@ async def upsert_movies(
             new = [d for d in new if d["id"] not in raced]
         summary.inserted += len(new)
     # $set (not replace) so that the IMDB enrichment survives a TMDB re-import.
-    await apply_updates(db, {d["id"]: {k: v for k, v in d.items() if k != "_id"} for d in changed})
+    await _apply_updates(db, {d["id"]: {k: v for k, v in d.items() if k != "_id"} for d in changed})
     summary.updated += len(changed)
     if new or changed:
+        epoch_before = known.epoch if isinstance(known, KnownHashes) else None
+        epoch = await _bump_hash_epoch(db)
         await bump_data_version(db)
+        if isinstance(known, KnownHashes):  # still current unless someone else wrote too
+            known.epoch = epoch if epoch_before is not None and epoch == epoch_before + 1 else None
     if known is not None:
         known.update({i: d["content_hash"] for i, d in latest.items()})
     return summary
 
 
 async def set_imdb(db: AsyncDatabase[Document], enrichment: dict[int, ImdbInfo]) -> tuple[int, int]:
-    """Attach IMDB facts to films by TMDB id; returns (updated, unchanged)."""
+    """Attach IMDB facts to films by TMDB id; returns (updated, unchanged). Holds
+    `movies_write_lock` on FerretDB."""
     if not enrichment:
         return 0, 0
+    async with movies_write_lock(db):
+        return await _set_imdb(db, enrichment)
+
+
+async def _set_imdb(
+    db: AsyncDatabase[Document], enrichment: dict[int, ImdbInfo]
+) -> tuple[int, int]:
     # One scan, filtered here: FerretDB v1 evaluates a large `$in` per document, slowly.
     current = {
         d["id"]: d.get("imdb")
@@ -145,7 +204,7 @@ async def set_imdb(db: AsyncDatabase[Document], enrichment: dict[int, ImdbInfo])
         value = info.model_dump(mode="json")
         if movie_id in current and current[movie_id] != value:
             updates[movie_id] = {"imdb": value}
-    await apply_updates(db, updates)
+    await _apply_updates(db, updates)
     if updates:
         await bump_data_version(db)
     return len(updates), len(current) - len(updates)
@@ -165,10 +224,18 @@ SWAP_MARKER = "movies_swap"
 
 
 async def apply_updates(db: AsyncDatabase[Document], updates: dict[int, dict[str, Any]]) -> None:
-    """`$set` the given fields on films by id (missing films are created, with their `id`)."""
+    """`$set` the given fields on films by id (missing films are created, with their `id`).
+    Holds `movies_write_lock` on FerretDB."""
     if not updates:
         return
-    await recover_interrupted_swap(db)
+    async with movies_write_lock(db):
+        await _apply_updates(db, updates)
+
+
+async def _apply_updates(db: AsyncDatabase[Document], updates: dict[int, dict[str, Any]]) -> None:
+    if not updates:
+        return
+    await _recover_interrupted_swap(db)
     if not await is_ferretdb(db):
         ops = [
             UpdateOne({"_id": movie_key(i)}, _set_fields(i, f), upsert=True)
@@ -194,11 +261,15 @@ def _set_fields(movie_id: int, fields: dict[str, Any]) -> dict[str, Any]:
 
 async def _rewrite_with(db: AsyncDatabase[Document], updates: dict[int, dict[str, Any]]) -> int:
     """Copy every film into a staging collection with the updates applied and `_id` set to
-    `movie_key(id)`, then swap it in; returns how many films the copy holds.
+    `movie_key(id)`, then swap it in; returns how many films the copy holds. Only under
+    `movies_write_lock` (a write to `movies` during the copy would be lost by the swap).
 
     A crash before the swap leaves `movies` untouched; a crash during the swap is finished by
     `recover_interrupted_swap` on the next write (the marker says the staging copy is whole).
     """
+    owner = _HOLDER.get()
+    if not owner:
+        raise RuntimeError("films rewritten without holding movies_write_lock")
     await db.drop_collection(STAGING)
     pending = dict(updates)
     copied = 0
@@ -220,6 +291,10 @@ async def _rewrite_with(db: AsyncDatabase[Document], updates: dict[int, dict[str
         await db[STAGING].insert_many(chunk)
         copied += len(chunk)
     await ensure_indexes(db, {STAGING: MOVIES})
+    # Fencing: a holder that lost its lease (e.g. the database was unreachable for a whole
+    # lease) may have a stale copy; it stops here and leaves `movies` as it is.
+    if await db[META].find_one({"_id": WRITE_LOCK, "owner": owner}) is None:
+        raise LockLostError("films write lock lost during a rewrite: the copy was not swapped in")
     await db[META].update_one(
         {"_id": SWAP_MARKER}, {"$set": {"at": datetime.now(UTC)}}, upsert=True
     )
@@ -234,6 +309,12 @@ async def _finish_swap(db: AsyncDatabase[Document]) -> None:
 
 
 async def recover_interrupted_swap(db: AsyncDatabase[Document]) -> None:
+    """Finish a swap a killed process left half done (every write does this first)."""
+    async with movies_write_lock(db, everywhere=True):
+        await _recover_interrupted_swap(db)
+
+
+async def _recover_interrupted_swap(db: AsyncDatabase[Document]) -> None:
     if await db[META].find_one({"_id": SWAP_MARKER}) is None:
         return
     if STAGING in await db.list_collection_names():
@@ -243,10 +324,6 @@ async def recover_interrupted_swap(db: AsyncDatabase[Document]) -> None:
 
 
 # --- startup: string keys for films stored before them ------------------------------------
-
-PREPARE_LOCK = "movies_prepare_lock"
-# A holder refreshes its lease every quarter of it; a crashed holder blocks others this long.
-LOCK_LEASE = timedelta(seconds=60)
 
 
 async def movie_ids_need_migration(db: AsyncDatabase[Document]) -> bool:
@@ -261,9 +338,13 @@ async def migrate_movie_ids(db: AsyncDatabase[Document]) -> int:
     `movie_key(id)`, every other field and every index kept; returns how many films were
     migrated (0 when there was nothing to do). Same staging copy and swap marker as a bulk
     update, so a kill mid-way leaves the old collection (rerun) or a whole new one
-    (finished by `recover_interrupted_swap`). Run it under `prepare_database`'s lock when
-    several processes may start at once."""
-    await recover_interrupted_swap(db)
+    (finished by `recover_interrupted_swap`). Holds `movies_write_lock` on every backend."""
+    async with movies_write_lock(db, everywhere=True):
+        return await _migrate_movie_ids(db)
+
+
+async def _migrate_movie_ids(db: AsyncDatabase[Document]) -> int:
+    await _recover_interrupted_swap(db)
     if not await movie_ids_need_migration(db):
         return 0
     migrated = await _rewrite_with(db, {})
@@ -272,40 +353,102 @@ async def migrate_movie_ids(db: AsyncDatabase[Document]) -> int:
 
 
 async def prepare_database(db: AsyncDatabase[Document]) -> int:
-    """Startup work, under a lock shared by every process on the database: finish an
-    interrupted swap, create missing indexes, migrate films to string `_id`. Returns how many
-    films were migrated."""
-    async with _prepare_lock(db):
-        await recover_interrupted_swap(db)
+    """Startup work, under `movies_write_lock` on every backend (the migration rewrites on
+    MongoDB too): finish an interrupted swap, create missing indexes, migrate films to string
+    `_id`. Returns how many films were migrated.
+
+    Read-only checks first: a start with nothing to do takes no lock, so a service starting
+    while a long import holds the lock batch after batch does not wait for it."""
+    if not (
+        await db[META].find_one({"_id": SWAP_MARKER}) is not None
+        or await missing_indexes(db)
+        or await movie_ids_need_migration(db)
+    ):
+        return 0
+    async with movies_write_lock(db, everywhere=True):
+        await _recover_interrupted_swap(db)
         await ensure_indexes(db)
-        return await migrate_movie_ids(db)
+        return await _migrate_movie_ids(db)
+
+
+# --- the write lock -----------------------------------------------------------------------
+
+WRITE_LOCK = "movies_write_lock"
+# The holder refreshes its lease every quarter of it. A holder that is killed (or loses the
+# database) stops refreshing, so its lock expires at most LOCK_LEASE after the last refresh
+# and the next writer deletes it (`until` < now) and goes on: nothing needs cleaning by hand.
+LOCK_LEASE = timedelta(seconds=60)
+LOCK_POLL_SECONDS = 0.25
+# The owner of the lock this task holds ("" when it was skipped on MongoDB), None when none.
+_HOLDER: ContextVar[str | None] = ContextVar("movies_write_lock_holder", default=None)
+
+
+class LockLostError(RuntimeError):
+    """The write lock expired or was taken over while its holder was still writing."""
 
 
 @asynccontextmanager
-async def _prepare_lock(db: AsyncDatabase[Document]) -> AsyncIterator[None]:
-    """A lease in `meta`: several workers starting on one database must not rewrite or swap
-    `movies` at the same time (a second swap could drop the first one's result)."""
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    waiting = False
-    while True:
-        now = datetime.now(UTC)
-        await db[META].delete_one({"_id": PREPARE_LOCK, "until": {"$lt": now}})  # expired
+async def movies_write_lock(
+    db: AsyncDatabase[Document], *, everywhere: bool = False
+) -> AsyncIterator[None]:
+    """Exclusive right to write `movies`, shared by every process on the database: a lease
+    document `{_id: "movies_write_lock", owner, until}` in `meta`. On FerretDB every write
+    takes it; on MongoDB (bulk updates in place, no rewrite) only `everywhere=True` does, for
+    the startup migration, which rewrites on every backend. A writer that finds it held
+    waits (and says so once) until it is released or its lease runs out.
+
+    Not reentrant: taking it again in the same task raises instead of waiting forever, so
+    public functions take it and call internal (`_`) ones that expect it held."""
+    if _HOLDER.get() is not None:
+        raise RuntimeError("movies_write_lock is already held by this task (not reentrant)")
+    if not everywhere and not await is_ferretdb(db):
+        token = _HOLDER.set("")
         try:
-            await db[META].insert_one(
-                {"_id": PREPARE_LOCK, "owner": owner, "until": now + LOCK_LEASE}
-            )
-            break
-        except DuplicateKeyError:
-            if not waiting:
-                log.info("waiting for another process preparing the database")
-                waiting = True
-            await asyncio.sleep(0.25)
+            yield
+        finally:
+            _HOLDER.reset(token)
+        return
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    await _acquire(db, owner)
     refresher = asyncio.create_task(_keep_lease(db, owner))
+    token = _HOLDER.set(owner)
     try:
         yield
     finally:
+        _HOLDER.reset(token)
         refresher.cancel()
-        await db[META].delete_one({"_id": PREPARE_LOCK, "owner": owner})
+        try:
+            await db[META].delete_one({"_id": WRITE_LOCK, "owner": owner})
+        except PyMongoError as exc:  # not fatal: the lease runs out
+            log.warning(
+                "films write lock not released (%s): it expires within %s",
+                exc.__class__.__name__,
+                LOCK_LEASE,
+            )
+
+
+async def _acquire(db: AsyncDatabase[Document], owner: str) -> None:
+    started: float | None = None
+    while True:
+        now = datetime.now(UTC)
+        await db[META].delete_one({"_id": WRITE_LOCK, "until": {"$lt": now}})  # expired
+        try:
+            await db[META].insert_one(
+                {"_id": WRITE_LOCK, "owner": owner, "since": now, "until": now + LOCK_LEASE}
+            )
+        except DuplicateKeyError:
+            if started is None:
+                started = time.monotonic()
+                holder = await db[META].find_one({"_id": WRITE_LOCK})
+                log.info(
+                    "waiting for another writer of films (lock held by %s)",
+                    holder.get("owner") if holder else "?",
+                )
+            await asyncio.sleep(LOCK_POLL_SECONDS)
+            continue
+        if started is not None:
+            log.info("films write lock taken after %.1f s", time.monotonic() - started)
+        return
 
 
 async def _keep_lease(db: AsyncDatabase[Document], owner: str) -> None:
@@ -314,11 +457,11 @@ async def _keep_lease(db: AsyncDatabase[Document], owner: str) -> None:
         until = datetime.now(UTC) + LOCK_LEASE
         try:
             result = await db[META].update_one(
-                {"_id": PREPARE_LOCK, "owner": owner}, {"$set": {"until": until}}
+                {"_id": WRITE_LOCK, "owner": owner}, {"$set": {"until": until}}
             )
         except PyMongoError as exc:  # the holder's own work fails too and releases it
-            log.warning("database preparation lock not refreshed: %s", exc.__class__.__name__)
+            log.warning("films write lock not refreshed: %s", exc.__class__.__name__)
             continue
         if result.matched_count == 0:
-            log.warning("database preparation lock lost (held past its lease)")
+            log.warning("films write lock lost (held past its lease)")
             return
