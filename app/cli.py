@@ -39,6 +39,13 @@ app.add_typer(export_app, name="export")
 app.add_typer(ingest_app, name="ingest")
 
 console = Console(stderr=True)
+
+
+def _report_migration(migrated: int) -> None:
+    if migrated:
+        console.print(f"database upgraded: {migrated} films re-keyed by string _id")
+
+
 T = TypeVar("T")
 
 
@@ -150,7 +157,7 @@ def import_tmdb(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False
         client = make_client(settings)
         try:
             db = client[settings.mongodb_db]
-            await prepare_database(db)
+            _report_migration(await prepare_database(db))
             with progress_bar() as bar:
                 task = bar.add_task("import", total=None, rate="")
                 report = await import_tmdb_csv(db, path, progress=lambda n: bar.advance(task, n))
@@ -358,7 +365,7 @@ def ingest_from_tmdb(since: date | None, max_movies: int | None) -> None:
         client = make_client(settings)
         try:
             db = client[settings.mongodb_db]
-            await prepare_database(db)
+            _report_migration(await prepare_database(db))
             async with TmdbClient.from_settings(settings) as tmdb:
                 with progress_bar() as bar:
                     task = bar.add_task("ingest tmdb", total=None, rate="")
