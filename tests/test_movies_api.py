@@ -230,6 +230,7 @@ async def test_backends_agree_page_by_page_and_share_cursors(
             db_page = await database.get("/v1/movies", params=params)
             snap_page = await snapshot.get("/v1/movies", params=params)
             assert snap_page.headers["X-Search-Backend"] == "snapshot"  # `auto` on FerretDB
+            assert snap_page.headers["X-Analytics-Cache"] in ("hit", "miss")
             assert db_page.headers["X-Search-Backend"] == "database"
             assert snap_page.json() == db_page.json(), params
             cursor = snap_page.json()["next_cursor"]
