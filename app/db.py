@@ -65,11 +65,15 @@ INDEXES = {
 }
 
 
+async def _missing(db: AsyncDatabase[Document], collection: str, kind: str) -> list[IndexModel]:
+    present = {i["name"] async for i in await db[collection].list_indexes()}
+    return [m for m in INDEXES[kind] if m.document["name"] not in present]
+
+
 async def missing_indexes(db: AsyncDatabase[Document]) -> bool:
     """Whether any collection lacks one of its indexes (read-only: listIndexes only)."""
-    for collection, models in INDEXES.items():
-        present = {i["name"] async for i in await db[collection].list_indexes()}
-        if any(m.document["name"] not in present for m in models):
+    for collection in INDEXES:
+        if await _missing(db, collection, collection):
             return True
     return False
 
@@ -84,11 +88,8 @@ async def ensure_indexes(
     `movies`); by default every collection gets its own.
     """
     for collection, kind in (targets or {c: c for c in INDEXES}).items():
-        models = INDEXES[kind]
-        present = {i["name"] async for i in await db[collection].list_indexes()}
-        for model in models:
-            if model.document["name"] not in present:
-                await db[collection].create_indexes([model])
+        for model in await _missing(db, collection, kind):
+            await db[collection].create_indexes([model])
 
 
 _FERRETDB: dict[str, bool] = {}

@@ -14,10 +14,18 @@ import numpy as np
 from app.models.movies_api import MovieList, MovieSummary
 from app.services.analytics import Snapshot
 from app.services.columnar import BoolArray, IndexArray
-from app.services.movies_query import PreparedSearch, Sort, SortValue, page_of
+from app.services.movies_query import (
+    INTEGER_SORT_FIELDS,
+    SORT_FIELDS,
+    PreparedSearch,
+    Sort,
+    SortValue,
+    page_of,
+)
 
-INTEGER_FIELDS = ("budget", "revenue", "profit", "vote_count", "release_year")
-FLOAT_FIELDS = ("roi", "runtime", "popularity", "vote_average")
+# The summary's numeric fields are the sortable ones; `id` has its own column.
+INTEGER_FIELDS = sorted(INTEGER_SORT_FIELDS - {"id"})
+FLOAT_FIELDS = sorted(SORT_FIELDS - INTEGER_SORT_FIELDS)
 
 
 def title_mask(snap: Snapshot, rows: IndexArray, needle: str) -> BoolArray:
