@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
 from app.db import make_client
+from app.docs_ui import install_docs
 from app.errors import add_problem_schema, install_handlers
 from app.limits import install_limits
 from app.observability import install_observability, metrics_router
@@ -74,7 +75,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_parameters={"persistAuthorization": True},
     )
+    install_docs(app)  # self-hosted Swagger UI and ReDoc: no CDN
     install_handlers(app)
     add_problem_schema(app)
     # --- middleware (security issue: request ids, logging, metrics, limits) ---
