@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # --- feature startup (analytics snapshot, model registry, ...) ---
         # Analytics: the first snapshot builds in the background; requests wait only for it.
         from app.services.analytics import ENGINE_KEY, AnalyticsEngine
+        from app.services.analytics import readiness as _analytics_readiness  # noqa: F401
 
         analytics_engine = AnalyticsEngine(db, settings.snapshot_check_seconds)
         analytics_engine.start()

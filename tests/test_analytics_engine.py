@@ -22,7 +22,7 @@ from app.localdb import LocalServer, free_port
 from app.models.analytics import GenresResponse, StatField, TopMetric
 from app.models.movie import ImdbInfo, MovieDocument
 from app.services import analytics
-from app.services.analytics import AnalyticsEngine, Snapshot
+from app.services.analytics import AnalyticsEngine, Snapshot, aggregates
 from app.services.columnar import average_ranks, correlation_matrix, expand, grouped_stats
 from app.services.filters import CatalogFilter
 from app.services.movies_store import set_imdb, upsert_movies
@@ -320,7 +320,7 @@ def test_extreme_rows_match_a_full_sort(desc: bool, k: int) -> None:
     mask = rng.random(values.size) < 0.3
     known = np.flatnonzero(~np.isnan(values))
     ranked = known[np.argsort(values[known], kind="stable")].astype(np.int32)
-    rows = analytics._extreme_rows(ranked, mask, values, k, desc)
+    rows = aggregates._extreme_rows(ranked, mask, values, k, desc)
     eligible = np.flatnonzero(mask & ~np.isnan(values))
     ordered = sorted(eligible, key=lambda r: -values[r] if desc else values[r])
     if len(ordered) > k:

@@ -1,0 +1,205 @@
+"""The engine: owns the current snapshot (rebuilt in the background when the data version
+changes, swapped atomically) and the result cache keyed by (snapshot, query)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from app.db import Document, get_data_version
+from app.errors import UnavailableError
+from app.observability import SNAPSHOT_REBUILDS
+from app.services.analytics.snapshot import Snapshot, load_snapshot
+
+log = logging.getLogger("app.analytics")
+
+ENGINE_KEY = "analytics"
+CACHE_SIZE = 1024
+CHECK_TIMEOUT_SECONDS = 1.0
+# After a failed rebuild, wait this long before the next attempt (each attempt is a full scan).
+REBUILD_BACKOFF_SECONDS = 30.0
+# Aggregates run in worker threads; numpy releases the GIL in its kernels, and two slots keep
+# a burst of distinct queries from starving the event loop's own thread on a small machine.
+COMPUTE_SLOTS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A serialized answer and the catalogue version it describes."""
+
+    body: bytes
+    data_version: int
+    cache_hit: bool
+    # True while the database is failing: the answer comes from the last snapshot.
+    stale: bool = False
+
+
+CacheKey = tuple[int, Callable[..., BaseModel], tuple[Hashable, ...]]
+
+
+class AnalyticsEngine:
+    """Owns the snapshot (built in the background, swapped atomically) and the result cache.
+
+    Requests never wait for a rebuild once a first snapshot exists: they are answered from
+    the current one while the next is read. The data version is checked at most every
+    `check_seconds`, with one cheap `meta` lookup.
+    """
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        check_seconds: float = 1.0,
+        cache_size: int = CACHE_SIZE,
+    ) -> None:
+        self._db = db
+        self._check_seconds = check_seconds
+        self._cache_size = cache_size
+        self._snapshot: Snapshot | None = None
+        self._build: asyncio.Task[Snapshot] | None = None
+        self._check: asyncio.Task[None] | None = None
+        self._last_check = -math.inf
+        self._check_failed = False
+        self._build_failed_at = -math.inf
+        self._builds = 0
+        self._cache: OrderedDict[CacheKey, bytes] = OrderedDict()
+        self._inflight: dict[CacheKey, asyncio.Task[bytes]] = {}
+        self._slots = asyncio.Semaphore(COMPUTE_SLOTS)
+
+    @property
+    def current(self) -> Snapshot | None:
+        return self._snapshot
+
+    async def readiness(self, wait_seconds: float = 1.0) -> str:
+        """`ok` once a first snapshot exists (waiting briefly for one being built): until
+        then analytics and snapshot-served search would make clients wait for the scan."""
+        if self._snapshot is None and self._build is not None and not self._build.done():
+            # A failed build is logged by `_build_done`; here it only means "not ready".
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._build), wait_seconds)
+        if self._snapshot is not None:
+            return "ok"
+        if self._build is not None and not self._build.done():
+            return "not ready: building the first catalogue snapshot"
+        return "not ready: no catalogue snapshot yet (the database must answer first)"
+
+    def start(self) -> None:
+        """Begin the first build without waiting for it (startup must not block on a scan)."""
+        self._ensure_build()
+
+    async def settled(self) -> Snapshot:
+        """Wait for a build in progress (if any) and return the snapshot (tests, benchmark)."""
+        if self._build is not None and not self._build.done():
+            await asyncio.shield(self._build)
+        return await self.snapshot()
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._build, self._check, *self._inflight.values()) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _ensure_build(self) -> asyncio.Task[Snapshot]:
+        if self._build is None or self._build.done():
+            self._builds += 1
+            self._build = asyncio.create_task(self._rebuild(self._builds))
+            self._build.add_done_callback(self._build_done)
+        return self._build
+
+    def _build_done(self, task: asyncio.Task[Snapshot]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._build_failed_at = time.monotonic()
+            log.warning("analytics snapshot build failed: %s: %s", exc.__class__.__name__, exc)
+
+    async def _rebuild(self, build_id: int) -> Snapshot:
+        snap = await load_snapshot(self._db, build_id)
+        SNAPSHOT_REBUILDS.inc()
+        self._snapshot = snap
+        self._cache.clear()  # entries are keyed by build id; drop the old ones at once
+        log.info(
+            "analytics snapshot v%s: %d films in %.2fs", snap.version, snap.size, snap.build_seconds
+        )
+        return snap
+
+    async def _check_version(self) -> None:
+        try:
+            version = await get_data_version(self._db)
+        except PyMongoError as exc:
+            self._check_failed = True
+            log.warning("data version check failed: %s", exc.__class__.__name__)
+            return
+        self._check_failed = False
+        snap = self._snapshot
+        backing_off = time.monotonic() - self._build_failed_at < REBUILD_BACKOFF_SECONDS
+        if snap is not None and version != snap.version and not backing_off:
+            self._ensure_build()
+
+    async def snapshot(self) -> Snapshot:
+        """The snapshot to answer from: the current one, or the first one once it is built."""
+        snap = self._snapshot
+        if snap is None:
+            try:
+                return await asyncio.shield(self._ensure_build())
+            except PyMongoError as exc:
+                raise UnavailableError(
+                    "analytics are unavailable until the database answers; retry shortly",
+                    headers={"Retry-After": "5"},
+                ) from exc
+        now = time.monotonic()
+        if now - self._last_check >= self._check_seconds and (
+            self._check is None or self._check.done()
+        ):
+            self._last_check = now
+            self._check = asyncio.create_task(self._check_version())
+            # Waiting makes a write visible to the next request's check; the wait is bounded,
+            # and skipped while the database is failing (answers then come from the snapshot).
+            if not self._check_failed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._check), CHECK_TIMEOUT_SECONDS)
+        return snap
+
+    async def run(self, compute: Callable[..., BaseModel], *args: Hashable) -> Result:
+        """`compute(snapshot, *args)` as JSON, cached per (snapshot, compute, args).
+
+        Concurrent identical queries share one computation, which runs in a worker thread
+        and completes (and is cached) even when the client that started it goes away.
+        """
+        snap = await self.snapshot()
+        key: CacheKey = (snap.build_id, compute, args)
+        body = self._cache.get(key)
+        if body is not None:
+            self._cache.move_to_end(key)
+            return Result(body, snap.version, True, self._check_failed)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._compute(key, snap, compute, args))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return Result(await asyncio.shield(task), snap.version, False, self._check_failed)
+
+    async def _compute(
+        self,
+        key: CacheKey,
+        snap: Snapshot,
+        compute: Callable[..., BaseModel],
+        args: tuple[Hashable, ...],
+    ) -> bytes:
+        def work() -> bytes:
+            return compute(snap, *args).model_dump_json().encode()
+
+        async with self._slots:
+            body = await asyncio.to_thread(work)
+        if self._snapshot is snap:
+            self._cache[key] = body
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return body
