@@ -17,7 +17,8 @@ from app.settings import Settings
 from tests import analytics_support
 from tests.conftest import IMDB_CSV, TMDB_TRAIN_CSV, require_shared
 from training.data import Dataset, load_from_csv
-from training.train import TrainedModel, TrainOptions, train_models
+from training.train import train_models
+from training.types import TrainedModel, TrainOptions
 
 ADMIN_KEY = "ml-tests-admin-key-0123456789abcdef0123456789"
 SMALL_FILMS = 1200  # enough for every model family to learn something, fast in quick mode

@@ -26,7 +26,8 @@ from tests.ml_support import quick_options, real_dataset, small_dataset
 from training import evaluate
 from training.data import load_from_csv, load_from_db
 from training.split import time_split
-from training.train import TrainedModel, train_models
+from training.train import train_models
+from training.types import TrainedModel
 
 # --- a full quick run: artifacts, card, report, MLflow ----------------------------------------
 

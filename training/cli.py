@@ -69,7 +69,8 @@ def train_command(
 ) -> None:
     """Train the revenue and hit models, write artifacts/<model>/<version>/, activate them."""
     from training.data import load_from_csv, load_from_db
-    from training.train import TrainOptions, train_models
+    from training.train import train_models
+    from training.types import TrainOptions
 
     settings = get_settings()
     started = time.perf_counter()

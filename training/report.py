@@ -7,7 +7,7 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -21,9 +21,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_curve
 
 from app.ml.card import ModelCard
-
-if TYPE_CHECKING:
-    from training.train import Evaluation
+from training.types import Evaluation
 
 sns.set_theme(style="whitegrid", context="notebook")
 

@@ -12,16 +12,14 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sklearn.pipeline import Pipeline
 
 from app.ml import artifacts
 from app.ml.card import MlflowInfo, ModelCard
-
-if TYPE_CHECKING:
-    from training.models import Task
-    from training.train import Evaluation
+from training.candidates import Task
+from training.types import Evaluation
 
 REGISTERED_PREFIX = "tmdb-analytics-"
 

@@ -16,11 +16,10 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import joblib
 import numpy as np
@@ -40,8 +39,7 @@ from app.ml.explain import GroupOcclusion
 from app.ml.fastpath import pipeline_scorer
 from app.ml.features import FEATURE_SCHEMA_VERSION, LIST_FIELDS, FilmFeatures
 from training import evaluate
-from training.data import Dataset
-from training.models import (
+from training.candidates import (
     PEOPLE_DROPOUT,
     TASKS,
     CandidateSpec,
@@ -51,7 +49,9 @@ from training.models import (
     is_better,
     predict,
 )
-from training.split import Split, random_split, time_split
+from training.data import Dataset
+from training.split import random_split, time_split
+from training.types import Evaluation, TrainedModel, TrainOptions
 
 log = logging.getLogger("training")
 Array = npt.NDArray[np.float64]
@@ -70,53 +70,6 @@ INPUT_FIELDS = [
     "cast",
     "crew",
 ]
-
-
-@dataclass
-class TrainOptions:
-    models: Sequence[str] = ("revenue", "hit")
-    quick: bool = False
-    seed: int = 42
-    split: Literal["time", "random"] = "time"
-    refit_all: bool = True
-    activate: bool = True
-    report: bool = True
-    mlflow: bool = True
-    tracking_uri: str | None = None
-    mlflow_dir: Path = Path(".data/mlruns")
-    experiment: str = "tmdb-analytics"
-    threads: int = 1
-
-
-@dataclass
-class Evaluation:
-    """Everything the report and MLflow need about one trained task."""
-
-    task: Task
-    split: Split
-    candidates: list[Candidate]
-    chosen: CandidateSpec
-    val_metrics: dict[str, float]
-    metrics: dict[str, Any]
-    y_train: Array
-    y_test: Array
-    pred_test: Array
-    test_budget_known: npt.NDArray[np.bool_]
-    threshold: float | None = None
-    interval: IntervalSpec | None = None
-    importance: dict[str, float] = field(default_factory=dict)
-    correlations: dict[str, float] = field(default_factory=dict)
-    corr_names: list[str] = field(default_factory=list)
-    corr_matrix: Array = field(default_factory=lambda: np.zeros((0, 0)))
-
-
-@dataclass
-class TrainedModel:
-    name: str
-    version: str
-    path: Path
-    card: ModelCard
-    activated: bool
 
 
 def _strip_people(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
