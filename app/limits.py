@@ -15,8 +15,11 @@ Limits are per process: with N workers a client gets up to N times the configure
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import time
+from collections import OrderedDict
+from functools import lru_cache
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,35 +35,41 @@ UNLIMITED_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 class RateLimiter:
     """Token buckets keyed by an arbitrary string: `per_minute` requests of burst, refilled
-    continuously at `per_minute / 60` per second. Single event loop, so no locking needed."""
+    continuously at `per_minute / 60` per second. Single event loop, so no locking needed.
+
+    At most `max_keys` buckets are kept; past that the least recently used one is forgotten
+    (O(1) per hit). A flood of fresh addresses thus only evicts clients that have been quiet
+    for the longest, and a client being throttled, which keeps hitting, stays remembered.
+    """
 
     def __init__(self, per_minute: int, *, max_keys: int = 100_000) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
         self.max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _tokens(self, key: str, now: float) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return self.capacity
+        tokens, last = bucket
+        return min(self.capacity, tokens + (now - last) * self.rate)
+
+    def _store(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)
+        self._buckets.move_to_end(key)
+        if len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
 
     def hit(self, key: str) -> float:
         """Take one token; 0.0 when allowed, otherwise the seconds until one is available."""
         now = time.monotonic()
-        tokens, last = self._buckets.get(key, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        tokens = self._tokens(key, now)
         if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            if len(self._buckets) > self.max_keys:
-                self._prune(now)
+            self._store(key, tokens - 1.0, now)
             return 0.0
-        self._buckets[key] = (tokens, now)
+        self._store(key, tokens, now)
         return (1.0 - tokens) / self.rate
-
-    def _prune(self, now: float) -> None:
-        # A bucket that has refilled completely holds no information; forgetting it is exact.
-        full_after = self.capacity / self.rate
-        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after}
-        if len(self._buckets) > self.max_keys:
-            # Still too many live keys (a flood of distinct clients): start over rather than
-            # grow without bound. Worst case, those clients get one fresh burst each.
-            self._buckets.clear()
 
 
 def retry_after_header(seconds: float) -> str:
@@ -68,9 +77,25 @@ def retry_after_header(seconds: float) -> str:
 
 
 def client_ip(scope: Scope) -> str:
-    # Behind a proxy, run uvicorn with --proxy-headers so this is the real client address.
+    """The client address as rate limits count it: an IPv4 address, or the /64 network of an
+    IPv6 one. Behind a proxy, run uvicorn with --proxy-headers so this is the real client."""
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    return rate_address(str(client[0])) if client else "unknown"
+
+
+@lru_cache(maxsize=4096)
+def rate_address(host: str) -> str:
+    # One IPv6 host is normally handed a whole /64: counted per address, it would hold 2**64
+    # budgets. IPv4 stays per address (and IPv4-mapped IPv6 counts as that IPv4 address).
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # not an IP (a test client, a unix socket): count it as it is
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def has_credentials(scope: Scope) -> bool:
