@@ -3,7 +3,8 @@
 Pure ASGI middleware so they run before any routing or body parsing and cost next to nothing.
 Rate limiting is split in two on purpose:
 
-* requests *without* credentials are limited here, per client IP, before anything else runs;
+* requests *without* credentials, and every login (`POST /v1/auth/token`), are limited here,
+  per client IP, before anything else runs;
 * requests *with* credentials are limited in `app.security` once the credential is verified,
   per principal. Keying on the verified principal (not the raw header) stops a client from
   dodging its limit by sending a fresh random token with every request; a credential that
@@ -31,6 +32,9 @@ from app.settings import Settings
 # Probes and scrapes must never be throttled: an orchestrator that sees 429 from /ready would
 # take a healthy instance out of rotation.
 UNLIMITED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# The login endpoint takes no credential, so a credential header there is noise: it is charged
+# to the client address whatever headers come with it (a bogus one must not skip the limit).
+TOKEN_PATH = "/v1/auth/token"
 
 
 class RateLimiter:
@@ -71,6 +75,12 @@ class RateLimiter:
         self._store(key, tokens, now)
         return (1.0 - tokens) / self.rate
 
+    def refund(self, key: str) -> None:
+        """Give back a token taken by `hit`: the attempt turned out not to count."""
+        if key in self._buckets:
+            now = time.monotonic()
+            self._store(key, min(self.capacity, self._tokens(key, now) + 1.0), now)
+
 
 def retry_after_header(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
@@ -104,7 +114,8 @@ def has_credentials(scope: Scope) -> bool:
 
 
 class AnonymousRateLimitMiddleware:
-    """Per-IP limit for requests that carry no credentials (token endpoint, docs, 404s...)."""
+    """Per-IP limit for requests that carry no credentials (docs, 404s...) and for every
+    login request."""
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
         self.app = app
@@ -114,7 +125,7 @@ class AnonymousRateLimitMiddleware:
         if (
             scope["type"] == "http"
             and scope["path"] not in UNLIMITED_PATHS
-            and not has_credentials(scope)
+            and (scope["path"] == TOKEN_PATH or not has_credentials(scope))
         ):
             wait = self.limiter.hit("ip:" + client_ip(scope))
             if wait > 0:

@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # --- feature shutdown ---
             await analytics_engine.close()
             # --- end feature shutdown ---
+            app.state.login_guard.close()
             await client.close()
 
     app = FastAPI(

@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     jwt_expire_minutes: int = Field(default=30, ge=1)
     admin_api_key: str | None = None
     rate_limit_per_minute: int = Field(default=600, ge=1)
+    # Password guessing: failed logins allowed per client address and per username (a burst of
+    # this size, refilled over a minute); past it, 429 without even checking the password.
+    login_ip_failures_per_minute: int = Field(default=10, ge=1)
+    login_user_failures_per_minute: int = Field(default=10, ge=1)
+    # Argon2 runs in this many dedicated threads (never the default executor, which analytics
+    # and model loading need); logins waiting beyond `login_hash_queue` get 503 at once.
+    login_hash_threads: int = Field(default=2, ge=1)
+    login_hash_queue: int = Field(default=32, ge=0)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     max_batch_size: int = Field(default=1000, ge=1)
     snapshot_check_seconds: float = Field(default=1.0, ge=0)
