@@ -51,8 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.app_state = state
         if settings.jwt_secret_is_ephemeral:
             log.warning(
-                "JWT_SECRET is not set: tokens are signed with a random key made for this "
-                "process; they will not survive a restart nor work across workers or replicas. "
+                "JWT_SECRET is not set: tokens and movie cursors are signed with a random key "
+                "made for this process; they will not survive a restart nor work across "
+                "workers or replicas. "
                 "Set JWT_SECRET to a random value of at least 32 characters."
             )
         # --- feature startup (analytics snapshot, model registry, ...) ---

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -94,6 +96,13 @@ class Settings(BaseSettings):
                 "characters, or unset it for a random key per process"
             )
         return self
+
+    @property
+    def cursor_key(self) -> bytes:
+        """Signs `/v1/movies` cursors. Derived from JWT_SECRET (so, like tokens, cursors span
+        workers when JWT_SECRET is set), under its own label so that a cursor signature can
+        never pass for a token signature."""
+        return hmac.new(self.jwt_secret.encode(), b"movie-cursor-v1", hashlib.sha256).digest()
 
     @property
     def jwt_secret_is_ephemeral(self) -> bool:
