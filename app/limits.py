@@ -75,6 +75,11 @@ class RateLimiter:
         self._store(key, tokens, now)
         return (1.0 - tokens) / self.rate
 
+    def peek(self, key: str) -> float:
+        """What `hit` would answer, without taking a token."""
+        tokens = self._tokens(key, time.monotonic())
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def refund(self, key: str) -> None:
         """Give back a token taken by `hit`: the attempt turned out not to count."""
         if key in self._buckets:

@@ -47,6 +47,7 @@ __all__ = [
     "Principal",
     "Role",
     "current_principal",
+    "is_admin",
     "protected",
     "require_role",
 ]
@@ -371,6 +372,36 @@ async def current_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def is_admin(request: Request, state: State) -> bool:
+    """Whether the request carries a valid admin credential, for public endpoints that show
+    admins more (never 401/429: a probe must get its answer). Failed credentials spend the
+    client address's budget as elsewhere, and once it is spent none are checked, so a public
+    endpoint is no faster an oracle for guessing keys than a protected one."""
+    if not has_credentials(request.scope):
+        return False
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    address = "ip:" + client_ip(request.scope)
+    if limiter is not None and limiter.peek(address) > 0:
+        return False
+    authenticator: Authenticator = request.app.state.authenticator
+    api_key = request.headers.get("x-api-key")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    try:
+        if api_key:
+            principal = await authenticator.api_key_principal(state, api_key)
+        elif scheme.lower() == "bearer" and token:
+            principal = decode_token(state.settings, token.strip())
+        else:
+            return False
+    except UnauthorizedError:
+        if limiter is not None:
+            limiter.hit(address)
+        return False
+    except PyMongoError:
+        return False  # the database is down: /ready says so in its public form
+    return principal.role.includes(Role.admin)
 
 
 def require_role(role: Role | str) -> Callable[[Principal], Awaitable[Principal]]:

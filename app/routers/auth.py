@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Request, Response
 from pydantic import BaseModel, Field
 
 from app.deps import State
@@ -44,6 +44,7 @@ class Me(BaseModel):
 )
 async def token(
     request: Request,
+    response: Response,
     state: State,
     username: Annotated[str, Form(min_length=1, max_length=64)],
     password: Annotated[str, Form(min_length=1, max_length=MAX_PASSWORD)],
@@ -58,6 +59,9 @@ async def token(
             # One answer for unknown user and wrong password: no account enumeration.
             raise UnauthorizedError("incorrect username or password", reason="bad_password")
     access_token, lifetime = issue_token(state.settings, user.username, user.role)
+    # RFC 6749 5.1: no cache (browser, proxy) may keep a token.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
     return TokenResponse(access_token=access_token, token_type="bearer", expires_in=lifetime)
 
 
