@@ -3,7 +3,8 @@
 Pure ASGI middleware so they run before any routing or body parsing and cost next to nothing.
 Rate limiting is split in two on purpose:
 
-* requests *without* credentials are limited here, per client IP, before anything else runs;
+* requests *without* credentials, and every login (`POST /v1/auth/token`), are limited here,
+  per client IP, before anything else runs;
 * requests *with* credentials are limited in `app.security` once the credential is verified,
   per principal. Keying on the verified principal (not the raw header) stops a client from
   dodging its limit by sending a fresh random token with every request; a credential that
@@ -15,8 +16,11 @@ Limits are per process: with N workers a client gets up to N times the configure
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import time
+from collections import OrderedDict
+from functools import lru_cache
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,39 +32,59 @@ from app.settings import Settings
 # Probes and scrapes must never be throttled: an orchestrator that sees 429 from /ready would
 # take a healthy instance out of rotation.
 UNLIMITED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# The login endpoint takes no credential, so a credential header there is noise: it is charged
+# to the client address whatever headers come with it (a bogus one must not skip the limit).
+TOKEN_PATH = "/v1/auth/token"
 
 
 class RateLimiter:
     """Token buckets keyed by an arbitrary string: `per_minute` requests of burst, refilled
-    continuously at `per_minute / 60` per second. Single event loop, so no locking needed."""
+    continuously at `per_minute / 60` per second. Single event loop, so no locking needed.
+
+    At most `max_keys` buckets are kept; past that the least recently used one is forgotten
+    (O(1) per hit). A flood of fresh addresses thus only evicts clients that have been quiet
+    for the longest, and a client being throttled, which keeps hitting, stays remembered.
+    """
 
     def __init__(self, per_minute: int, *, max_keys: int = 100_000) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
         self.max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _tokens(self, key: str, now: float) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return self.capacity
+        tokens, last = bucket
+        return min(self.capacity, tokens + (now - last) * self.rate)
+
+    def _store(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)
+        self._buckets.move_to_end(key)
+        if len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
 
     def hit(self, key: str) -> float:
         """Take one token; 0.0 when allowed, otherwise the seconds until one is available."""
         now = time.monotonic()
-        tokens, last = self._buckets.get(key, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        tokens = self._tokens(key, now)
         if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            if len(self._buckets) > self.max_keys:
-                self._prune(now)
+            self._store(key, tokens - 1.0, now)
             return 0.0
-        self._buckets[key] = (tokens, now)
+        self._store(key, tokens, now)
         return (1.0 - tokens) / self.rate
 
-    def _prune(self, now: float) -> None:
-        # A bucket that has refilled completely holds no information; forgetting it is exact.
-        full_after = self.capacity / self.rate
-        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after}
-        if len(self._buckets) > self.max_keys:
-            # Still too many live keys (a flood of distinct clients): start over rather than
-            # grow without bound. Worst case, those clients get one fresh burst each.
-            self._buckets.clear()
+    def peek(self, key: str) -> float:
+        """What `hit` would answer, without taking a token."""
+        tokens = self._tokens(key, time.monotonic())
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def refund(self, key: str) -> None:
+        """Give back a token taken by `hit`: the attempt turned out not to count."""
+        if key in self._buckets:
+            now = time.monotonic()
+            self._store(key, min(self.capacity, self._tokens(key, now) + 1.0), now)
 
 
 def retry_after_header(seconds: float) -> str:
@@ -68,9 +92,25 @@ def retry_after_header(seconds: float) -> str:
 
 
 def client_ip(scope: Scope) -> str:
-    # Behind a proxy, run uvicorn with --proxy-headers so this is the real client address.
+    """The client address as rate limits count it: an IPv4 address, or the /64 network of an
+    IPv6 one. Behind a proxy, run uvicorn with --proxy-headers so this is the real client."""
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    return rate_address(str(client[0])) if client else "unknown"
+
+
+@lru_cache(maxsize=4096)
+def rate_address(host: str) -> str:
+    # One IPv6 host is normally handed a whole /64: counted per address, it would hold 2**64
+    # budgets. IPv4 stays per address (and IPv4-mapped IPv6 counts as that IPv4 address).
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # not an IP (a test client, a unix socket): count it as it is
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def has_credentials(scope: Scope) -> bool:
@@ -79,7 +119,8 @@ def has_credentials(scope: Scope) -> bool:
 
 
 class AnonymousRateLimitMiddleware:
-    """Per-IP limit for requests that carry no credentials (token endpoint, docs, 404s...)."""
+    """Per-IP limit for requests that carry no credentials (docs, 404s...) and for every
+    login request."""
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
         self.app = app
@@ -89,7 +130,7 @@ class AnonymousRateLimitMiddleware:
         if (
             scope["type"] == "http"
             and scope["path"] not in UNLIMITED_PATHS
-            and not has_credentials(scope)
+            and (scope["path"] == TOKEN_PATH or not has_credentials(scope))
         ):
             wait = self.limiter.hit("ip:" + client_ip(scope))
             if wait > 0:

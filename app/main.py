@@ -50,6 +50,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Start anyway: /ready reports 503 and requests recover when the database returns.
             log.warning("database not reachable at startup: %s", exc.__class__.__name__)
         app.state.app_state = state
+        if settings.jwt_secret_is_ephemeral:
+            log.warning(
+                "JWT_SECRET is not set: tokens and movie cursors are signed with a random key "
+                "made for this process; they will not survive a restart nor work across "
+                "workers or replicas. "
+                "Set JWT_SECRET to a random value of at least 32 characters."
+            )
         # --- feature startup (analytics snapshot, model registry, ...) ---
         # Analytics: the first snapshot builds in the background; requests wait only for it.
         from app.services.analytics import ENGINE_KEY, AnalyticsEngine
@@ -69,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # --- feature shutdown ---
             await analytics_engine.close()
             # --- end feature shutdown ---
+            app.state.login_guard.close()
             await client.close()
 
     app = FastAPI(

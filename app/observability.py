@@ -45,6 +45,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # Accept a caller's id only when it is short and plain, so it cannot inject into logs.
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 UNMATCHED_ROUTE = "<unmatched>"
+NOSNIFF_HEADER = (b"x-content-type-options", b"nosniff")
 
 # The id of the request being served, for every log line written while serving it.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -192,8 +193,9 @@ def route_template(scope: Scope) -> str:
 
 
 class ObservabilityMiddleware:
-    """Request id in and out, one access-log line and the HTTP metrics per request, and the
-    last line of defence for unexpected exceptions (500 problem+json, traceback logged)."""
+    """Request id in and out (plus `X-Content-Type-Options: nosniff` on every response), one
+    access-log line and the HTTP metrics per request, and the last line of defence for
+    unexpected exceptions (500 problem+json, traceback logged)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -220,7 +222,11 @@ class ObservabilityMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = int(message["status"])
-                message["headers"] = [*message.get("headers", ()), request_id_header]
+                headers = [*message.get("headers", ()), request_id_header]
+                if not any(k.lower() == b"x-content-type-options" for k, _ in headers):
+                    # Browsers must take JSON as JSON, never sniff it into HTML or script.
+                    headers.append(NOSNIFF_HEADER)
+                message["headers"] = headers
             await send(message)
 
         HTTP_IN_PROGRESS.inc()

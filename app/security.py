@@ -22,7 +22,9 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -33,18 +35,26 @@ from jose import ExpiredSignatureError, JWTError, jwt
 from pymongo.errors import PyMongoError
 
 from app.deps import State
-from app.errors import DomainError, problem_responses
-from app.limits import RateLimiter, client_ip, has_credentials, retry_after_header
+from app.errors import DomainError, UnavailableError, problem_responses
+from app.limits import TOKEN_PATH, RateLimiter, client_ip, has_credentials, retry_after_header
 from app.observability import AUTH_FAILURES, RATE_LIMITED
 from app.services import credentials
 from app.services.credentials import ApiKey, Role
 from app.settings import Settings
 
-__all__ = ["Principal", "Role", "current_principal", "protected", "require_role"]
+__all__ = [
+    "LoginGuard",
+    "Principal",
+    "Role",
+    "current_principal",
+    "is_admin",
+    "protected",
+    "require_role",
+]
 
 JWT_ALGORITHM = "HS256"
 JWT_ISSUER = "tmdb-analytics"
-TOKEN_URL = "/v1/auth/token"
+TOKEN_URL = TOKEN_PATH
 REALM = 'realm="tmdb-analytics"'
 MAX_CREDENTIAL_LENGTH = 4096
 # How long an expired API-key cache entry may still answer while it is being refreshed.
@@ -223,6 +233,82 @@ class Authenticator:
         self._cache[key] = (record, now + ttl)
 
 
+# --- logins --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class LoginAttempt:
+    failed: bool = False
+
+
+class LoginGuard:
+    """Throttles password guessing and bounds what logins may cost.
+
+    * Failed logins are counted per client address and per username (token buckets of
+      `LOGIN_*_FAILURES_PER_MINUTE`). Each attempt takes a token from both up front, so that
+      concurrent guesses cannot all slip past a check; a login that does not fail (success, or
+      a database error) gives them back. An empty bucket answers 429 before any Argon2 runs.
+    * Argon2 runs in `LOGIN_HASH_THREADS` threads of its own, never in the default executor
+      that analytics and model loading need; at most `LOGIN_HASH_QUEUE` more logins wait for
+      them, and further ones are shed with 503. A login flood thus costs a bounded share of
+      the CPU and stalls nothing else.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.by_address = RateLimiter(settings.login_ip_failures_per_minute)
+        self.by_user = RateLimiter(settings.login_user_failures_per_minute)
+        self.threads = settings.login_hash_threads
+        self.max_in_flight = settings.login_hash_threads + settings.login_hash_queue
+        self.in_flight = 0
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="argon2")
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    @asynccontextmanager
+    async def attempt(self, address: str, username: str) -> AsyncIterator[LoginAttempt]:
+        """Admit one login (429 or 503 otherwise); mark it `failed` to keep it counted."""
+        charged: list[tuple[RateLimiter, str]] = []
+        for limiter, key, what in (
+            (self.by_address, "ip:" + address, "from this client address"),
+            (self.by_user, "user:" + username.casefold(), "for this username"),
+        ):
+            wait = limiter.hit(key)
+            if wait > 0:
+                for spent, spent_key in charged:
+                    spent.refund(spent_key)
+                RATE_LIMITED.labels("login").inc()
+                raise RateLimitedError(
+                    f"too many failed logins {what}; retry later",
+                    headers={"Retry-After": retry_after_header(wait)},
+                )
+            charged.append((limiter, key))
+        attempt = LoginAttempt()
+        try:
+            if self.in_flight >= self.max_in_flight:
+                RATE_LIMITED.labels("login_overload").inc()
+                raise UnavailableError(
+                    "too many logins in progress; retry shortly", headers={"Retry-After": "1"}
+                )
+            self.in_flight += 1
+            try:
+                yield attempt
+            finally:
+                self.in_flight -= 1
+        finally:
+            if not attempt.failed:
+                for limiter, key in charged:
+                    limiter.refund(key)
+
+
 # --- FastAPI dependencies ------------------------------------------------------------------
 
 # Declared as FastAPI security dependencies so OpenAPI lists both schemes and Swagger UI shows
@@ -288,6 +374,36 @@ async def current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
+async def is_admin(request: Request, state: State) -> bool:
+    """Whether the request carries a valid admin credential, for public endpoints that show
+    admins more (never 401/429: a probe must get its answer). Failed credentials spend the
+    client address's budget as elsewhere, and once it is spent none are checked, so a public
+    endpoint is no faster an oracle for guessing keys than a protected one."""
+    if not has_credentials(request.scope):
+        return False
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    address = "ip:" + client_ip(request.scope)
+    if limiter is not None and limiter.peek(address) > 0:
+        return False
+    authenticator: Authenticator = request.app.state.authenticator
+    api_key = request.headers.get("x-api-key")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    try:
+        if api_key:
+            principal = await authenticator.api_key_principal(state, api_key)
+        elif scheme.lower() == "bearer" and token:
+            principal = decode_token(state.settings, token.strip())
+        else:
+            return False
+    except UnauthorizedError:
+        if limiter is not None:
+            limiter.hit(address)
+        return False
+    except PyMongoError:
+        return False  # the database is down: /ready says so in its public form
+    return principal.role.includes(Role.admin)
+
+
 def require_role(role: Role | str) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency admitting callers whose role includes `role` (403 otherwise)."""
     needed = Role(role)
@@ -314,3 +430,4 @@ def protected(role: Role | str) -> dict[str, Any]:
 
 def install_security(app: FastAPI, settings: Settings) -> None:
     app.state.authenticator = Authenticator(settings)
+    app.state.login_guard = LoginGuard(settings)

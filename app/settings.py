@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Values printed in docs and examples: anyone can mint tokens signed with them. Refused as
+# JWT_SECRET everywhere but APP_ENV=test.
 PLACEHOLDER_SECRETS = frozenset(
-    {"", "change-me", "changeme", "secret", "dev-secret", "please-change-me", "jwt-secret"}
+    {
+        "",
+        "change-me",
+        "changeme",
+        "changeit",
+        "secret",
+        "dev-secret",
+        "please-change-me",
+        "jwt-secret",
+        "your-secret-key",
+        "supersecret",
+    }
 )
-DEV_JWT_SECRET = "dev-secret"
 
 
 class Settings(BaseSettings):
@@ -33,10 +48,19 @@ class Settings(BaseSettings):
     local_db_dir: Path = Path(".data")
     local_db_port: int = 27018
 
-    jwt_secret: str = DEV_JWT_SECRET
+    # Unset (or empty): a random key made for this process; see `jwt_secret_is_ephemeral`.
+    jwt_secret: str = ""
     jwt_expire_minutes: int = Field(default=30, ge=1)
     admin_api_key: str | None = None
     rate_limit_per_minute: int = Field(default=600, ge=1)
+    # Password guessing: failed logins allowed per client address and per username (a burst of
+    # this size, refilled over a minute); past it, 429 without even checking the password.
+    login_ip_failures_per_minute: int = Field(default=10, ge=1)
+    login_user_failures_per_minute: int = Field(default=10, ge=1)
+    # Argon2 runs in this many dedicated threads (never the default executor, which analytics
+    # and model loading need); logins waiting beyond `login_hash_queue` get 503 at once.
+    login_hash_threads: int = Field(default=2, ge=1)
+    login_hash_queue: int = Field(default=32, ge=0)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     max_batch_size: int = Field(default=1000, ge=1)
     snapshot_check_seconds: float = Field(default=1.0, ge=0)
@@ -50,16 +74,40 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(default=30.0, ge=0)
     log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
 
+    _generated_jwt_secret: str | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
-    def _refuse_weak_secrets_in_production(self) -> Settings:
+    def _check_jwt_secret(self) -> Settings:
+        secret = self.jwt_secret
+        placeholder = secret.strip().lower() in PLACEHOLDER_SECRETS
         if self.app_env == "production":
-            secret = self.jwt_secret
-            if secret.strip().lower() in PLACEHOLDER_SECRETS or len(secret) < 32:
+            if placeholder or len(secret) < 32:
                 raise ValueError(
                     "JWT_SECRET must be set to a random value of at least 32 characters "
                     "when APP_ENV=production"
                 )
+        elif not secret:
+            # No published fallback: a deployment that forgets APP_ENV=production must not
+            # accept tokens anyone can mint. The price: tokens die with the process.
+            self.jwt_secret = self._generated_jwt_secret = secrets.token_urlsafe(48)
+        elif placeholder and self.app_env != "test":
+            raise ValueError(
+                "JWT_SECRET is a published placeholder: set a random value of at least 32 "
+                "characters, or unset it for a random key per process"
+            )
         return self
+
+    @property
+    def cursor_key(self) -> bytes:
+        """Signs `/v1/movies` cursors. Derived from JWT_SECRET (so, like tokens, cursors span
+        workers when JWT_SECRET is set), under its own label so that a cursor signature can
+        never pass for a token signature."""
+        return hmac.new(self.jwt_secret.encode(), b"movie-cursor-v1", hashlib.sha256).digest()
+
+    @property
+    def jwt_secret_is_ephemeral(self) -> bool:
+        """Whether the signing key was made up for this process (JWT_SECRET unset)."""
+        return self.jwt_secret == self._generated_jwt_secret
 
     @model_validator(mode="after")
     def _refuse_weak_admin_key_in_production(self) -> Settings:

@@ -61,6 +61,7 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 START, END = "<!-- analytics-bench:start -->", "<!-- analytics-bench:end -->"
 API_KEY = "bench-analytics-admin-key-0123456789abcdef"
 CHUNK = 2000
+BENCH_CURSOR_KEY = b"bench-cursor-key"  # cursors signed in-process only
 
 # Shapes measured on ../shared/data/tmdb_5000_movies.train.csv (3,804 films).
 GENRE_SHARE = {
@@ -453,7 +454,8 @@ CASES: list[tuple[str, Callable[..., Any], CatalogFilter, tuple[Any, ...], list[
 
 
 def _search(snap: Snapshot, f: CatalogFilter, sort: str, q: str | None, limit: int) -> Any:
-    return search_snapshot(snap, prepare(MovieQuery(filters=f, q=q, sort=sort, limit=limit)))
+    search = prepare(MovieQuery(filters=f, q=q, sort=sort, limit=limit), BENCH_CURSOR_KEY)
+    return search_snapshot(snap, search)
 
 
 PAGE_COLUMNS = "id, title, language, release_year, budget, revenue, popularity, vote_average"

@@ -29,6 +29,9 @@ from app.settings import Settings
 from tests.conftest import IMDB_CSV, TMDB_TRAIN_CSV, require_shared
 
 API_KEY = "analytics-tests-admin-key-0123456789abcdef"
+# One signing key for every app built here: cursors (signed with a key derived from it) then
+# carry over from one app to another, as they do across workers sharing JWT_SECRET.
+JWT_SECRET = "analytics-tests-jwt-secret-0123456789abcdef"
 MONEY = ("budget", "revenue", "profit")
 STAT_FIELDS = ("revenue", "budget", "profit", "roi", "vote_average", "runtime")
 
@@ -39,6 +42,7 @@ def app_settings(uri: str, db_name: str, workdir: Path, **overrides: Any) -> Set
         "mongodb_uri": uri,
         "mongodb_db": db_name,
         "admin_api_key": API_KEY,
+        "jwt_secret": JWT_SECRET,
         "artifacts_dir": workdir / "artifacts",
         "data_dir": workdir / "data",
         "local_db_dir": workdir / "localdb",

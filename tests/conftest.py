@@ -1,4 +1,5 @@
-"""Shared fixtures: one real FerretDB server per session, a fresh database per test."""
+"""Shared fixtures: one real FerretDB server per session, a fresh database per test, and a
+test process that ignores the caller's service configuration (environment and `.env`)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,34 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from app.db import Document
 from app.localdb import LocalServer, free_port
-from app.settings import Settings
+from app.settings import Settings, get_settings
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TMDB_TRAIN_CSV = SHARED_DATA / "tmdb_5000_movies.train.csv"
 IMDB_CSV = SHARED_DATA / "imdb_5000_movie_metadata.csv"
+
+
+# Every variable the service reads (pydantic-settings matches names case-insensitively), plus
+# the training module's MLflow store. Test-harness knobs (TEST_MONGODB_URI, FERRETDB_BIN) stay.
+SERVICE_ENV = frozenset({name.upper() for name in Settings.model_fields} | {"MLFLOW_TRACKING_URI"})
+_isolation = pytest.MonkeyPatch()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Build every test's settings from a clean environment: an operator's exported
+    ADMIN_API_KEY, APP_ENV or MONGODB_URI (or a `.env` in the working directory) must not leak
+    into `Settings(...)`. A hook rather than a fixture, so that settings built while test
+    modules are collected (e.g. the schemathesis schema) are isolated too."""
+    for name in list(os.environ):
+        if name.upper() in SERVICE_ENV:
+            _isolation.delenv(name)
+    _isolation.setitem(Settings.model_config, "env_file", None)
+    get_settings.cache_clear()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _isolation.undo()
+    get_settings.cache_clear()
 
 
 def require_shared(path: Path) -> Path:

@@ -68,6 +68,19 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[FastAPI]:
+    """The app with its lifespan run, for clients made with `client_at`."""
+    async with LifespanManager(app) as manager:
+        yield manager.app  # type: ignore[misc]
+
+
+def client_at(app: FastAPI, host: str) -> httpx.AsyncClient:
+    """An in-process client whose requests come from address `host`."""
+    transport = httpx.ASGITransport(app=app, client=(host, 50000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from app.cli import app as cli_app
 from app.db import Document
 from app.security import JWT_ISSUER, Role
 from app.services import credentials
-from app.settings import Settings, get_settings
+from app.settings import PLACEHOLDER_SECRETS, Settings, get_settings
 from tests.security_support import (
     ADMIN_KEY,
     JWT_SECRET,
@@ -419,6 +420,34 @@ def test_production_refuses_short_admin_key() -> None:
     with pytest.raises(ValidationError, match="ADMIN_API_KEY"):
         Settings(app_env="production", jwt_secret=JWT_SECRET, admin_api_key="admin")
     assert Settings(app_env="production", jwt_secret=JWT_SECRET, admin_api_key=ADMIN_KEY)
+
+
+@pytest.mark.parametrize("app_env", ["development", "production"])
+@pytest.mark.parametrize("secret", ["dev-secret", "change-me", " Dev-Secret ", "supersecret"])
+def test_placeholder_jwt_secret_is_refused_outside_tests(app_env: str, secret: str) -> None:
+    with pytest.raises(ValidationError, match="JWT_SECRET"):
+        Settings(app_env=app_env, jwt_secret=secret)  # type: ignore[arg-type]
+    assert Settings(app_env="test", jwt_secret=secret).jwt_secret == secret
+
+
+def test_unset_jwt_secret_is_a_random_key_per_process() -> None:
+    first, second = Settings(), Settings()
+    assert first.jwt_secret != second.jwt_secret
+    assert len(first.jwt_secret) >= 32 and first.jwt_secret not in PLACEHOLDER_SECRETS
+    assert first.jwt_secret_is_ephemeral
+    assert not Settings(jwt_secret=JWT_SECRET).jwt_secret_is_ephemeral
+
+
+async def test_tokens_signed_with_the_published_secret_are_refused(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README used to print the development fallback key; a service started without
+    JWT_SECRET must not accept tokens signed with it, and says that its key is temporary."""
+    minted = jwt.encode(claims(), "dev-secret", algorithm="HS256")
+    with caplog.at_level(logging.WARNING, logger="app"):
+        async with serve(make_app(settings)) as api:
+            assert_401(await api.get("/v1/auth/me", headers=bearer(minted)))
+    assert any("JWT_SECRET is not set" in r.getMessage() for r in caplog.records)
 
 
 # --- the command line ----------------------------------------------------------------------

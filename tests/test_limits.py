@@ -17,12 +17,20 @@ from fastapi import APIRouter, FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.db import Document
-from app.limits import RateLimiter
+from app.limits import RateLimiter, client_ip
 from app.observability import JsonFormatter
 from app.security import Role
 from app.services import credentials
 from app.settings import Settings
-from tests.security_support import ADMIN_KEY, api_key, make_app, security_settings, serve
+from tests.security_support import (
+    ADMIN_KEY,
+    api_key,
+    client_at,
+    make_app,
+    running,
+    security_settings,
+    serve,
+)
 
 PROBLEM = "application/problem+json"
 
@@ -147,6 +155,69 @@ def test_token_bucket_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     for i in range(10):
         limiter.hit(f"new{i}")
     assert len(limiter._buckets) <= 100
+
+
+def test_full_limiter_evicts_the_least_recently_used_bucket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    limiter = RateLimiter(2, max_keys=3)
+    assert limiter.hit("victim") == 0 and limiter.hit("victim") == 0
+    assert limiter.hit("victim") > 0
+    limiter.hit("a")
+    limiter.hit("b")
+    assert limiter.hit("victim") > 0  # used again: now the most recent
+    limiter.hit("c")  # one key too many: "a", the least recently used, goes
+    assert list(limiter._buckets) == ["b", "victim", "c"]
+    assert limiter.hit("victim") > 0  # still throttled, not reset
+
+
+def test_a_flood_of_addresses_does_not_reset_a_throttled_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many more distinct keys than the limiter holds, while a throttled client keeps
+    trying: it stays throttled (the old limiter cleared every bucket past max_keys)."""
+    now = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    limiter = RateLimiter(5, max_keys=100)
+    for _ in range(5):
+        limiter.hit("ip:victim")
+    for i in range(1000):
+        limiter.hit(f"ip:flood{i}")
+        if i % 50 == 0:
+            assert limiter.hit("ip:victim") > 0, i
+    assert len(limiter._buckets) == 100
+
+
+@pytest.mark.parametrize(
+    ("host", "counted_as"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("testclient", "testclient"),
+    ],
+)
+def test_rate_limits_count_ipv4_per_address_and_ipv6_per_64(host: str, counted_as: str) -> None:
+    assert client_ip({"type": "http", "client": (host, 50000)}) == counted_as
+
+
+async def test_ipv6_addresses_of_one_64_share_a_budget(settings: Settings) -> None:
+    async with running(limited_app(settings, rate_limit_per_minute=3)) as app:
+        hosts = ["2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:1:8000::3"]
+        for host in hosts:
+            async with client_at(app, host) as api:
+                assert (await api.get("/openapi.json")).status_code == 200
+        async with client_at(app, "2001:db8:0:1::4") as api:
+            assert_problem(await api.get("/openapi.json"), 429)
+        async with client_at(app, "2001:db8:0:2::1") as api:  # another /64
+            assert (await api.get("/openapi.json")).status_code == 200
+        for host in ("192.0.2.1", "192.0.2.2"):  # IPv4: per address
+            async with client_at(app, host) as api:
+                assert (await api.get("/openapi.json")).status_code == 200
 
 
 # --- body size -----------------------------------------------------------------------------

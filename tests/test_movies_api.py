@@ -7,6 +7,8 @@ make few requests and check several properties on each."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ import httpx
 import pandas as pd
 import pytest
 
+from app.errors import InvalidQueryError
+from app.services.movies_query import decode_cursor, encode_cursor
 from app.services.normalize import normalize_title
 from tests.analytics_support import (
     Catalogue,
@@ -196,6 +200,94 @@ async def test_cursor_is_bound_to_its_query(api: httpx.AsyncClient) -> None:
     )
     assert other.status_code == 400
     assert "different" in other.json()["detail"]
+
+
+def _payload(cursor: str) -> Any:
+    part = cursor.partition(".")[0]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def _unsigned(payload: Any) -> str:
+    """A cursor in the old, unsigned format: base64url of its JSON."""
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+def _flip(text: str, at: int) -> str:
+    return text[:at] + ("B" if text[at] != "B" else "C") + text[at + 1 :]
+
+
+def forged_cursors(genuine: str) -> dict[str, str]:
+    """Ways to forge a cursor from a genuine one."""
+    real = _payload(genuine)
+    payload, _, signature = genuine.partition(".")
+    huge = {**real, "v": 2**70}
+    return {
+        "unsigned, valid-looking": _unsigned(real),
+        "unsigned, huge value": _unsigned(huge),
+        "unsigned, value beyond float": _unsigned({**real, "v": 10**309}),
+        "unsigned, huge id": _unsigned({**real, "i": 2**64}),
+        "unsigned, wrong types": _unsigned({**real, "i": "19995", "v": "1e9"}),
+        "unsigned, list": _unsigned([real["f"], real["i"], real["v"]]),
+        "edited payload, genuine signature": f"{_unsigned(huge)}.{signature}",
+        "flipped payload byte": f"{_flip(payload, len(payload) // 2)}.{signature}",
+        "flipped signature byte": f"{payload}.{_flip(signature, 5)}",
+        "signed with another key": encode_cursor(real["i"], 2**70, real["f"], b"other key"),
+        "truncated": genuine[:-4],
+        "garbage": "!!not-base64!!",
+    }
+
+
+@pytest.mark.parametrize("sort", ["-budget", "popularity"])
+async def test_forged_cursors_are_400_problems(api: httpx.AsyncClient, sort: str) -> None:
+    """Cursors are signed: an edited, unsigned or foreign one is refused as a bad request
+    (unsigned ones carrying integers beyond 64 bits used to reach the database: 500)."""
+    params: dict[str, Any] = {"sort": sort, "limit": 3, "language": "fr"}
+    genuine = (await page(api, **params))["next_cursor"]
+    assert genuine
+    for name, cursor in forged_cursors(genuine).items():
+        response = await api.get("/v1/movies", params={**params, "cursor": cursor})
+        assert response.status_code == 400, (name, response.status_code, response.text)
+        assert response.headers["content-type"] == "application/problem+json", name
+        assert "cursor" in response.json()["detail"], name
+    assert len((await page(api, **params, cursor=genuine))["items"]) == 3
+
+
+KEY = b"test cursor key"
+
+
+@pytest.mark.parametrize(
+    ("sort_field", "last_id", "value"),
+    [
+        ("budget", 1, 2**63),  # beyond BSON's int64
+        ("budget", 1, -(2**63) - 1),
+        ("budget", 1, 1.5),  # a float where the field holds integers
+        ("budget", 1, True),
+        ("budget", 0, 5),
+        ("budget", 2**63, 5),
+        ("budget", 1.0, 5),
+        ("popularity", 1, 5),  # an integer where the field holds floats
+        ("popularity", 1, float("inf")),
+        ("popularity", 1, float("nan")),
+        ("popularity", 1, "5.0"),
+    ],
+)
+def test_signed_cursor_values_are_still_range_and_type_checked(
+    sort_field: str, last_id: Any, value: Any
+) -> None:
+    """Even a cursor signed with the right key (should the key leak) cannot carry values the
+    query could not take."""
+    cursor = encode_cursor(last_id, value, "fp", KEY)
+    with pytest.raises(InvalidQueryError, match="cursor"):
+        decode_cursor(cursor, "fp", sort_field, KEY)
+
+
+@pytest.mark.parametrize(
+    ("sort_field", "value"),
+    [("budget", 2**63 - 1), ("budget", -(2**63)), ("budget", None), ("popularity", 7.25)],
+)
+def test_cursor_round_trip(sort_field: str, value: Any) -> None:
+    cursor = encode_cursor(19995, value, "fp", KEY)
+    assert decode_cursor(cursor, "fp", sort_field, KEY) == (value, 19995)
 
 
 async def test_openapi_documents_movies(api: httpx.AsyncClient) -> None:

@@ -61,7 +61,10 @@ class ArtifactInfo(BaseModel):
 
 
 class MlflowInfo(BaseModel):
-    tracking_uri: str
+    tracking_uri: str | None = Field(
+        default=None,
+        description="Shown to admins only: it may carry credentials or local paths",
+    )
     experiment: str
     run_id: str
     model_uri: str | None = None
@@ -94,3 +97,10 @@ class ModelCard(BaseModel):
     artifact: ArtifactInfo
     mlflow: MlflowInfo | None = None
     training_seconds: float
+
+    def without_internals(self) -> ModelCard:
+        """The card as non-admins see it: no MLflow tracking URI."""
+        if self.mlflow is None or self.mlflow.tracking_uri is None:
+            return self
+        mlflow = self.mlflow.model_copy(update={"tracking_uri": None})
+        return self.model_copy(update={"mlflow": mlflow})

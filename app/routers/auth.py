@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form
+from fastapi import APIRouter, Depends, Form, Request, Response
 from pydantic import BaseModel, Field
 
 from app.deps import State
 from app.errors import problem_responses
-from app.security import TOKEN_URL, Principal, UnauthorizedError, issue_token, require_role
+from app.limits import client_ip
+from app.security import (
+    TOKEN_URL,
+    LoginGuard,
+    Principal,
+    UnauthorizedError,
+    issue_token,
+    require_role,
+)
 from app.services.credentials import MAX_PASSWORD, Role, authenticate_user
 
 router = APIRouter(tags=["auth"])
@@ -35,17 +43,25 @@ class Me(BaseModel):
     responses=problem_responses(401, 422, 429, 503),
 )
 async def token(
+    request: Request,
+    response: Response,
     state: State,
     username: Annotated[str, Form(min_length=1, max_length=64)],
     password: Annotated[str, Form(min_length=1, max_length=MAX_PASSWORD)],
     grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
 ) -> TokenResponse:
     """Exchange a username and password for a short-lived bearer token."""
-    user = await authenticate_user(state.db, username, password)
-    if user is None:
-        # One answer for unknown user and wrong password: no account enumeration.
-        raise UnauthorizedError("incorrect username or password", reason="bad_password")
+    guard: LoginGuard = request.app.state.login_guard
+    async with guard.attempt(client_ip(request.scope), username) as attempt:
+        user = await authenticate_user(state.db, username, password, guard.executor)
+        if user is None:
+            attempt.failed = True
+            # One answer for unknown user and wrong password: no account enumeration.
+            raise UnauthorizedError("incorrect username or password", reason="bad_password")
     access_token, lifetime = issue_token(state.settings, user.username, user.role)
+    # RFC 6749 5.1: no cache (browser, proxy) may keep a token.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
     return TokenResponse(access_token=access_token, token_type="bearer", expires_in=lifetime)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.deps import State
 from app.errors import PROBLEM_JSON, problem_responses
-from app.services.health import readiness
+from app.security import is_admin
+from app.services.health import public_check, readiness
 
 router = APIRouter(tags=["health"])
 
@@ -40,9 +41,12 @@ async def health() -> Health:
         **problem_responses(500),
     },
 )
-async def ready(state: State) -> JSONResponse:
-    """Pings the database and reports each dependency; 503 when any is not ready."""
+async def ready(request: Request, state: State) -> JSONResponse:
+    """Pings the database and reports each dependency; 503 when any is not ready. Each check
+    says `ok`, `unavailable` or `not ready`; with an admin credential, also why."""
     checks = await readiness(state)
+    if not await is_admin(request, state):
+        checks = {name: public_check(answer) for name, answer in checks.items()}
     if all(v == "ok" for v in checks.values()):
         return JSONResponse(Readiness(status="ready", checks=checks).model_dump())
     failing = ", ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")

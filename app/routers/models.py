@@ -8,6 +8,7 @@ from app.deps import State
 from app.errors import problem_responses
 from app.ml.registry import get_registry
 from app.models.predict import ActivateRequest, ActivationResult, ModelDetail, ModelList
+from app.security import CurrentPrincipal, Role
 from app.services import predict as service
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -32,9 +33,10 @@ async def list_models(state: State) -> ModelList:
     response_model=ModelDetail,
     responses=problem_responses(404, 500, 503),
 )
-async def get_model(name: str, state: State) -> ModelDetail:
+async def get_model(name: str, state: State, principal: CurrentPrincipal) -> ModelDetail:
     """The active version's card, its versions on disk, and live prediction monitoring."""
-    return service.model_detail(get_registry(state), name)
+    internals = principal.role.includes(Role.admin)  # e.g. the MLflow tracking URI
+    return service.model_detail(get_registry(state), name, internals=internals)
 
 
 @admin_router.post(

@@ -89,7 +89,8 @@ async def list_movies(
 ) -> Response:
     """Films matching the filters and title search, one page at a time, with the total."""
     search = prepare(
-        MovieQuery(filters=filters, q=q, sort=sort, limit=limit, offset=offset, cursor=cursor)
+        MovieQuery(filters=filters, q=q, sort=sort, limit=limit, offset=offset, cursor=cursor),
+        settings.cursor_key,
     )
     backend = settings.movie_search
     if backend == "auto":

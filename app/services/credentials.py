@@ -2,7 +2,8 @@
 
 * Users (`users`): `_id` is the username; the password is stored as an Argon2id hash
   (argon2-cffi). Hashing costs ~50 ms of CPU and 64 MiB by design, so it runs in a worker
-  thread, never on the event loop.
+  thread, never on the event loop: the service passes its own small executor (see
+  `app.security.LoginGuard`) so that a login flood cannot take the default one.
 * API keys (`api_keys`): the key is `tak_<key_id>_<secret>` with a 256-bit random secret. Only
   its SHA-256 is stored. A fast hash is enough here (unlike passwords) because the secret is
   random, not chosen by a person: there is nothing to guess, so there is nothing to slow down,
@@ -18,6 +19,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -83,8 +85,8 @@ class ApiKey(BaseModel):
 # --- passwords -----------------------------------------------------------------------------
 
 
-async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+async def hash_password(password: str, executor: Executor | None = None) -> str:
+    return await asyncio.get_running_loop().run_in_executor(executor, _hasher.hash, password)
 
 
 def _verify(password_hash: str, password: str) -> bool:
@@ -94,16 +96,19 @@ def _verify(password_hash: str, password: str) -> bool:
         return False
 
 
-async def verify_password(password_hash: str | None, password: str) -> bool:
+async def verify_password(
+    password_hash: str | None, password: str, executor: Executor | None = None
+) -> bool:
     """Constant work whether or not the user exists: an unknown user is checked against a
     dummy hash, so response time does not reveal which usernames are real."""
     global _dummy_hash
+    loop = asyncio.get_running_loop()
     if password_hash is None:
         if _dummy_hash is None:
-            _dummy_hash = await hash_password(secrets.token_urlsafe(16))
-        await asyncio.to_thread(_verify, _dummy_hash, password)
+            _dummy_hash = await hash_password(secrets.token_urlsafe(16), executor)
+        await loop.run_in_executor(executor, _verify, _dummy_hash, password)
         return False
-    return await asyncio.to_thread(_verify, password_hash, password)
+    return await loop.run_in_executor(executor, _verify, password_hash, password)
 
 
 def needs_rehash(password_hash: str) -> bool:
@@ -145,17 +150,21 @@ async def create_user(
 
 
 async def authenticate_user(
-    db: AsyncDatabase[Document], username: str, password: str
+    db: AsyncDatabase[Document],
+    username: str,
+    password: str,
+    executor: Executor | None = None,
 ) -> User | None:
-    """The user when the password matches, else None (same answer for an unknown user)."""
+    """The user when the password matches, else None (same answer for an unknown user).
+    Argon2 runs in `executor` (the default executor when None)."""
     doc = await db[USERS].find_one({"_id": username}) if USERNAME_RE.match(username) else None
     stored: str | None = doc.get("password_hash") if doc else None
-    if not await verify_password(stored, password) or doc is None or stored is None:
+    if not await verify_password(stored, password, executor) or doc is None or stored is None:
         return None
     if needs_rehash(stored):
         # Hash parameters were raised since this hash was made; upgrade it while we hold the
         # plaintext. Best effort: a database hiccup here must not fail a correct login.
-        new_hash = await hash_password(password)
+        new_hash = await hash_password(password, executor)
         with contextlib.suppress(PyMongoError):
             await db[USERS].update_one({"_id": username}, {"$set": {"password_hash": new_hash}})
     return _user(doc)

@@ -9,7 +9,9 @@ from pymongo.errors import PyMongoError
 
 from app.state import AppState
 
+# A check answers "ok" or "<status>: <detail>", e.g. "unavailable: ServerSelectionTimeoutError".
 ReadinessCheck = Callable[[AppState], Awaitable[str]]
+PUBLIC_STATUSES = frozenset({"ok", "unavailable", "not ready"})
 # Feature modules register extra checks (e.g. "models") here at import time.
 EXTRA_CHECKS: dict[str, ReadinessCheck] = {}
 
@@ -27,3 +29,10 @@ async def readiness(state: AppState) -> dict[str, str]:
     for name, check in EXTRA_CHECKS.items():
         checks[name] = await check(state)
     return checks
+
+
+def public_check(answer: str) -> str:
+    """A check's status without its detail, for anonymous callers: details name exception
+    classes and file paths (artifact directories), which are for operators only."""
+    status = answer.split(":", 1)[0].strip()
+    return status if status in PUBLIC_STATUSES else "not ready"

@@ -16,9 +16,11 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import hmac
 import json
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from pymongo import ASCENDING, DESCENDING
@@ -38,6 +40,8 @@ MAX_LIMIT = 100
 # Deep offsets make the database skip (and, on FerretDB, read) ever more documents; past
 # this, clients page with the cursor, whose cost does not grow with depth on MongoDB.
 MAX_OFFSET = 10_000
+# BSON stores integers in 64 bits; a larger one in a query is an error, not a miss.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 LIST_PROJECTION: dict[str, int] = {"_id": 0, **dict.fromkeys(MovieSummary.model_fields, 1)}
 DETAIL_PROJECTION: dict[str, int] = {"_id": 0, "content_hash": 0, "source": 0}
 SortValue = int | float | None
@@ -96,6 +100,7 @@ class PreparedSearch:
     # (sort value, id) of the last film of the previous page, from the cursor.
     after: tuple[SortValue, int] | None
     fingerprint: str
+    cursor_key: bytes = field(repr=False)  # signs the next page's cursor
 
     def mongo_filter(self) -> dict[str, Any]:
         query = self.filters.to_mongo()
@@ -127,31 +132,70 @@ def cursor_value(field: str, value: Any) -> SortValue:
     return float(value)
 
 
-def encode_cursor(movie_id: int, value: SortValue, fingerprint: str) -> str:
-    payload = {"f": fingerprint, "i": movie_id, "v": value}
-    raw = json.dumps(payload, separators=(",", ":")).encode()
+def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, fingerprint: str) -> tuple[SortValue, int]:
-    """(last sort value, last id) from a cursor issued for this very query and sort."""
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _signature(key: bytes, payload: str) -> str:
+    return _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
+
+
+def encode_cursor(movie_id: int, value: SortValue, fingerprint: str, key: bytes) -> str:
+    """`<payload>.<HMAC-SHA256 of it>`: clients can read a cursor but not forge one."""
+    payload = _b64(json.dumps({"f": fingerprint, "i": movie_id, "v": value}).encode())
+    return f"{payload}.{_signature(key, payload)}"
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"not a number: {name}")
+
+
+def decode_cursor(
+    cursor: str, fingerprint: str, sort_field: str, key: bytes
+) -> tuple[SortValue, int]:
+    """(last sort value, last id) from a cursor this service signed for this very query.
+
+    Anything else (unsigned, tampered, signed by another key, out of range) is a 400: the
+    values end up in a database query, where e.g. an integer beyond 64 bits is a server error.
+    """
+    malformed = InvalidQueryError("cursor: invalid; use next_cursor as returned, or start over")
+    payload, _, signature = cursor.partition(".")
+    if not signature or not hmac.compare_digest(
+        signature.encode(), _signature(key, payload).encode()
+    ):
+        raise malformed
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        payload = json.loads(raw)
-        value, last_id, issued_for = payload["v"], payload["i"], payload["f"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise InvalidQueryError("cursor: malformed; use next_cursor as returned") from None
-    if issued_for != fingerprint:
+        data = json.loads(_unb64(payload), parse_constant=_reject_constant)
+    except (binascii.Error, ValueError):
+        raise malformed from None
+    if not isinstance(data, dict) or data.keys() != {"f", "i", "v"}:
+        raise malformed
+    if data["f"] != fingerprint:
         raise InvalidQueryError("cursor: issued for different filters or sort; start over")
-    if not isinstance(last_id, int) or isinstance(last_id, bool):
-        raise InvalidQueryError("cursor: malformed; use next_cursor as returned")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise InvalidQueryError("cursor: malformed; use next_cursor as returned")
+    last_id, value = data["i"], data["v"]
+    if not _is_int64(last_id) or last_id < 1:
+        raise malformed
+    if value is not None:
+        if sort_field in INTEGER_SORT_FIELDS:
+            valid = _is_int64(value)
+        else:
+            valid = isinstance(value, float) and math.isfinite(value)
+        if not valid:
+            raise malformed
     return value, last_id
 
 
-def prepare(query: MovieQuery) -> PreparedSearch:
-    """Validate a query; raises `InvalidQueryError` naming the parameter."""
+def _is_int64(value: object) -> bool:
+    return type(value) is int and INT64_MIN <= value <= INT64_MAX
+
+
+def prepare(query: MovieQuery, cursor_key: bytes) -> PreparedSearch:
+    """Validate a query; raises `InvalidQueryError` naming the parameter. `cursor_key` signs
+    and checks cursors (`Settings.cursor_key`)."""
     if query.cursor is not None and query.offset:
         raise InvalidQueryError("give either offset or cursor, not both")
     if query.offset > MAX_OFFSET:
@@ -159,7 +203,9 @@ def prepare(query: MovieQuery) -> PreparedSearch:
     sort = Sort.parse(query.sort)
     needle = title_needle(query.q) if query.q is not None else None
     fingerprint = _fingerprint(query.filters, needle, sort)
-    after = decode_cursor(query.cursor, fingerprint) if query.cursor is not None else None
+    after = None
+    if query.cursor is not None:
+        after = decode_cursor(query.cursor, fingerprint, sort.field, cursor_key)
     return PreparedSearch(
         filters=query.filters,
         needle=needle,
@@ -168,6 +214,7 @@ def prepare(query: MovieQuery) -> PreparedSearch:
         offset=query.offset,
         after=after,
         fingerprint=fingerprint,
+        cursor_key=cursor_key,
     )
 
 
@@ -199,7 +246,7 @@ def page_of(search: PreparedSearch, films: list[MovieSummary], total: int) -> Mo
     if more and films:
         last = films[-1]
         value = cursor_value(search.sort.field, getattr(last, search.sort.field))
-        next_cursor = encode_cursor(last.id, value, search.fingerprint)
+        next_cursor = encode_cursor(last.id, value, search.fingerprint, search.cursor_key)
     return MovieList(
         items=films,
         total=total,

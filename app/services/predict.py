@@ -227,7 +227,10 @@ def list_models(registry: ModelRegistry | None) -> ModelList:
     return ModelList(models=out)
 
 
-def model_detail(registry: ModelRegistry | None, name: str) -> ModelDetail:
+def model_detail(
+    registry: ModelRegistry | None, name: str, *, internals: bool = False
+) -> ModelDetail:
+    """The model's detail; `internals` (admins) adds what the card keeps from others."""
     _known(name)
     reg = _registry(registry)
     model = _model(reg, name)
@@ -242,7 +245,7 @@ def model_detail(registry: ModelRegistry | None, name: str) -> ModelDetail:
         loaded_at=model.loaded_at.isoformat(),
         fast_path=model.fast_scorer is not None,
         versions=reg.versions(name),
-        card=model.card,
+        card=model.card if internals else model.card.without_internals(),
         monitoring=reg.monitor.snapshot(name, reference),
     )
 
