@@ -42,7 +42,7 @@ test: install  ## the whole suite against a real local FerretDB
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app training
+	$(BIN)/mypy app training tests bench
 
 format: install
 	$(BIN)/ruff format .

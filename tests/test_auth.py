@@ -426,7 +426,7 @@ def test_production_refuses_short_admin_key() -> None:
 @pytest.mark.parametrize("secret", ["dev-secret", "change-me", " Dev-Secret ", "supersecret"])
 def test_placeholder_jwt_secret_is_refused_outside_tests(app_env: str, secret: str) -> None:
     with pytest.raises(ValidationError, match="JWT_SECRET"):
-        Settings(app_env=app_env, jwt_secret=secret)  # type: ignore[arg-type]
+        Settings(app_env=app_env, jwt_secret=secret)
     assert Settings(app_env="test", jwt_secret=secret).jwt_secret == secret
 
 

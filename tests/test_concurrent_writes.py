@@ -82,7 +82,7 @@ async def test_inserts_during_a_rewrite_are_not_lost(
     await upsert_movies(db, films(range(1, 101), "old"))
     rewritten = range(1, 2 * REWRITE_THRESHOLD + 1)  # > REWRITE_THRESHOLD changed: a rewrite
     copied = asyncio.Event()
-    real_ensure_indexes = movies_store.ensure_indexes
+    real_ensure_indexes = ensure_indexes
 
     async def slow_indexes(database: AsyncDatabase[Document], targets: Any = None) -> None:
         if targets == {STAGING: MOVIES}:  # the copy is done, the swap comes next

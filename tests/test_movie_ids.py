@@ -144,7 +144,7 @@ async def test_migration_interrupted_before_or_during_the_swap_is_finished(
     expected = {d["id"]: d for d in docs}
 
     # Killed after the copy, before the marker: `movies` is untouched, the rerun redoes it.
-    real_ensure = movies_store.ensure_indexes
+    real_ensure = ensure_indexes
 
     async def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("killed")

@@ -133,7 +133,7 @@ def test_mlflow_run_and_registered_model(run: tuple[Path, Path, list[TrainedMode
     _, mlruns, trained = run
     for t in trained:
         info = t.card.mlflow
-        assert info is not None
+        assert info is not None and info.tracking_uri is not None
         assert info.tracking_uri.startswith("sqlite:///") and str(mlruns) in info.tracking_uri
         client = MlflowClient(tracking_uri=info.tracking_uri)
         mlrun = client.get_run(info.run_id)
