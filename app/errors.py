@@ -9,28 +9,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from pymongo.errors import ConnectionFailure, PyMongoError, ServerSelectionTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.observability import DB_ERRORS
+from app.problems import PROBLEM_JSON, Problem, problem_body
 
 log = logging.getLogger("app.errors")
-PROBLEM_JSON = "application/problem+json"
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details."""
-
-    type: str = Field(default="about:blank", examples=["about:blank"])
-    title: str = Field(examples=["Not Found"])
-    status: int = Field(examples=[404])
-    detail: str | None = Field(default=None, examples=["movie 42 not found"])
-    instance: str | None = None
-    errors: list[dict[str, Any]] | None = Field(
-        default=None, description="Per-field validation errors (422 only)"
-    )
-    request_id: str | None = None
 
 
 class DomainError(Exception):
@@ -75,16 +60,16 @@ def problem_response(
     errors: list[dict[str, Any]] | None = None,
 ) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None) if request is not None else None
-    body = Problem(
-        title=title or HTTPStatus(status).phrase,
-        status=status,
-        detail=detail,
+    body = problem_body(
+        status,
+        detail,
+        title=title,
         instance=request.url.path if request is not None else None,
         errors=errors,
         request_id=request_id,
     )
     return JSONResponse(
-        body.model_dump(exclude_none=True),
+        body,
         status_code=status,
         media_type=PROBLEM_JSON,
         headers=headers,

@@ -24,7 +24,6 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -40,7 +39,8 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-PROBLEM_JSON = "application/problem+json"
+from app.problems import PROBLEM_JSON, problem_body
+
 REQUEST_ID_HEADER = "X-Request-ID"
 # Accept a caller's id only when it is short and plain, so it cannot inject into logs.
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -160,15 +160,7 @@ async def send_problem(
 ) -> None:
     """Answer with an RFC 9457 body from middleware, where no `Request`/handler exists yet."""
     request_id = scope.get("state", {}).get("request_id")
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "instance": scope.get("path"),
-    }
-    if request_id:
-        body["request_id"] = request_id
+    body = problem_body(status, detail, instance=scope.get("path"), request_id=request_id)
     payload = orjson.dumps(body)
     raw_headers = [
         (b"content-type", PROBLEM_JSON.encode()),

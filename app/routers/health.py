@@ -7,7 +7,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.deps import State
-from app.errors import PROBLEM_JSON, problem_responses
+from app.errors import problem_responses
+from app.problems import PROBLEM_JSON, problem_body
 from app.security import is_admin
 from app.services.health import public_check, readiness
 
@@ -51,14 +52,7 @@ async def ready(request: Request, state: State) -> JSONResponse:
         return JSONResponse(Readiness(status="ready", checks=checks).model_dump())
     failing = ", ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")
     # Problem details (the one error shape) extended with the per-dependency checks.
-    body = {
-        "type": "about:blank",
-        "title": "Service Unavailable",
-        "status": 503,
-        "detail": f"not ready ({failing})",
-        "status_text": "not ready",
-        "checks": checks,
-    }
+    body = problem_body(503, f"not ready ({failing})", status_text="not ready", checks=checks)
     return JSONResponse(
         body, status_code=503, media_type=PROBLEM_JSON, headers={"Retry-After": "5"}
     )
