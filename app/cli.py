@@ -434,6 +434,14 @@ def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     workers: Annotated[int, typer.Option()] = 1,
+    worker_healthcheck_timeout: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --workers: seconds a worker may take to answer the supervisor's ping "
+            "(including its start) before it is killed and replaced",
+        ),
+    ] = 60,
 ) -> None:
     """Run the HTTP service (starts the local database when MONGODB_URI is unset)."""
     import uvicorn
@@ -445,6 +453,10 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        # uvicorn's 5 s default counts from spawn: re-importing this CLI in each new worker
+        # takes longer than that on a busy machine, and workers were killed and respawned
+        # forever without ever serving.
+        timeout_worker_healthcheck=worker_healthcheck_timeout,
         log_level=os.environ.get("LOG_LEVEL", "info").lower(),
         # The app writes one JSON access line per request (app.observability).
         access_log=False,
