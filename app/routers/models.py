@@ -8,6 +8,7 @@ from app.deps import State
 from app.errors import problem_responses
 from app.ml.registry import get_registry
 from app.models.predict import ActivateRequest, ActivationResult, ModelDetail, ModelList
+from app.security import CurrentPrincipal
 from app.services import predict as service
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -43,9 +44,9 @@ async def get_model(name: str, state: State) -> ModelDetail:
     response_model=ActivationResult,
     responses=problem_responses(404, 409, 500, 503),
 )
-async def reload_model(name: str, state: State) -> ActivationResult:
-    """Re-read `ACTIVE` and swap atomically; a bad artifact is refused (409), old one serves."""
-    return await service.reload_model(get_registry(state), name)
+async def reload_model(name: str, state: State, principal: CurrentPrincipal) -> ActivationResult:
+    """Serve the version `ACTIVE` names in every process; a bad artifact is refused (409)."""
+    return await service.reload_model(get_registry(state), name, str(principal))
 
 
 @admin_router.post(
@@ -54,6 +55,8 @@ async def reload_model(name: str, state: State) -> ActivationResult:
     response_model=ActivationResult,
     responses=problem_responses(404, 409, 422, 500, 503),
 )
-async def activate_model(name: str, body: ActivateRequest, state: State) -> ActivationResult:
-    """Serve the given version and make it the active one; a bad artifact is refused (409)."""
-    return await service.activate_model(get_registry(state), name, body.version)
+async def activate_model(
+    name: str, body: ActivateRequest, state: State, principal: CurrentPrincipal
+) -> ActivationResult:
+    """Serve the given version in every process; a bad artifact is refused (409)."""
+    return await service.activate_model(get_registry(state), name, body.version, str(principal))
