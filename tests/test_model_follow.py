@@ -1,6 +1,6 @@
 """One model version everywhere, in process: registries sharing one database (as workers and
 replicas do) follow each other's activations; a version one cannot load is reported, never
-raised; a refused or unrecordable activation changes nothing.
+raised; a refused or unrecordable activation changes nothing; training records its versions.
 The same over real HTTP with two worker processes: tests/test_workers_http.py."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from app.services import model_versions
 from app.settings import Settings
 from app.state import AppState
 from tests.ml_support import copy_artifacts, versions
+from training.cli import record_activations
 
 SWITCH_LIMIT_S = 2.0  # every process serves a new activation within this
 BROKEN = "29990101T000000Z"
@@ -146,3 +147,21 @@ async def test_an_activation_refused_or_not_recorded_changes_nothing(
         assert _serving(cut_off, "hit") == new and artifacts.read_active(root, "hit") == new
     finally:
         await dead.close()
+
+
+async def test_training_records_its_activation_for_running_services(
+    root: Path, db: AsyncDatabase[Document], settings: Settings
+) -> None:
+    old, _ = versions(root, "revenue")
+    said: list[str] = []
+    ok = await asyncio.to_thread(record_activations, settings, [("revenue", old)], said.append)
+    assert ok, said
+    record = await model_versions.read(db, "revenue")
+    assert record is not None and record.version == old and record.source == "training"
+    unreachable = settings.model_copy(
+        update={"mongodb_uri": f"mongodb://127.0.0.1:{free_port()}/", "mongodb_timeout_ms": 300}
+    )
+    assert not await asyncio.to_thread(
+        record_activations, unreachable, [("revenue", old)], said.append
+    )
+    assert "reload" in said[-1]
