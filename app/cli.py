@@ -23,8 +23,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from app.db import local_server, make_client, mongodb_uri
-from app.localdb import LocalDbError
+from app.db import local_server, make_client, managed_local_server, mongodb_uri
+from app.localdb import LocalDbError, LocalServer
 from app.services.credentials import Role
 from app.settings import Settings, get_settings
 
@@ -57,9 +57,9 @@ def _run(factory: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
 
 def ensure_local_db(settings: Settings) -> None:
     """Start the embedded database unless `MONGODB_URI` points elsewhere."""
-    if settings.mongodb_uri:
+    server = managed_local_server(settings)
+    if server is None:
         return
-    server = local_server(settings)
     try:
         if server.start():
             console.print(f"[dim]started local database at {server.uri}[/dim]")
@@ -100,14 +100,24 @@ def print_summary(title: str, counts: dict[str, int]) -> None:
 # --- db -----------------------------------------------------------------------------------
 
 
+def _managed_or_exit(settings: Settings, command: str) -> LocalServer:
+    """The local server `command` acts on; a remote MONGODB_URI ends with exit 1, so that a
+    script restarting "the database" never believes it did."""
+    server = managed_local_server(settings)
+    if server is None:
+        console.print(
+            f"[red]MONGODB_URI ({mongodb_uri(settings)}) is not the local database "
+            f"({local_server(settings).uri}); `db {command}` manages only the local one[/red]",
+            soft_wrap=True,  # one line, whatever the terminal width: scripts grep it
+        )
+        raise typer.Exit(1)
+    return server
+
+
 @db_app.command("start")
 def db_start() -> None:
-    """Start the local database (idempotent)."""
-    settings = get_settings()
-    if settings.mongodb_uri:
-        console.print("MONGODB_URI is set; no local database is managed")
-        return
-    server = local_server(settings)
+    """Start the local database (idempotent); exit 1 when MONGODB_URI names another server."""
+    server = _managed_or_exit(get_settings(), "start")
     try:
         started = server.start()
     except LocalDbError as exc:
@@ -118,19 +128,20 @@ def db_start() -> None:
 
 @db_app.command("stop")
 def db_stop() -> None:
-    """Stop the local database (idempotent)."""
-    server = local_server(get_settings())
+    """Stop the local database (idempotent); exit 1 when MONGODB_URI names another server."""
+    server = _managed_or_exit(get_settings(), "stop")
     console.print("stopped" if server.stop() else "not running")
 
 
 @db_app.command("status")
 def db_status() -> None:
-    """Say whether the local database runs; exit 1 when it does not."""
+    """Say whether the local database runs (exit 1 when it does not); a remote MONGODB_URI
+    is reported as `external: URI` with exit 0, as nothing here could start it."""
     settings = get_settings()
-    if settings.mongodb_uri:
+    server = managed_local_server(settings)
+    if server is None:
         print(f"external: {mongodb_uri(settings)}")
         return
-    server = local_server(settings)
     pid = server.pid()
     if pid is None:
         print(f"stopped (data in {server.directory})")
@@ -423,6 +434,14 @@ def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     workers: Annotated[int, typer.Option()] = 1,
+    worker_healthcheck_timeout: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --workers: seconds a worker may take to answer the supervisor's ping "
+            "(including its start) before it is killed and replaced",
+        ),
+    ] = 60,
 ) -> None:
     """Run the HTTP service (starts the local database when MONGODB_URI is unset)."""
     import uvicorn
@@ -434,6 +453,10 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        # uvicorn's 5 s default counts from spawn: re-importing this CLI in each new worker
+        # takes longer than that on a busy machine, and workers were killed and respawned
+        # forever without ever serving.
+        timeout_worker_healthcheck=worker_healthcheck_timeout,
         log_level=os.environ.get("LOG_LEVEL", "info").lower(),
         # The app writes one JSON access line per request (app.observability).
         access_log=False,

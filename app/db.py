@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument, uri_parser
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from app.localdb import LocalServer
 from app.settings import Settings
@@ -27,6 +29,34 @@ def movie_key(movie_id: int) -> str:
 
 def local_server(settings: Settings) -> LocalServer:
     return LocalServer(directory=settings.local_db_dir.resolve(), port=settings.local_db_port)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def managed_local_server(settings: Settings) -> LocalServer | None:
+    """The embedded server when the service uses it: `MONGODB_URI` unset, or naming that
+    server itself (one loopback host on `LOCAL_DB_PORT`, as `db uri` prints). None for any
+    other server, which this project neither starts nor stops."""
+    server = local_server(settings)
+    uri = settings.mongodb_uri
+    if not uri:
+        return server
+    if not uri.startswith("mongodb://"):
+        return None  # mongodb+srv:// (a DNS lookup away) is never the local server
+    try:
+        nodes = uri_parser.parse_uri(uri)["nodelist"]
+    except (PyMongoError, ValueError):
+        return None
+    if len(nodes) == 1 and _loopback(nodes[0][0]) and nodes[0][1] == server.port:
+        return server
+    return None
 
 
 def mongodb_uri(settings: Settings) -> str:

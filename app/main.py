@@ -65,15 +65,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         analytics_engine = AnalyticsEngine(db, settings.snapshot_check_seconds)
         analytics_engine.start()
         state.extras[ENGINE_KEY] = analytics_engine
-        # Models: load the active version of each; /ready names any that cannot serve.
+        # Models: load the active version of each, then follow the database's choice of version;
+        # /ready names any that cannot serve.
         from app.ml.registry import startup as start_model_registry
 
-        await start_model_registry(state)
+        model_registry = await start_model_registry(state)
         # --- end feature startup ---
         try:
             yield
         finally:
             # --- feature shutdown ---
+            await model_registry.close()
             await analytics_engine.close()
             # --- end feature shutdown ---
             app.state.login_guard.close()

@@ -83,6 +83,17 @@ SNAPSHOT_REBUILD_SECONDS = Histogram(
     "Time spent rebuilding the analytics snapshot.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+MODEL_BEHIND = Gauge(
+    "model_version_behind",
+    "1 while this process serves another version than the database names for the model "
+    "(it cannot load that one; see /ready).",
+    ["model"],
+)
+MODEL_FOLLOW_FAILURES = Counter(
+    "model_version_follow_failures_total",
+    "Attempts to load the version the database names that failed in this process.",
+    ["model"],
+)
 DB_ERRORS = Counter(
     "database_errors_total",
     "Requests that failed because the database was unavailable, by exception class.",

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     max_batch_size: int = Field(default=1000, ge=1)
     snapshot_check_seconds: float = Field(default=1.0, ge=0)
+    # How often each process checks the database for another active model version.
+    model_check_seconds: float = Field(default=1.0, gt=0)
     # Where `/v1/movies` runs: `auto` = the database on MongoDB, the analytics snapshot on
     # FerretDB (which cannot use indexes for it).
     movie_search: Literal["auto", "database", "snapshot"] = "auto"

@@ -4,16 +4,21 @@ database (or a CSV), writes versioned artifacts and activates them."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import socket
 import sys
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from app.settings import get_settings
+from app.settings import Settings, get_settings
+
+Say = Callable[[str], None]
 
 
 class SplitChoice(StrEnum):
@@ -109,6 +114,11 @@ def train_command(
     except ValueError as exc:
         say(f"training failed: {exc}")
         raise typer.Exit(1) from exc
+    if activate and trained:
+        if artifacts_dir is None or artifacts_dir.resolve() == settings.artifacts_dir.resolve():
+            record_activations(settings, [(t.name, t.version) for t in trained], say)
+        else:
+            say("not recorded as active in the database: --artifacts-dir is not ARTIFACTS_DIR")
     say(f"done in {time.perf_counter() - started:.1f}s")
     if as_json:
         print(
@@ -127,6 +137,45 @@ def train_command(
                 indent=2,
             )
         )
+
+
+def record_activations(settings: Settings, active: list[tuple[str, str]], say: Say) -> bool:
+    """Record newly activated versions in the database, which running services follow within
+    seconds (ACTIVE alone would only reach processes started later). A database out of reach
+    is no failure of the training: the message says how to roll the versions out later."""
+    from pymongo.errors import PyMongoError
+
+    from app.db import make_client
+    from app.services import model_versions
+
+    by = f"training ({_user()}@{socket.gethostname()})"
+
+    async def go() -> None:
+        client = make_client(settings)
+        try:
+            db = client[settings.mongodb_db]
+            for name, version in active:
+                await model_versions.record(db, name, version, by, "training")
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(go())
+    except PyMongoError as exc:
+        say(
+            f"not recorded as active in the database ({exc.__class__.__name__}): running "
+            "services keep their versions; roll out with POST /v1/models/<name>/reload"
+        )
+        return False
+    say("recorded as active in the database: running services switch within seconds")
+    return True
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers with an arbitrary uid)
+        return "unknown"
 
 
 def main() -> None:

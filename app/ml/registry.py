@@ -1,14 +1,21 @@
 """The model registry: which version of each model serves, loaded once and swapped atomically.
 
-- Startup loads the active version of every model (`ARTIFACTS_DIR/<model>/ACTIVE`, else the
-  newest complete version). A model that cannot load is reported by `/ready`, never as a 500
-  on a later request.
-- `reload` re-reads the active pointer; `activate` serves a given version and moves the
-  pointer. Both build and check the new model completely *before* the swap: the card must
-  validate, the file must match the card's sha256 (a truncated or corrupt file never reaches
-  the unpickler), the feature schema and scikit-learn version must match this code, and the
-  pipeline must score sample films to finite numbers. Any failure raises `ArtifactError` and
-  the old model keeps serving.
+- The active version of each model lives in the database (`app.services.model_versions`), so
+  that every worker and replica serves the same one. `ARTIFACTS_DIR/<model>/ACTIVE` (else the
+  newest complete version) is the fallback and seeds the database when it holds nothing.
+- Startup loads the version the database names (the file's when the database has none or is
+  unreachable). A model that cannot load is reported by `/ready`, never as a 500 on a later
+  request.
+- `activate` serves a given version; `reload` serves the one `ACTIVE` names. Both build and
+  check the new model completely *before* anything changes: the card must validate, the file
+  must match the card's sha256 (a truncated or corrupt file never reaches the unpickler), the
+  feature schema and scikit-learn version must match this code, and the pipeline must score
+  sample films to finite numbers. Any failure raises `ArtifactError` and the old model keeps
+  serving. Only then is the version recorded in the database (and `ACTIVE`), then swapped in.
+- Every process checks the database every `MODEL_CHECK_SECONDS` (one small query) and loads
+  a version recorded elsewhere. One it cannot load leaves it serving its current version and
+  reporting the gap (`/ready`, log, `model_version_behind`), retried on the next activation or
+  after `FOLLOW_RETRY_SECONDS`.
 - The swap is one reference assignment. A request takes the `LoadedModel` once at its start
   and uses only that object, so in-flight requests finish on the model they started with.
 
@@ -18,8 +25,12 @@ Artifacts are pickles: only load them from a directory you control (ARTIFACTS_DI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import socket
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,15 +43,21 @@ import joblib
 import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 from sklearn.pipeline import Pipeline
 
+from app.db import Document
 from app.ml import artifacts
 from app.ml.card import ModelCard
 from app.ml.explain import GroupOcclusion
 from app.ml.fastpath import Scorer, compile_tail, pipeline_scorer, verified
 from app.ml.features import FEATURE_SCHEMA_VERSION, FilmFeatures, film_record
 from app.ml.monitoring import PredictionMonitor
+from app.observability import MODEL_BEHIND, MODEL_FOLLOW_FAILURES
+from app.services import model_versions
 from app.services.health import EXTRA_CHECKS
+from app.services.model_versions import ActiveRecord
 from app.state import AppState
 
 log = logging.getLogger("app.ml.registry")
@@ -50,6 +67,9 @@ REGISTRY_KEY = "models"
 # Up to this many rows the compiled scorer wins (1 film: ~0.1 ms against ~3-10 ms; 64:
 # ~2 ms against ~6-11 ms); from ~500 rows scikit-learn's own per-tree loop is as fast.
 FAST_MAX_ROWS = 256
+# A version the database names but this process cannot load is tried again after this long
+# (a missing file may be synced meanwhile); a new activation, even of it, is tried at once.
+FOLLOW_RETRY_SECONDS = 30.0
 
 # Films that exercise every branch of the feature code: fully described, bare, undated,
 # unknown budget. Used to check a freshly loaded artifact before it may serve.
@@ -218,16 +238,41 @@ def _assemble(
     )
 
 
-class ModelRegistry:
-    """The active `LoadedModel` per name, plus why a model is missing when it is."""
+@dataclass(frozen=True, slots=True)
+class FollowFailure:
+    """The database names a version this process cannot load; it keeps serving its own."""
 
-    def __init__(self, root: Path, names: Sequence[str] = artifacts.MODEL_NAMES) -> None:
+    record: ActiveRecord
+    reason: str
+    at: float  # time.monotonic()
+
+
+class ModelRegistry:
+    """The active `LoadedModel` per name, plus why a model is missing when it is.
+
+    Without `db` (tests, tools) the `ACTIVE` files alone say what serves, as before the
+    database kept it.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        names: Sequence[str] = artifacts.MODEL_NAMES,
+        db: AsyncDatabase[Document] | None = None,
+        check_seconds: float = 1.0,
+    ) -> None:
         self.root = root
         self.names = tuple(names)
         self.monitor = PredictionMonitor()
+        self._db = db
+        self._check_seconds = check_seconds
         self._models: dict[str, LoadedModel] = {}
         self._problems: dict[str, str] = {}
-        self._lock = asyncio.Lock()  # one reload/activate at a time; reads never wait
+        self._records: dict[str, ActiveRecord] = {}  # as last read from the database
+        self._failures: dict[str, FollowFailure] = {}
+        self._lock = asyncio.Lock()  # one load/activation at a time; reads never wait
+        self._follower: asyncio.Task[None] | None = None
+        self._check_failing = False
 
     def get(self, name: str) -> LoadedModel | None:
         return self._models.get(name)
@@ -235,52 +280,197 @@ class ModelRegistry:
     def problem(self, name: str) -> str | None:
         return self._problems.get(name)
 
+    def record(self, name: str) -> ActiveRecord | None:
+        """The database's active version of `name`, as this process last read it."""
+        return self._records.get(name)
+
+    def behind(self, name: str, *, reason: bool = True) -> str | None:
+        """Why this process serves another version than the database names, if it does;
+        `reason=False` leaves out the load error (it may name paths) for non-admins."""
+        failure = self._failures.get(name)
+        if failure is None:
+            return None
+        current = self._models.get(name)
+        rec = failure.record
+        return (
+            f"serving {current.version if current else 'nothing'}, but the database names "
+            f"{rec.version} (by {rec.activated_by} at {rec.activated_at:%Y-%m-%dT%H:%M:%SZ}), "
+            f"which cannot load here" + (f": {failure.reason}" if reason else "")
+        )
+
     def versions(self, name: str) -> list[str]:
         return artifacts.list_versions(self.root, name)
 
     async def load_all(self) -> None:
-        """Startup: load what can be loaded, remember why the rest cannot."""
-        for name in self.names:
+        """Startup: load what the database (else `ACTIVE`) names; remember why not when not."""
+        records: dict[str, ActiveRecord] | None = None
+        if self._db is not None:
             try:
-                await self.reload(name)
-            except ArtifactError as exc:
-                log.warning("model %s not loaded: %s", name, exc)
+                records = await model_versions.read_all(self._db, self.names)
+            except PyMongoError as exc:
+                # Serve the files' versions now; the follower catches up once the database is back.
+                log.warning("model versions unreadable at startup: %s", exc.__class__.__name__)
+        for name in self.names:
+            async with self._lock:
+                rec = (records or {}).get(name)
+                if rec is not None:
+                    await self._follow(name, rec)
+                if name in self._models:
+                    continue
+                version = artifacts.read_active(self.root, name)
+                if version is None:
+                    # Keep the reason the database's version failed, when it did.
+                    self._problems.setdefault(name, self._nothing_trained(name))
+                    log.warning("model %s not loaded: %s", name, self._problems[name])
+                elif rec is None or version != rec.version:  # the fallback, unless just failed
+                    try:
+                        self._swap(await self._load(name, version))
+                    except ArtifactError as exc:
+                        log.warning("model %s not loaded: %s", name, exc)
+        if records is not None:
+            with contextlib.suppress(PyMongoError):  # the follower retries
+                await self.follow()  # records the files' versions where the database had none
 
-    async def reload(self, name: str) -> LoadedModel:
-        """Serve the version `ACTIVE` names (re-read from disk)."""
+    async def reload(self, name: str, by: str = "unknown") -> LoadedModel:
+        """Serve the version `ACTIVE` names (re-read from disk) everywhere."""
         async with self._lock:
             version = artifacts.read_active(self.root, name)
             if version is None:
-                message = f"no trained version under {self.root / name} (run tmdb-analytics train)"
+                message = self._nothing_trained(name)
                 if name not in self._models:
                     self._problems[name] = message
                 raise ArtifactError(message)
-            return await self._load_and_swap(name, version, move_pointer=False)
+            return await self._activate(name, version, by, "reload", write_file=False)
 
-    async def activate(self, name: str, version: str) -> LoadedModel:
-        """Serve `version` and make it the one later startups load."""
+    async def activate(self, name: str, version: str, by: str = "unknown") -> LoadedModel:
+        """Serve `version` everywhere and make it the one later startups load."""
         async with self._lock:
-            return await self._load_and_swap(name, version, move_pointer=True)
+            return await self._activate(name, version, by, "activate", write_file=True)
 
-    async def _load_and_swap(self, name: str, version: str, move_pointer: bool) -> LoadedModel:
+    async def _activate(
+        self, name: str, version: str, by: str, source: str, write_file: bool
+    ) -> LoadedModel:
+        model = await self._load(name, version)  # refused here: nothing has changed
+        if self._db is not None:
+            # Raises when the database is unreachable: still nothing changed anywhere.
+            self._records[name] = await model_versions.record(self._db, name, version, by, source)
+        if write_file:
+            try:
+                await asyncio.to_thread(artifacts.write_active, self.root, name, version)
+            except OSError as exc:  # only the fallback; the database already holds the truth
+                if self._db is None:
+                    raise
+                log.warning("model %s: could not write %s: %s", name, artifacts.ACTIVE_FILE, exc)
+        self._swap(model)
+        self._caught_up(name)
+        return model
+
+    async def follow(self) -> None:
+        """One check: serve what the database names, recording what serves where it names
+        nothing yet. Raises `PyMongoError` when the database does not answer."""
+        if self._db is None:
+            return
+        records = await model_versions.read_all(self._db, self.names)
+        for name in self.names:
+            if not self._wants(name, records.get(name)):
+                continue
+            async with self._lock:
+                # Re-read under the lock: an activation in this process may have just
+                # overtaken what the first read saw.
+                rec = await model_versions.read(self._db, name)
+                if rec is None:
+                    current = self._models.get(name)
+                    if current is None:
+                        continue
+                    rec = await model_versions.seed(self._db, name, current.version, _process())
+                await self._follow(name, rec)
+
+    def _wants(self, name: str, rec: ActiveRecord | None) -> bool:
+        if rec is None:
+            return name in self._models  # to seed the database
+        current = self._models.get(name)
+        failure = self._failures.get(name)
+        if current is not None and current.version == rec.version:
+            return failure is not None or self._records.get(name) != rec
+        if failure is not None and failure.record == rec:
+            return time.monotonic() - failure.at >= FOLLOW_RETRY_SECONDS
+        return True
+
+    async def _follow(self, name: str, rec: ActiveRecord) -> None:
+        """Serve `rec`'s version (under the lock); one that cannot load is reported, never
+        raised: this process keeps serving what it has."""
+        self._records[name] = rec
+        current = self._models.get(name)
+        if current is None or current.version != rec.version:
+            try:
+                self._swap(await self._load(name, rec.version))
+            except ArtifactError as exc:
+                self._failures[name] = FollowFailure(rec, str(exc), time.monotonic())
+                MODEL_FOLLOW_FAILURES.labels(name).inc()
+                MODEL_BEHIND.labels(name).set(1)
+                log.warning("model %s: %s", name, self.behind(name))
+                return
+        self._caught_up(name)
+
+    def _caught_up(self, name: str) -> None:
+        if self._failures.pop(name, None) is not None:
+            log.info("model %s: serving the version the database names again", name)
+        MODEL_BEHIND.labels(name).set(0)
+
+    def _nothing_trained(self, name: str) -> str:
+        return f"no trained version under {self.root / name} (run tmdb-analytics train)"
+
+    async def _load(self, name: str, version: str) -> LoadedModel:
         try:
-            model = await asyncio.to_thread(load_version, self.root, name, version)
+            return await asyncio.to_thread(load_version, self.root, name, version)
         except ArtifactError as exc:
             if name not in self._models:
                 self._problems[name] = str(exc)
             raise
-        if move_pointer:
-            await asyncio.to_thread(artifacts.write_active, self.root, name, version)
-        previous = self._models.get(name)
-        self._models[name] = model  # the atomic swap
-        self._problems.pop(name, None)
+
+    def _swap(self, model: LoadedModel) -> None:
+        previous = self._models.get(model.name)
+        self._models[model.name] = model  # the atomic swap
+        self._problems.pop(model.name, None)
         log.info(
             "model %s: serving %s (was %s)",
-            name,
-            version,
+            model.name,
+            model.version,
             previous.version if previous else "nothing",
         )
-        return model
+
+    def start_following(self) -> None:
+        """Check the database every `check_seconds` in the background (no-op without one)."""
+        if self._db is not None and self._follower is None:
+            self._follower = asyncio.create_task(self._follow_loop())
+
+    async def _follow_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._check_seconds)
+            try:
+                await self.follow()
+            except PyMongoError as exc:
+                if not self._check_failing:  # once per outage, not once a second
+                    log.warning("model version check failed: %s", exc.__class__.__name__)
+                self._check_failing = True
+                continue
+            except Exception:  # the loop must outlive any surprise; the next check retries
+                log.exception("model version check failed")
+                continue
+            if self._check_failing:
+                log.info("model version check works again")
+                self._check_failing = False
+
+    async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+            self._follower = None
+
+
+def _process() -> str:
+    """Who seeded the database from its ACTIVE file, for the record."""
+    return f"{socket.gethostname()} pid {os.getpid()}"
 
 
 def get_registry(state: AppState) -> ModelRegistry | None:
@@ -289,9 +479,13 @@ def get_registry(state: AppState) -> ModelRegistry | None:
 
 
 async def startup(state: AppState) -> ModelRegistry:
-    """Called from the app lifespan."""
-    registry = ModelRegistry(state.settings.artifacts_dir)
+    """Called from the app lifespan (which calls `close` on shutdown)."""
+    settings = state.settings
+    registry = ModelRegistry(
+        settings.artifacts_dir, db=state.db, check_seconds=settings.model_check_seconds
+    )
     await registry.load_all()
+    registry.start_following()
     state.extras[REGISTRY_KEY] = registry
     return registry
 
@@ -301,10 +495,14 @@ async def models_check(state: AppState) -> str:
     registry = get_registry(state)
     if registry is None:
         return "not ready: model registry not started"
+    # A process serving another version than the database names is not ready either: it
+    # would answer with a version the others no longer use.
     missing = [
         f"{n}: {registry.problem(n) or 'not loaded'}"
-        for n in registry.names
         if registry.get(n) is None
+        else f"{n}: {registry.behind(n)}"
+        for n in registry.names
+        if registry.get(n) is None or registry.behind(n)
     ]
     return "ok" if not missing else "not ready: " + "; ".join(missing)
 

@@ -233,21 +233,44 @@ class ModelSummary(BaseModel):
     created_at: str | None = None
     metrics: dict[str, Any] | None = None
     versions: list[str] = Field(default_factory=list, description="Versions on disk, oldest first")
-    problem: str | None = None
+    problem: str | None = Field(
+        default=None,
+        description="Why the model is unavailable, or why this process serves another "
+        "version than the database names",
+    )
 
 
 class ModelList(BaseModel):
     models: list[ModelSummary]
 
 
+class ActivationInfo(BaseModel):
+    version: str = Field(examples=["20250101T120000Z"])
+    activated_by: str = Field(examples=["key:1a2b3c4d5e6f"])
+    activated_at: str
+    source: str = Field(
+        examples=["activate"],
+        description="activate/reload: the admin API; training: `tmdb-analytics train`; "
+        "seed: a first process's ACTIVE file",
+    )
+
+
 class ModelDetail(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     name: Literal["revenue", "hit"]
-    active_version: str
+    active_version: str = Field(description="The version this process serves")
     loaded_at: str
     fast_path: bool = Field(description="Small batches use the compiled scorer")
     versions: list[str]
+    activation: ActivationInfo | None = Field(
+        default=None,
+        description="The active version recorded in the database (every process follows it "
+        "within seconds), as this process last read it",
+    )
+    problem: str | None = Field(
+        default=None, description="Why this process serves another version than the database"
+    )
     card: ModelCard
     monitoring: dict[str, Any] = Field(
         description="Per version: requests, predictions, input feature and output summaries"

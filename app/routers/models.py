@@ -22,9 +22,10 @@ admin_router = APIRouter(prefix="/v1/models", tags=["models (admin)"])
     response_model=ModelList,
     responses=problem_responses(500, 503),
 )
-async def list_models(state: State) -> ModelList:
+async def list_models(state: State, principal: CurrentPrincipal) -> ModelList:
     """Each model with its active version and test metrics, or why it is unavailable."""
-    return service.list_models(get_registry(state))
+    internals = principal.role.includes(Role.admin)  # load errors may name paths
+    return service.list_models(get_registry(state), internals=internals)
 
 
 @router.get(
@@ -45,9 +46,9 @@ async def get_model(name: str, state: State, principal: CurrentPrincipal) -> Mod
     response_model=ActivationResult,
     responses=problem_responses(404, 409, 500, 503),
 )
-async def reload_model(name: str, state: State) -> ActivationResult:
-    """Re-read `ACTIVE` and swap atomically; a bad artifact is refused (409), old one serves."""
-    return await service.reload_model(get_registry(state), name)
+async def reload_model(name: str, state: State, principal: CurrentPrincipal) -> ActivationResult:
+    """Serve the version `ACTIVE` names in every process; a bad artifact is refused (409)."""
+    return await service.reload_model(get_registry(state), name, str(principal))
 
 
 @admin_router.post(
@@ -56,6 +57,8 @@ async def reload_model(name: str, state: State) -> ActivationResult:
     response_model=ActivationResult,
     responses=problem_responses(404, 409, 422, 500, 503),
 )
-async def activate_model(name: str, body: ActivateRequest, state: State) -> ActivationResult:
-    """Serve the given version and make it the active one; a bad artifact is refused (409)."""
-    return await service.activate_model(get_registry(state), name, body.version)
+async def activate_model(
+    name: str, body: ActivateRequest, state: State, principal: CurrentPrincipal
+) -> ActivationResult:
+    """Serve the given version in every process; a bad artifact is refused (409)."""
+    return await service.activate_model(get_registry(state), name, body.version, str(principal))

@@ -15,6 +15,7 @@ from app.ml.features import film_record
 from app.ml.monitoring import MONITORED_FEATURES, PredictionMonitor
 from app.ml.registry import ArtifactError, LoadedModel, ModelRegistry
 from app.models.predict import (
+    ActivationInfo,
     ActivationResult,
     Film,
     ModelDetail,
@@ -23,6 +24,7 @@ from app.models.predict import (
     PredictRequest,
 )
 from app.observability import PREDICTIONS
+from app.services.model_versions import ActiveRecord
 
 FloatMatrix = npt.NDArray[np.float64]
 FloatVector = npt.NDArray[np.float64]
@@ -198,7 +200,7 @@ def _registry(registry: ModelRegistry | None) -> ModelRegistry:
     return registry
 
 
-def list_models(registry: ModelRegistry | None) -> ModelList:
+def list_models(registry: ModelRegistry | None, *, internals: bool = False) -> ModelList:
     reg = _registry(registry)
     out = []
     for name in reg.names:
@@ -222,6 +224,7 @@ def list_models(registry: ModelRegistry | None) -> ModelList:
                 created_at=model.card.created_at.isoformat(),
                 metrics=model.card.metrics,
                 versions=reg.versions(name),
+                problem=reg.behind(name, reason=internals),
             )
         )
     return ModelList(models=out)
@@ -245,17 +248,30 @@ def model_detail(
         loaded_at=model.loaded_at.isoformat(),
         fast_path=model.fast_scorer is not None,
         versions=reg.versions(name),
+        activation=_activation(reg.record(name)),
+        problem=reg.behind(name, reason=internals),
         card=model.card if internals else model.card.without_internals(),
         monitoring=reg.monitor.snapshot(name, reference),
     )
 
 
-async def reload_model(registry: ModelRegistry | None, name: str) -> ActivationResult:
+def _activation(record: ActiveRecord | None) -> ActivationInfo | None:
+    if record is None:
+        return None
+    return ActivationInfo(
+        version=record.version,
+        activated_by=record.activated_by,
+        activated_at=record.activated_at.isoformat(),
+        source=record.source,
+    )
+
+
+async def reload_model(registry: ModelRegistry | None, name: str, by: str) -> ActivationResult:
     _known(name)
     reg = _registry(registry)
     previous = reg.get(name)
     try:
-        model = await reg.reload(name)
+        model = await reg.reload(name, by)
     except ArtifactError as exc:
         raise ArtifactRejectedError(f"{exc}; still serving {_serving(previous)}") from None
     return ActivationResult(
@@ -266,7 +282,7 @@ async def reload_model(registry: ModelRegistry | None, name: str) -> ActivationR
 
 
 async def activate_model(
-    registry: ModelRegistry | None, name: str, version: str
+    registry: ModelRegistry | None, name: str, version: str, by: str
 ) -> ActivationResult:
     _known(name)
     reg = _registry(registry)
@@ -274,7 +290,7 @@ async def activate_model(
         raise NotFoundError(f"model {name} has no version {version}")
     previous = reg.get(name)
     try:
-        model = await reg.activate(name, version)
+        model = await reg.activate(name, version, by)
     except ArtifactError as exc:
         raise ArtifactRejectedError(f"{exc}; still serving {_serving(previous)}") from None
     return ActivationResult(
