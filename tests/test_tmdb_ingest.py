@@ -169,6 +169,35 @@ async def test_404_is_skipped_and_bad_records_are_rejected_both_recorded(
     await assert_exactly_once(db, set(fake.films) - {103, 105, 108})
 
 
+async def test_blank_names_in_tmdb_records_are_dropped_not_stored(
+    db: AsyncDatabase[Document], serve: Any
+) -> None:
+    nbsp = "\u00a0"
+    films = catalogue({2003: 3})
+    film = films[1]
+    film["genres"].append({"id": 99, "name": " "})
+    film["keywords"]["keywords"].insert(0, {"id": 13091, "name": nbsp})
+    film["production_companies"].append({"id": 5, "logo_path": None, "name": nbsp})
+    film["spoken_languages"].append({"english_name": "No Language", "iso_639_1": "xx", "name": ""})
+    film["credits"]["cast"].insert(0, {"id": 1, "name": nbsp, "character": "?", "order": 0})
+    film["credits"]["crew"].append(
+        {"id": 2, "name": nbsp, "department": "Directing", "job": "Director"}
+    )
+    base_url = serve(FakeTmdb(films, rate_limit=None))
+    async with tmdb(base_url) as client:
+        summary = await ingest_tmdb(db, client)
+    assert (summary.inserted, summary.rejected) == (3, 0), summary.errors
+    doc = await db[MOVIES].find_one({"_id": movie_key(film["id"])})
+    assert doc is not None
+    assert doc["keywords"] == [k["name"] for k in film["keywords"]["keywords"][1:]]
+    assert doc["genres"] == [g["name"] for g in film["genres"][:-1]]
+    assert doc["production_companies"] == [film["production_companies"][0]["name"]]
+    assert doc["spoken_languages"] == ["en", "xx"]
+    assert nbsp not in [c["name"] for c in doc["cast"]] and len(doc["cast"]) == 4
+    assert {c["job"] for c in doc["crew"]} == {"Director", "Screenplay"}
+    assert all(c["name"].strip() for c in doc["crew"])
+
+
 async def test_max_movies_caps_a_run_and_the_next_one_continues(
     db: AsyncDatabase[Document], serve: Any
 ) -> None:
