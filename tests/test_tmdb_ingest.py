@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from app.db import INGEST_RUNS, MOVIES, Document, movie_key
 from app.services.tmdb_client import TmdbAuthError, TmdbClient
 from app.services.tmdb_ingest import IngestOptions, IngestProgress, ingest_tmdb
-from tests.fake_tmdb import TOKEN, FakeTmdb, catalogue
+from tests.fake_tmdb import TOKEN, FakeTmdb, catalogue, id_export, make_film, undated
 
 CLI = Path(sys.executable).parent / "tmdb-analytics"
 
@@ -87,7 +87,8 @@ async def test_full_ingest_pages_through_and_stores_each_film_once(
     async with tmdb(base_url) as client:
         summary = await ingest_tmdb(db, client, IngestOptions(batch_size=25))
     assert (summary.status, summary.inserted, summary.skipped_404) == ("done", 67, 0)
-    assert summary.requests == fake.stats["requests"] == 4 + 67  # 4 pages of 20 + details
+    # 4 pages of 20, the undated pass's first page in each order (no film without a date), details
+    assert summary.requests == fake.stats["requests"] == 4 + 2 + 67
     await assert_exactly_once(db, set(fake.films))
     doc = await db[MOVIES].find_one({"_id": movie_key(100)})
     assert doc is not None and doc["source"] == "tmdb-api"
@@ -95,7 +96,8 @@ async def test_full_ingest_pages_through_and_stores_each_film_once(
     assert doc["keywords"] == ["keyword 0", "keyword 1", "keyword 2"]
     run = await only_run(db)
     assert run["status"] == "done" and run["counts"]["inserted"] == 67
-    assert run["current"] is None and run["todo"] == [] and len(run["partitions_done"]) == 1
+    assert run["current"] is None and run["todo"] == []
+    assert run["partitions_done"] == [f"1870-01-01/{run['params']['last_day']}", "undated"]
 
     async with tmdb(base_url) as client:  # a finished run is not resumed: a new one starts
         again = await ingest_tmdb(db, client, IngestOptions(batch_size=25))
@@ -113,7 +115,7 @@ async def test_a_range_past_500_pages_is_split_until_each_part_fits(
         summary = await ingest_tmdb(db, client, IngestOptions(batch_size=200))
     assert summary.inserted == 523 and not summary.warnings
     assert fake.stats["400"] == 0 and max(fake.pages_seen) <= 500
-    parts = [p.split("/") for p in (await only_run(db))["partitions_done"]]
+    parts = [p.split("/") for p in (await only_run(db))["partitions_done"] if p != "undated"]
     assert not any(p[0] <= "2003-01-01" and p[1] >= "2003-12-31" for p in parts)  # 2003 split
     assert parts == sorted(parts) and parts[0][0] == "1870-01-01"  # in order, disjoint
     assert all(a[1] < b[0] for a, b in itertools.pairwise(parts))
@@ -245,6 +247,99 @@ async def test_incremental_refetches_changed_films_in_14_day_windows(
     ]
 
 
+# --- films without a release date: the undated pass and TMDB's daily id export ------------
+
+
+def crash_at(count: int) -> Any:
+    """A progress callback that fails once `count` films were fetched (after their batch was
+    written and checkpointed), as a crash mid-run would."""
+
+    def progress(p: IngestProgress) -> None:
+        if p.completed >= count:
+            raise RuntimeError("simulated crash")
+
+    return progress
+
+
+@pytest.mark.parametrize(
+    ("interruption", "undated_first"), [("max_movies", True), ("crashed", False)]
+)
+async def test_undated_films_are_stored_once_after_an_interrupted_run_and_a_rerun(
+    db: AsyncDatabase[Document], serve: Any, interruption: str, undated_first: bool
+) -> None:
+    films = catalogue({1999: 20, 2008: 15}) + undated(25, first_id=700)
+    fake = FakeTmdb(films, rate_limit=None, undated_first=undated_first)
+    base_url = serve(fake)
+    async with tmdb(base_url) as client:
+        if interruption == "max_movies":
+            first = await ingest_tmdb(db, client, IngestOptions(batch_size=10, max_movies=45))
+            assert (first.status, first.inserted) == ("paused", 45)
+        else:
+            with pytest.raises(RuntimeError):
+                await ingest_tmdb(db, client, IngestOptions(batch_size=10), crash_at(45))
+        run = await only_run(db)
+        assert run["current"]["range"] == "undated" and len(run["current"]["written"]) == 10
+        rerun = await ingest_tmdb(db, client, IngestOptions(batch_size=10))
+    assert (rerun.resumed, rerun.status, rerun.inserted) == (True, "done", 15)
+    await assert_exactly_once(db, set(fake.films))
+    assert set(fake.detail_hits.values()) == {1}  # listed again, never fetched again
+    assert await db[MOVIES].count_documents({"release_date": None}) == 25
+    run = await only_run(db)
+    assert run["partitions_done"][-1] == "undated" and run["todo"] == []
+
+
+async def test_the_undated_pass_stops_at_the_page_cap_and_points_to_the_ids_file(
+    db: AsyncDatabase[Document], serve: Any
+) -> None:
+    # 20 undated films, 5 per page, 2 pages at most: each end of the order gives 10 at best.
+    fake = FakeTmdb(
+        catalogue({2001: 3}) + undated(20, first_id=800), page_size=5, max_page=2, rate_limit=None
+    )
+    base_url = serve(fake)
+    async with tmdb(base_url) as client:
+        summary = await ingest_tmdb(db, client, IngestOptions(max_pages=2))
+    assert summary.status == "done" and summary.inserted == 3 + 17
+    assert fake.stats["400"] == 0
+    assert summary.warnings and all("--ids-file" in w for w in summary.warnings)
+
+
+async def test_ids_file_lists_every_film_and_resumes_after_a_crash(
+    db: AsyncDatabase[Document], serve: Any, tmp_path: Path
+) -> None:
+    adult = {**make_film(950, "2011-05-05"), "adult": True}
+    films = [*catalogue({2010: 12}), *undated(8, first_id=600), adult]
+    fake = FakeTmdb(films, rate_limit=None, missing={605})  # 605: deleted since the export
+    lines = ["not json", '{"adult":false,"original_title":"No id"}', "", '["a", "list"]']
+    path = id_export(tmp_path / "movie_ids_05_01_2026.json.gz", films, lines)
+    base_url = serve(fake)
+    options = IngestOptions(ids_file=path, batch_size=5, ids_per_partition=250)
+    async with tmdb(base_url) as client:
+        with pytest.raises(RuntimeError):
+            await ingest_tmdb(db, client, options, crash_at(10))
+        failed = await only_run(db)
+        assert failed["params"]["listing"] == "ids-file" and failed["status"] == "failed"
+        # A discover-listed ingest leaves the unfinished ids-file run alone, and vice versa.
+        other = await ingest_tmdb(db, client, IngestOptions(max_movies=1))
+        assert not other.resumed and other.run_id != failed["_id"]
+        rerun = await ingest_tmdb(db, client, options)
+    assert (rerun.resumed, rerun.run_id, rerun.status) == (True, failed["_id"], "done")
+    assert rerun.skipped_404 == 1
+    expected = {f["id"] for f in films} - {950, 605}
+    await assert_exactly_once(db, expected)
+    assert fake.detail_hits[950] == 0  # adult entries are left out, as discover does
+    assert sum(fake.detail_hits.values()) <= len(expected) + 1  # +1: the discover run's film
+    reported = [w for w in rerun.warnings if "movie_ids_05_01_2026.json.gz" in w]
+    assert [w.split(":")[0] for w in reported] == [
+        "movie_ids_05_01_2026.json.gz line 22",
+        "movie_ids_05_01_2026.json.gz line 23",
+        "movie_ids_05_01_2026.json.gz line 25",
+    ]
+    run = await db[INGEST_RUNS].find_one({"_id": failed["_id"]})
+    assert run is not None
+    # Up to the highest id listed (the adult 950 is not), the last range open-ended.
+    assert run["partitions_done"] == ["ids:1-250", "ids:251-500", "ids:501-"]
+
+
 # --- acceptance: 429s past 40 req/s, 503s now and then, interrupted and resumed -----------
 
 
@@ -374,3 +469,29 @@ async def test_cli_missing_or_rejected_token_exits_1_with_a_clear_message(
     )
     assert done.returncode == 1
     assert message in " ".join(done.stderr.split())
+
+
+def run_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), "ingest", "tmdb", *args], env=env, cwd=cwd, capture_output=True, text=True
+    )
+
+
+async def test_cli_ids_file_reports_malformed_lines_and_stores_every_film(
+    db: AsyncDatabase[Document], serve: Any, mongodb_uri: str, tmp_path: Path
+) -> None:
+    films = catalogue({2003: 3}) + undated(2, first_id=400)
+    fake = FakeTmdb(films, rate_limit=None)
+    env = cli_env(mongodb_uri, db.name, serve(fake), TOKEN)
+    path = id_export(tmp_path / "movie_ids_01_02_2026.json.gz", films, ["{oops"])
+    done = await asyncio.to_thread(run_cli, env, tmp_path, "--ids-file", str(path))
+    assert done.returncode == 0, done.stderr
+    output = " ".join((done.stdout + done.stderr).split())
+    assert "movie_ids_01_02_2026.json.gz line 6" in output
+    await assert_exactly_once(db, set(fake.films))
+    assert fake.stats["discover"] == 0
+
+    clash = await asyncio.to_thread(
+        run_cli, env, tmp_path, "--ids-file", str(path), "--since", "2024-01-01"
+    )
+    assert clash.returncode != 0 and "--ids-file" in " ".join(clash.stderr.split())
