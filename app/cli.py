@@ -334,6 +334,14 @@ def ingest_tmdb_cmd(
             help="Incremental mode: refetch the films TMDB changed since DATE (YYYY-MM-DD).",
         ),
     ] = None,
+    incremental: Annotated[
+        bool,
+        typer.Option(
+            "--incremental",
+            help="Incremental mode from where the last successful sync (full or incremental)"
+            " ended; --since overrides.",
+        ),
+    ] = False,
     ids_file: Annotated[
         Path | None,
         typer.Option(
@@ -351,14 +359,15 @@ def ingest_tmdb_cmd(
     ] = None,
 ) -> None:
     """Ingest films from the TMDB API (needs TMDB_API_TOKEN; resumable; upserts by id)."""
-    if ids_file is not None and since is not None:
+    if ids_file is not None and (since is not None or incremental):
         raise typer.BadParameter(
-            "--ids-file lists a full sync; it does not go with --since",
+            "--ids-file lists a full sync; it does not go with --since/--incremental",
             param_hint="--ids-file",
         )
     ingest_from_tmdb(
         since=since.date() if since else None,
         max_movies=max_movies,
+        incremental=incremental,
         ids_file=ids_file,
     )
 
@@ -366,11 +375,12 @@ def ingest_tmdb_cmd(
 def ingest_from_tmdb(
     since: date | None,
     max_movies: int | None,
+    incremental: bool = False,
     ids_file: Path | None = None,
 ) -> None:
     """The body of `ingest tmdb`, also called by `bootstrap`; exits 1 on a missing or
-    rejected token, when TMDB keeps failing (the run is then resumable), and on an
-    unreadable ids file."""
+    rejected token, when TMDB keeps failing (the run is then resumable), on an unreadable
+    ids file, and for `--incremental` before any successful sync."""
     import time
 
     from app.services.movies_store import prepare_database
@@ -379,6 +389,7 @@ def ingest_from_tmdb(
         IdsFileError,
         IngestOptions,
         IngestProgress,
+        NoSyncPointError,
         ingest_tmdb,
     )
 
@@ -389,7 +400,9 @@ def ingest_from_tmdb(
             "https://www.themoviedb.org/settings/api and export TMDB_API_TOKEN=<token>."
         )
         raise typer.Exit(1)
-    options = IngestOptions(since=since, ids_file=ids_file, max_movies=max_movies)
+    options = IngestOptions(
+        since=since, incremental=incremental, ids_file=ids_file, max_movies=max_movies
+    )
 
     async def go(settings: Settings) -> None:
         client = make_client(settings)
@@ -410,7 +423,7 @@ def ingest_from_tmdb(
                         bar.update(task, completed=p.completed, total=p.total, rate=rate)
 
                     summary = await ingest_tmdb(db, tmdb, options, progress=show)
-        except (TmdbAuthError, IdsFileError) as exc:
+        except (TmdbAuthError, NoSyncPointError, IdsFileError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from exc
         except TmdbError as exc:
@@ -428,6 +441,9 @@ def ingest_from_tmdb(
             console.print(f"... and {len(summary.errors) - 20} more (see ingest_runs)")
         if summary.status == "paused":
             console.print("stopped at --max-movies; run the command again to continue")
+        if summary.since is not None:
+            remembered = "" if since else " (where the last successful sync ended)"
+            console.print(f"incremental: the films TMDB changed since {summary.since}{remembered}")
         resumed = "resumed " if summary.resumed else ""
         print_summary(
             f"TMDB {summary.kind} ingest, {resumed}run {summary.run_id}: {summary.status}",

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.db import INGEST_RUNS, MOVIES, Document, movie_key
+from app.services import tmdb_ingest as tmdb_ingest_module
 from app.services.tmdb_client import TmdbAuthError, TmdbClient
-from app.services.tmdb_ingest import IngestOptions, IngestProgress, ingest_tmdb
+from app.services.tmdb_ingest import IngestOptions, IngestProgress, NoSyncPointError, ingest_tmdb
 from tests.fake_tmdb import TOKEN, FakeTmdb, catalogue, id_export, make_film, undated
 
 CLI = Path(sys.executable).parent / "tmdb-analytics"
@@ -340,6 +341,51 @@ async def test_ids_file_lists_every_film_and_resumes_after_a_crash(
     assert run["partitions_done"] == ["ids:1-250", "ids:251-500", "ids:501-"]
 
 
+# --- incremental sync remembers where the last successful sync ended ---------------------
+
+
+async def test_incremental_without_since_continues_from_the_last_successful_sync(
+    db: AsyncDatabase[Document], serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = {"now": datetime(2024, 3, 1, 9, 0, tzinfo=UTC)}
+    monkeypatch.setattr(tmdb_ingest_module, "_now", lambda: clock["now"])
+    fake = FakeTmdb(catalogue({2020: 10}), rate_limit=None)
+    base_url = serve(fake)
+    async with tmdb(base_url) as client:
+        with pytest.raises(NoSyncPointError, match=r"full sync.*--since"):
+            await ingest_tmdb(db, client, IngestOptions(incremental=True))
+        assert await db[INGEST_RUNS].count_documents({}) == 0
+
+        fake.change(101, date(2024, 2, 20), title="Before the full sync")
+        await ingest_tmdb(db, client)  # a full sync on 2024-03-01
+        fake.change(102, date(2024, 3, 1), title="Later on the day of the full sync")
+        fake.change(103, date(2024, 3, 8), title="A week later")
+        clock["now"] = datetime(2024, 3, 10, 9, 0, tzinfo=UTC)
+        first = await ingest_tmdb(db, client, IngestOptions(incremental=True))
+        assert (first.kind, first.since, first.updated) == ("incremental", date(2024, 3, 1), 2)
+        assert fake.detail_hits[101] == 1  # changed before the full sync began: not refetched
+
+        fake.change(104, date(2024, 3, 15), title="After the first incremental")
+        clock["now"] = datetime(2024, 3, 20, 9, 0, tzinfo=UTC)
+        second = await ingest_tmdb(db, client, IngestOptions(incremental=True))
+        assert (second.since, second.updated) == (date(2024, 3, 10), 1)
+        assert fake.detail_hits[103] == 2  # the first incremental's changes are not redone
+
+        # --since overrides what was remembered.
+        third = await ingest_tmdb(
+            db, client, IngestOptions(incremental=True, since=date(2024, 2, 19))
+        )
+        assert third.since == date(2024, 2, 19) and third.updated == 0
+        assert fake.detail_hits[101] == 2 and fake.detail_hits[104] == 3
+    runs = await db[INGEST_RUNS].find({}, sort=[("started_at", 1)]).to_list()
+    assert [r["sync_point"] for r in runs] == [
+        "2024-03-01",
+        "2024-03-10",
+        "2024-03-20",
+        "2024-03-20",
+    ]
+
+
 # --- acceptance: 429s past 40 req/s, 503s now and then, interrupted and resumed -----------
 
 
@@ -475,6 +521,26 @@ def run_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedP
     return subprocess.run(
         [str(CLI), "ingest", "tmdb", *args], env=env, cwd=cwd, capture_output=True, text=True
     )
+
+
+async def test_cli_incremental_needs_a_previous_sync_then_remembers_it(
+    db: AsyncDatabase[Document], serve: Any, mongodb_uri: str, tmp_path: Path
+) -> None:
+    fake = FakeTmdb(catalogue({2000: 4}), rate_limit=None)
+    env = cli_env(mongodb_uri, db.name, serve(fake), TOKEN)
+    refused = await asyncio.to_thread(run_cli, env, tmp_path, "--incremental")
+    assert refused.returncode != 0
+    message = " ".join(refused.stderr.split())
+    assert "no successful TMDB sync" in message and "full sync" in message and "--since" in message
+
+    assert (await asyncio.to_thread(run_cli, env, tmp_path)).returncode == 0
+    fake.change(101, datetime.now(UTC).date(), title="Edited today")
+    done = await asyncio.to_thread(run_cli, env, tmp_path, "--incremental")
+    assert done.returncode == 0, done.stderr
+    output = " ".join((done.stdout + done.stderr).split())
+    assert f"since {datetime.now(UTC).date()}" in output and "incremental" in output
+    doc = await db[MOVIES].find_one({"_id": movie_key(101)})
+    assert doc is not None and doc["title"] == "Edited today"
 
 
 async def test_cli_ids_file_reports_malformed_lines_and_stores_every_film(

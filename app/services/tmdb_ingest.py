@@ -6,7 +6,7 @@ down to a single day. Films without a release date match no range: a last, best-
 without a date filter picks up the films no range lists. Or full mode takes its listing from
 TMDB's daily id export file (complete, undated films included), by ranges of ids.
 Incremental mode lists the ids in `/movie/changes` (windows of at most 14 days, TMDB's
-limit). Either way each
+limit), from a given day or from where the last successful sync ended. Either way each
 listed partition is then fetched film by film (`/movie/{id}` with credits and keywords),
 normalized and upserted in batches.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import gzip
 import json
 import time
@@ -62,6 +63,10 @@ T = TypeVar("T")
 Range = tuple[date, date]
 
 
+class NoSyncPointError(ValueError):
+    """`--incremental` without `--since`, and no successful sync to continue from."""
+
+
 class IdsFileError(ValueError):
     """The ids file cannot be read as a whole (missing, not gzip, truncated)."""
 
@@ -70,6 +75,7 @@ class IdsFileError(ValueError):
 class IngestOptions:
     since: date | None = None  # set: incremental mode, changes from this day on
     until: date | None = None  # incremental window end (default: today, UTC)
+    incremental: bool = False  # incremental mode; without `since`, from the last sync's end
     ids_file: Path | None = None  # full mode listed by TMDB's daily id export
     max_movies: int | None = None  # cap on film detail calls in this invocation
     batch_size: int = 100  # films per write and checkpoint: at 40 req/s, ~2.5 s of work
@@ -152,6 +158,7 @@ class IngestSummary:
     resumed: bool
     status: Status
     listing: Listing = "discover"
+    since: date | None = None  # incremental runs: the first day of changes listed
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -264,6 +271,25 @@ async def find_resumable(
         if listing is None or _listing(run) == listing:
             return run
     return None
+
+
+def sync_point(run: Document) -> date:
+    """The day an incremental sync following this finished run starts from. A full run
+    reflects TMDB as of when it started; an incremental one, its window's last day. That day
+    is listed again because edits made on it after the listing would otherwise be missed
+    (refetching a film is harmless: upserts)."""
+    if run.get("sync_point"):
+        return date.fromisoformat(run["sync_point"])
+    if run["kind"] == "incremental":
+        return date.fromisoformat(run["params"]["until"])
+    started: datetime = run["started_at"]
+    return started.astimezone(UTC).date() if started.tzinfo else started.date()
+
+
+async def last_sync_point(db: AsyncDatabase[Document]) -> date | None:
+    """Where the last successful sync (full or incremental) ended, or None before any."""
+    run = await db[INGEST_RUNS].find_one({"status": "done"}, sort=[("finished_at", -1)])
+    return None if run is None else sync_point(run)
 
 
 def _id_partitions(ids: list[int], width: int) -> list[str]:
@@ -577,6 +603,7 @@ class _Ingest:
             await self.save()
         self.run["status"] = "done"
         self.run["finished_at"] = _now()
+        self.run["sync_point"] = sync_point(self.run).isoformat()
 
 
 async def ingest_tmdb(
@@ -587,14 +614,23 @@ async def ingest_tmdb(
 ) -> IngestSummary:
     """Ingest (or continue ingesting) films; returns this invocation's summary.
 
-    Raises `IdsFileError` for an unreadable ids file, `TmdbAuthError` when the token is
-    refused and `TmdbError` when TMDB keeps failing; the run is then marked `failed` and the
-    next ingest continues it.
+    Raises `NoSyncPointError` for an incremental sync without `since` before any successful
+    sync, `IdsFileError` for an unreadable ids file, `TmdbAuthError` when the token is refused
+    and `TmdbError` when TMDB keeps failing; the run is then marked `failed` and the next
+    ingest continues it.
     """
     options = options or IngestOptions()
-    incremental = options.since is not None
+    incremental = options.incremental or options.since is not None
     if incremental and options.ids_file is not None:
-        raise ValueError("--ids-file lists a full sync; it does not go with --since")
+        raise ValueError("--ids-file lists a full sync; it does not go with --incremental/--since")
+    if incremental and options.since is None:
+        since = await last_sync_point(db)
+        if since is None:
+            raise NoSyncPointError(
+                "no successful TMDB sync yet to continue from: run a full sync first "
+                "(`tmdb-analytics ingest tmdb`, or `--ids-file`) or pass --since YYYY-MM-DD"
+            )
+        options = dataclasses.replace(options, since=since)
     kind: Kind = "incremental" if incremental else "full"
     listing: Listing = (
         "changes" if incremental else "ids-file" if options.ids_file is not None else "discover"
@@ -618,6 +654,7 @@ async def ingest_tmdb(
         resumed=resumed,
         status="running",
         listing=listing,
+        since=options.since if incremental else None,
     )
     ingest = _Ingest(db, client, run, options, summary, progress, ids)
     try:
