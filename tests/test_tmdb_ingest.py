@@ -1,10 +1,13 @@
 """Ingest from the fake TMDB server (a real HTTP socket) into the real local FerretDB:
-pagination, splitting past the 500-page cap, 401/404/rejects, --max-movies, incremental
-mode, and the acceptance runs with 429s and 503s, interrupted and resumed."""
+pagination, splitting past the 500-page cap, 401/404/rejects, blank names, --max-movies,
+films without a release date (the undated pass, --ids-file), incremental mode and what
+--incremental remembers, and the acceptance runs with 429s and 503s, interrupted and
+resumed."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import os
 import signal
@@ -22,7 +25,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from app.db import INGEST_RUNS, MOVIES, Document, movie_key
 from app.services import tmdb_ingest as tmdb_ingest_module
 from app.services.tmdb_client import TmdbAuthError, TmdbClient
-from app.services.tmdb_ingest import IngestOptions, IngestProgress, NoSyncPointError, ingest_tmdb
+from app.services.tmdb_ingest import (
+    IdsFileError,
+    IngestOptions,
+    IngestProgress,
+    NoSyncPointError,
+    ingest_tmdb,
+    read_id_export,
+)
 from tests.fake_tmdb import TOKEN, FakeTmdb, catalogue, id_export, make_film, undated
 
 CLI = Path(sys.executable).parent / "tmdb-analytics"
@@ -339,6 +349,25 @@ async def test_ids_file_lists_every_film_and_resumes_after_a_crash(
     assert run is not None
     # Up to the highest id listed (the adult 950 is not), the last range open-ended.
     assert run["partitions_done"] == ["ids:1-250", "ids:251-500", "ids:501-"]
+
+
+def test_ids_file_reading_malformed_lines_plain_text_and_a_truncated_gzip(tmp_path: Path) -> None:
+    films = catalogue({2001: 3})
+    noise = [f"garbage {n}" for n in range(25)]
+    listing = read_id_export(id_export(tmp_path / "movie_ids.json.gz", films, noise))
+    assert listing.ids == [100, 101, 102] and listing.malformed_total == 25
+    assert len(listing.malformed) == 20 and listing.malformed[0].startswith(
+        "movie_ids.json.gz line 4:"
+    )
+    # Plain text (already gunzipped) reads the same.
+    plain = tmp_path / "movie_ids.json"
+    plain.write_bytes(gzip.decompress((tmp_path / "movie_ids.json.gz").read_bytes()))
+    assert read_id_export(plain).ids == listing.ids
+    # A download cut short is no complete listing: refused as a whole.
+    truncated = tmp_path / "cut.json.gz"
+    truncated.write_bytes((tmp_path / "movie_ids.json.gz").read_bytes()[:-12])
+    with pytest.raises(IdsFileError, match=r"cut\.json\.gz"):
+        read_id_export(truncated)
 
 
 # --- incremental sync remembers where the last successful sync ended ---------------------
