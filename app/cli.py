@@ -345,23 +345,64 @@ def ingest_tmdb_cmd(
             help="Incremental mode: refetch the films TMDB changed since DATE (YYYY-MM-DD).",
         ),
     ] = None,
+    incremental: Annotated[
+        bool,
+        typer.Option(
+            "--incremental",
+            help="Incremental mode from where the last successful sync (full or incremental)"
+            " ended; --since overrides.",
+        ),
+    ] = False,
+    ids_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            metavar="PATH",
+            help="Full sync listed by TMDB's daily id export (movie_ids_MM_DD_YYYY.json.gz):"
+            " every film it lists, undated ones included.",
+        ),
+    ] = None,
     max_movies: Annotated[
         int | None,
         typer.Option(min=1, metavar="N", help="Fetch at most N films; the run stays resumable."),
     ] = None,
 ) -> None:
     """Ingest films from the TMDB API (needs TMDB_API_TOKEN; resumable; upserts by id)."""
-    ingest_from_tmdb(since=since.date() if since else None, max_movies=max_movies)
+    if ids_file is not None and (since is not None or incremental):
+        raise typer.BadParameter(
+            "--ids-file lists a full sync; it does not go with --since/--incremental",
+            param_hint="--ids-file",
+        )
+    ingest_from_tmdb(
+        since=since.date() if since else None,
+        max_movies=max_movies,
+        incremental=incremental,
+        ids_file=ids_file,
+    )
 
 
-def ingest_from_tmdb(since: date | None, max_movies: int | None) -> None:
+def ingest_from_tmdb(
+    since: date | None,
+    max_movies: int | None,
+    incremental: bool = False,
+    ids_file: Path | None = None,
+) -> None:
     """The body of `ingest tmdb`, also called by `bootstrap`; exits 1 on a missing or
-    rejected token and when TMDB keeps failing (the run is then resumable)."""
+    rejected token, when TMDB keeps failing (the run is then resumable), on an unreadable
+    ids file, and for `--incremental` before any successful sync."""
     import time
 
     from app.services.movies_store import prepare_database
     from app.services.tmdb_client import TmdbAuthError, TmdbClient, TmdbError
-    from app.services.tmdb_ingest import IngestOptions, IngestProgress, ingest_tmdb
+    from app.services.tmdb_ingest import (
+        IdsFileError,
+        IngestOptions,
+        IngestProgress,
+        NoSyncPointError,
+        ingest_tmdb,
+    )
 
     settings = get_settings()
     if not settings.tmdb_api_token:
@@ -370,7 +411,9 @@ def ingest_from_tmdb(since: date | None, max_movies: int | None) -> None:
             "https://www.themoviedb.org/settings/api and export TMDB_API_TOKEN=<token>."
         )
         raise typer.Exit(1)
-    options = IngestOptions(since=since, max_movies=max_movies)
+    options = IngestOptions(
+        since=since, incremental=incremental, ids_file=ids_file, max_movies=max_movies
+    )
 
     async def go(settings: Settings) -> None:
         client = make_client(settings)
@@ -391,7 +434,7 @@ def ingest_from_tmdb(since: date | None, max_movies: int | None) -> None:
                         bar.update(task, completed=p.completed, total=p.total, rate=rate)
 
                     summary = await ingest_tmdb(db, tmdb, options, progress=show)
-        except TmdbAuthError as exc:
+        except (TmdbAuthError, NoSyncPointError, IdsFileError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from exc
         except TmdbError as exc:
@@ -409,6 +452,9 @@ def ingest_from_tmdb(since: date | None, max_movies: int | None) -> None:
             console.print(f"... and {len(summary.errors) - 20} more (see ingest_runs)")
         if summary.status == "paused":
             console.print("stopped at --max-movies; run the command again to continue")
+        if summary.since is not None:
+            remembered = "" if since else " (where the last successful sync ended)"
+            console.print(f"incremental: the films TMDB changed since {summary.since}{remembered}")
         resumed = "resumed " if summary.resumed else ""
         print_summary(
             f"TMDB {summary.kind} ingest, {resumed}run {summary.run_id}: {summary.status}",

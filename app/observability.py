@@ -75,6 +75,11 @@ PREDICTIONS = Counter(
     "Predictions served, by model name and model version.",
     ["model", "version"],
 )
+PREDICT_ITEMS_DROPPED = Counter(
+    "predict_list_items_dropped_total",
+    "List items of prediction inputs dropped because their name was blank, by input field.",
+    ["field"],
+)
 SNAPSHOT_REBUILDS = Counter(
     "analytics_snapshot_rebuilds_total", "Rebuilds of the in-memory analytics snapshot."
 )

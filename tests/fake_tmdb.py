@@ -2,7 +2,11 @@
 
 It serves `/discover/movie` (page size, 500-page cap and release-date filters like TMDB),
 `/movie/{id}` with `append_to_response=credits,keywords`, `/movie/changes` (windows of at
-most 14 days) and `/configuration`, with TMDB's error bodies: 401 for a wrong token (code 7),
+most 14 days) and `/configuration`, and writes TMDB's daily id export file (`id_export`).
+Films without a release date (`"release_date": ""`, as TMDB has them) are listed by discover
+only without a date filter; where a release-date sort puts them is not documented, so
+`undated_first` chooses (default: last in ascending order). Adult films are listed only with
+`include_adult=true`. Errors come with TMDB's bodies: 401 for a wrong token (code 7),
 404 for an unknown id (34), 400 for a page past the cap (22), 422 for a long changes window
 (20), 429 with `Retry-After` past `rate_limit` requests in any sliding window of one second
 (25), and 503 now and then (9), from a seeded random generator so failures replay alike.
@@ -14,6 +18,8 @@ most 14 days) and `/configuration`, with TMDB's error bodies: 401 for a wrong to
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
 import random
 import socket
@@ -23,6 +29,7 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -134,6 +141,33 @@ def catalogue(per_year: dict[int, int], first_id: int = 100, spread_days: int = 
     return films
 
 
+def undated(count: int, first_id: int) -> list[Any]:
+    """`count` films without a release date (TMDB answers `"release_date": ""`)."""
+    return [make_film(movie_id, "") for movie_id in range(first_id, first_id + count)]
+
+
+def id_export(path: Path, films: Iterable[dict[str, Any]], extra_lines: Iterable[str] = ()) -> Path:
+    """Write TMDB's daily id export (`movie_ids_MM_DD_YYYY.json.gz`): gzip, one JSON object per
+    line, `{"adult":false,"id":3924,"original_title":"Blondie","popularity":2.9,"video":false}`;
+    `extra_lines` are written as they are, after the films (for malformed lines)."""
+    lines = [
+        json.dumps(
+            {
+                "adult": bool(f.get("adult")),
+                "id": f["id"],
+                "original_title": f["original_title"],
+                "popularity": f["popularity"],
+                "video": bool(f.get("video")),
+            },
+            separators=(",", ":"),
+        )
+        for f in films
+    ]
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write("\n".join([*lines, *extra_lines]) + "\n")
+    return path
+
+
 def _error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Response:
     body = {"success": False, "status_code": code, "status_message": message}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -161,6 +195,7 @@ class FakeTmdb:
         error_rate: float = 0.0,
         seed: int = 0,
         missing: Iterable[int] = (),
+        undated_first: bool = False,
     ) -> None:
         self.films: dict[int, dict[str, Any]] = {int(f["id"]): f for f in films}
         self.missing = set(missing)  # films discover lists but details answer 404 for (deleted)
@@ -170,6 +205,7 @@ class FakeTmdb:
         self.rate_limit = rate_limit
         self.retry_after = retry_after
         self.error_rate = error_rate
+        self.undated_first = undated_first  # where an ascending release-date sort puts them
         self.changes: list[tuple[date, int]] = []
         self.stats: Counter[str] = Counter()
         self.detail_hits: Counter[int] = Counter()
@@ -253,23 +289,28 @@ class FakeTmdb:
             return _error(*INVALID_PAGE)
         q = request.query_params
         gte, lte = q.get("primary_release_date.gte"), q.get("primary_release_date.lte")
+        dated = gte is not None or lte is not None
+        adult = q.get("include_adult") == "true"
         listed = [
             f
             for f in self.films.values()
-            if f.get("release_date")
+            if (adult or not f.get("adult"))
+            and (not dated or f.get("release_date"))
             and (gte is None or f["release_date"] >= gte)
             and (lte is None or f["release_date"] <= lte)
         ]
         sort_by = q.get("sort_by", "popularity.desc")
         if sort_by.startswith("primary_release_date"):
-            listed.sort(key=lambda f: (f["release_date"], f["id"]))
+            # Films without a date go together at one end of the order, by id.
+            nulls = "" if self.undated_first else "~"
+            listed.sort(key=lambda f: (f["release_date"] or nulls, f["id"]))
         else:
             listed.sort(key=lambda f: (-f["popularity"], f["id"]))
         if sort_by.endswith(".desc") and sort_by.startswith("primary_release_date"):
             listed.reverse()
         results = [
             {
-                "adult": False,
+                "adult": bool(f.get("adult")),
                 "backdrop_path": None,
                 "genre_ids": [g["id"] for g in f["genres"]],
                 "id": f["id"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,10 @@ async def test_train_csv_loads_every_film_once_and_rerun_changes_nothing(
     assert avatar["profit"] == avatar["revenue"] - avatar["budget"]
     assert avatar["release_year"] == 2009 and avatar["release_month"] == 12
     assert "culture clash" in avatar["keywords"]
+    # TMDB's keyword named by a lone NBSP (Good bye, Lenin!) is dropped, not stored.
+    lenin = await db[MOVIES].find_one({"id": 338})
+    assert lenin is not None and "berlin wall" in lenin["keywords"]
+    assert all(k.strip() for k in lenin["keywords"]), lenin["keywords"]
     assert avatar["production_countries"] == ["US", "GB"]
     # Unknown money is null, never zero.
     assert await db[MOVIES].count_documents({"budget": 0}) == 0
@@ -104,6 +109,39 @@ async def test_broken_rows_are_reported_by_line_and_good_rows_load(
     assert "budget" in errors[10]
     ids = sorted([d["id"] async for d in db[MOVIES].find({}, {"id": 1})])
     assert ids == [1, 5, 6, 8]
+
+
+async def test_blank_list_names_are_dropped_not_stored(
+    db: AsyncDatabase[Document], tmp_path: Path
+) -> None:
+    nbsp = "\u00a0"
+    row = {
+        "id": "9",
+        "title": "Blank Names",
+        "genres": [{"id": 1, "name": nbsp}, {"id": 28, "name": "Action"}, "  "],
+        "keywords": [{"id": 13091, "name": nbsp}, {"id": 2, "name": " heist "}],
+        "production_companies": [{"id": 3, "name": "   "}, {"id": 4, "name": "Studio"}],
+        "production_countries": [{"iso_3166_1": "US", "name": ""}, {"iso_3166_1": " "}],
+        "spoken_languages": [{"iso_639_1": "xx", "name": ""}],
+        "cast": ["", {"name": nbsp, "order": 0}, {"name": "Lead", "order": 1}],
+        "crew": [{"name": nbsp, "job": "Director"}, {"name": "Boss", "job": "Director"}],
+    }
+    path = tmp_path / "blank.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow({k: v if isinstance(v, str) else json.dumps(v) for k, v in row.items()})
+    report = await import_tmdb_csv(db, path)
+    assert (report.summary.inserted, report.summary.rejected) == (1, 0), report.errors
+    doc = await db[MOVIES].find_one({"id": 9})
+    assert doc is not None
+    assert doc["genres"] == ["Action"]
+    assert doc["keywords"] == ["heist"]
+    assert doc["production_companies"] == ["Studio"]
+    assert doc["production_countries"] == ["US"]
+    assert doc["spoken_languages"] == ["xx"]
+    assert [c["name"] for c in doc["cast"]] == ["Lead"]
+    assert [c["name"] for c in doc["crew"]] == ["Boss"]
 
 
 async def test_interrupted_import_rerun_has_no_duplicates_or_losses(

@@ -5,6 +5,8 @@ rollback, and readiness without models."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import json
 import math
 import shutil
 from collections.abc import AsyncIterator
@@ -12,8 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from app.ml import artifacts
+from app.models.predict import PredictRequest
+from tests.conftest import TMDB_TRAIN_CSV, require_shared
 from tests.ml_support import (
     FILM,
     FILM_PLAIN,
@@ -345,3 +350,116 @@ async def test_predictions_are_counted_per_model_version_in_metrics(
     before = counted((await api.get("/metrics")).text, version)
     await api.post("/v1/predict/hit", json={"items": [FILM, FILM]})
     assert counted((await api.get("/metrics")).text, version) == before + 2
+
+
+# --- real TMDB records: list items whose name is blank are dropped, never fatal ----------------
+
+NBSP = "\u00a0"
+TMDB_LISTS = ("genres", "keywords", "production_companies", "production_countries")
+
+
+def tmdb_records() -> list[dict[str, Any]]:
+    """Every film of the train CSV as TMDB's API has it: lists of TMDB objects (the CSV's own
+    JSON cells), numbers as numbers, "" for an unknown date, post-release facts included."""
+    out = []
+    with require_shared(TMDB_TRAIN_CSV).open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            record: dict[str, Any] = dict(row)
+            for key in (*TMDB_LISTS, "spoken_languages"):
+                record[key] = json.loads(row[key])
+            for key in ("id", "budget", "revenue", "vote_count"):
+                record[key] = int(float(row[key]))
+            for key in ("popularity", "vote_average"):
+                record[key] = float(row[key])
+            record["runtime"] = float(row["runtime"]) if row["runtime"] else None
+            out.append(record)
+    return out
+
+
+def counter(text: str, name: str, labels: str) -> float:
+    prefix = f"{name}{{{labels}}} "
+    line = next((ln for ln in text.splitlines() if ln.startswith(prefix)), None)
+    return float(line.removeprefix(prefix)) if line else 0.0
+
+
+def test_a_blank_name_is_dropped_by_validation_not_refused() -> None:
+    film = {
+        **FILM,
+        "keywords": [{"id": 1, "name": "heist"}, {"id": 13091, "name": NBSP}, "space"],
+        "genres": ["  ", {"id": 28, "name": "Action"}],
+        "cast": [{"name": NBSP, "order": 0}, {"name": "Zendaya", "order": 1}],
+        "belongs_to_collection": {"id": 9, "name": " "},
+    }
+    parsed = PredictRequest.model_validate({"items": [film, FILM]}).items
+    assert [k if isinstance(k, str) else k["name"] for k in parsed[0].keywords] == [
+        "heist",
+        "space",
+    ]
+    assert parsed[0].genres == [{"id": 28, "name": "Action"}]
+    assert [c if isinstance(c, str) else c["name"] for c in parsed[0].cast] == ["Zendaya"]
+    assert parsed[0].belongs_to_collection is None
+    assert parsed[0].dropped == [
+        ("genres", 0),
+        ("keywords", 1),
+        ("belongs_to_collection", None),
+        ("cast", 0),
+    ]
+    assert parsed[1].dropped == []
+    # A film refused for another reason is refused for that reason alone, as posted.
+    with pytest.raises(ValidationError) as refused:
+        PredictRequest.model_validate({"items": [FILM, {**film, "budget": -5}]})
+    assert [e["loc"] for e in refused.value.errors()] == [("items", 1, "budget")]
+
+
+async def test_a_nbsp_keyword_is_dropped_and_counted_not_a_422(api: httpx.AsyncClient) -> None:
+    blank = {
+        **FILM,
+        "keywords": [*FILM["keywords"], {"id": 13091, "name": NBSP}],
+        "crew": [*FILM["crew"], {"name": "", "job": "Director"}],
+    }
+    before = (await api.get("/metrics")).text
+    for path in ("/v1/predict/revenue", "/v1/predict/hit"):
+        response = await api.post(path, json={"items": [FILM, blank]})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["dropped_items"] == 2
+        clean, dropped = body["predictions"]
+        assert "warnings" not in clean
+        assert dropped["warnings"] == [
+            "keywords.2: blank name, item dropped",
+            "crew.2: blank name, item dropped",
+        ]
+        # Dropping the blank items leaves the very film that was sent without them.
+        score = "revenue" if "revenue" in clean else "probability"
+        assert dropped[score] == clean[score]
+    after = (await api.get("/metrics")).text
+    for field in ("keywords", "crew"):
+        name = "predict_list_items_dropped_total"
+        assert (
+            counter(after, name, f'field="{field}"')
+            == counter(before, name, f'field="{field}"') + 2
+        )
+    plain = await api.post("/v1/predict/hit", json={"items": [FILM]})
+    assert plain.json()["dropped_items"] == 0
+
+
+@pytest.mark.parametrize("path", ["/v1/predict/revenue", "/v1/predict/hit"])
+async def test_every_train_film_as_a_tmdb_record_is_accepted_in_batches_of_1000(
+    api: httpx.AsyncClient, path: str
+) -> None:
+    records = tmdb_records()
+    assert len(records) == 3804
+    batches = [records[start : start + 1000] for start in range(0, len(records), 1000)]
+    responses = [await api.post(path, json={"items": batch}) for batch in batches]
+    assert [r.status_code for r in responses] == [200] * 4, [r.text[:300] for r in responses]
+    dropped, warned = 0, {}
+    for batch, response in zip(batches, responses, strict=True):
+        body = response.json()
+        assert len(body["predictions"]) == len(batch)
+        dropped += body["dropped_items"]
+        for p in body["predictions"]:
+            if "warnings" in p:
+                warned[batch[p["index"]]["id"]] = p["warnings"]
+    # The one blank name in the file: "Good bye, Lenin!" has a keyword named by a lone NBSP.
+    assert dropped == 1
+    assert list(warned) == [338] and warned[338][0].endswith("blank name, item dropped")

@@ -4,7 +4,9 @@ Films use TMDB's own field names. List fields take TMDB objects (`{"id": 28, "na
 "Action"}`, `{"iso_3166_1": "US", "name": "United States of America"}`) or plain names; every
 fact is optional (a missing fact is "unknown", and the model was trained to live with that).
 Fields that only exist after release (revenue, popularity, votes, ...) are ignored, so a
-full TMDB record can be posted as is.
+full TMDB record can be posted as is. TMDB holds list items whose name is blank (a keyword
+named by a lone non-breaking space, a language without a name): such an item is dropped and
+counted (`Film.dropped`), never a 422 for the batch.
 """
 
 from __future__ import annotations
@@ -17,16 +19,23 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     StringConstraints,
     Tag,
+    ValidationError,
     field_validator,
+    model_validator,
 )
+from pydantic_core import ErrorDetails, InitErrorDetails
 from typing_extensions import TypedDict
 
 from app.ml.card import ModelCard
 
 MAX_ITEMS = 1000
 
+# Stripped of Unicode whitespace (U+00A0 included) first. A list item whose name (or code)
+# is then empty fails here, inside pydantic-core, and `Film._drop_blank_names` drops it.
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
 Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10)]
 
@@ -109,6 +118,46 @@ NameOrCrew = Annotated[
 ]
 Listed = list[NameOrRef]
 
+# Fields whose blank-named items are dropped rather than refused (a field of the film, not
+# a list, for the collection).
+DROPPABLE = frozenset(
+    {
+        "genres",
+        "production_companies",
+        "production_countries",
+        "spoken_languages",
+        "keywords",
+        "belongs_to_collection",
+        "cast",
+        "crew",
+    }
+)
+Dropped = tuple[str, int | None]  # (field, index in the list as posted; None: not a list)
+
+
+def _blank_name(error: ErrorDetails) -> Dropped | None:
+    """The item an error is about when the error is a name or code blank after stripping:
+    `("keywords", 2, "object", "name")`, `("genres", 0, "name")` (a plain name),
+    `("belongs_to_collection", "object", "name")`."""
+    loc = error["loc"]
+    if error["type"] != "string_too_short" or len(loc) < 2 or loc[0] not in DROPPABLE:
+        return None
+    field = str(loc[0])
+    if field == "belongs_to_collection":
+        return field, None
+    return (field, loc[1]) if isinstance(loc[1], int) else None
+
+
+def _without(data: dict[str, Any], dropped: list[Dropped]) -> dict[str, Any]:
+    cleaned = dict(data)
+    for field in {f for f, _ in dropped}:
+        gone = {i for f, i in dropped if f == field}
+        if field == "belongs_to_collection":
+            cleaned[field] = None
+        else:
+            cleaned[field] = [item for i, item in enumerate(data[field]) if i not in gone]
+    return cleaned
+
 
 class Film(BaseModel):
     """A film's pre-release facts."""
@@ -174,6 +223,52 @@ class Film(BaseModel):
         # TMDB exports use "" for unknown dates and languages.
         return None if isinstance(value, str) and not value.strip() else value
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _drop_blank_names(cls, data: Any, handler: ModelWrapValidatorHandler[Film]) -> Film:
+        # The common case costs one call: every item is checked by pydantic-core. Only a film
+        # that fails pays for a look at its errors and a second validation without the items.
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            errors = exc.errors()
+            dropped = [d for d in map(_blank_name, errors) if d is not None]
+            if not dropped or not isinstance(data, dict):
+                raise
+            if len(dropped) < len(errors):
+                # Refused for other reasons too: report those, at the indices as posted.
+                others: list[InitErrorDetails] = [
+                    {
+                        "type": e["type"],
+                        "loc": e["loc"],
+                        "input": e["input"],
+                        "ctx": e.get("ctx", {}),
+                    }
+                    for e in errors
+                    if _blank_name(e) is None
+                ]
+                raise ValidationError.from_exception_data(exc.title, others) from None
+            film = handler(_without(data, dropped))
+            trimmed = TrimmedFilm.model_construct(film.model_fields_set, **dict(film))
+            trimmed._dropped = dropped
+            return trimmed
+
+    @property
+    def dropped(self) -> list[Dropped]:
+        """The items dropped for a blank name, as (field, index in the list as posted)."""
+        return []
+
+
+class TrimmedFilm(Film):
+    """A film that had list items dropped for a blank name. The record of them lives on this
+    subclass because a private attribute on `Film` would cost every film an init call."""
+
+    _dropped: list[Dropped] = PrivateAttr(default_factory=list)
+
+    @property
+    def dropped(self) -> list[Dropped]:
+        return self._dropped
+
 
 class PredictRequest(BaseModel):
     items: list[Film] = Field(min_length=1, max_length=MAX_ITEMS)
@@ -199,6 +294,11 @@ class RevenuePrediction(BaseModel):
     revenue: float = Field(examples=[158_000_000.0], description="Expected worldwide USD")
     interval: Interval
     contributions: list[Contribution] | None = None
+    warnings: list[str] | None = Field(
+        default=None,
+        examples=[["keywords.3: blank name, item dropped"]],
+        description="Present when input list items were dropped for a blank name",
+    )
 
 
 class HitPrediction(BaseModel):
@@ -207,6 +307,11 @@ class HitPrediction(BaseModel):
     probability: float = Field(ge=0, le=1, examples=[0.7])
     hit: bool
     contributions: list[Contribution] | None = None
+    warnings: list[str] | None = Field(
+        default=None,
+        examples=[["keywords.3: blank name, item dropped"]],
+        description="Present when input list items were dropped for a blank name",
+    )
 
 
 class RevenueResponse(BaseModel):
@@ -214,6 +319,9 @@ class RevenueResponse(BaseModel):
     model_version: str = Field(examples=["20250101T120000Z"])
     interval_level: float = Field(default=0.8, description="Nominal coverage of the interval")
     predictions: list[RevenuePrediction]
+    dropped_items: int = Field(
+        default=0, ge=0, description="Input list items dropped for a blank name, whole batch"
+    )
 
 
 class HitResponse(BaseModel):
@@ -221,6 +329,9 @@ class HitResponse(BaseModel):
     model_version: str = Field(examples=["20250101T120000Z"])
     threshold: float = Field(description="P(hit) at or above which `hit` is true")
     predictions: list[HitPrediction]
+    dropped_items: int = Field(
+        default=0, ge=0, description="Input list items dropped for a blank name, whole batch"
+    )
 
 
 class ModelSummary(BaseModel):

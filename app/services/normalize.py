@@ -93,14 +93,23 @@ def _json_list(value: Any, field: str) -> list[Any]:
     return value
 
 
+def _name(value: Any) -> str | None:
+    """A name stripped of whitespace (U+00A0 included), or None when nothing is left: TMDB
+    holds list items such as a keyword named by a lone non-breaking space."""
+    if not value:
+        return None
+    return str(value).strip() or None
+
+
 def names(value: Any, field: str, *code_keys: str) -> list[str]:
-    """Names (or ISO codes, for countries and languages) from TMDB objects or plain strings."""
+    """Names (or ISO codes, for countries and languages) from TMDB objects or plain strings;
+    items with a blank name are dropped."""
     out: list[str] = []
     for item in _json_list(value, field):
         if isinstance(item, str):
-            name: str | None = item.strip()
+            name = _name(item)
         elif isinstance(item, Mapping):
-            name = next((str(item[k]) for k in (*code_keys, "name") if item.get(k)), None)
+            name = next((n for n in (_name(item.get(k)) for k in (*code_keys, "name")) if n), None)
         else:
             raise RecordError(f"{field}: unexpected item {str(item)[:40]!r}")
         if name and name not in out:
@@ -122,12 +131,13 @@ def _cast(value: Any) -> list[CastMember]:
     members: list[CastMember] = []
     for position, item in enumerate(_json_list(value, "cast")):
         if isinstance(item, str):
-            members.append(CastMember(name=item, order=position))
-        elif isinstance(item, Mapping) and item.get("name"):
+            if name := _name(item):
+                members.append(CastMember(name=name, order=position))
+        elif isinstance(item, Mapping) and (name := _name(item.get("name"))):
             order = item.get("order")
             members.append(
                 CastMember(
-                    name=str(item["name"]),
+                    name=name,
                     character=_text(item.get("character")),
                     order=int(order) if isinstance(order, int | float) else position,
                 )
@@ -140,10 +150,10 @@ def _crew(value: Any) -> list[CrewMember]:
     members: list[CrewMember] = []
     seen: set[tuple[str, str]] = set()
     for item in _json_list(value, "crew"):
-        if not isinstance(item, Mapping) or not item.get("name"):
+        if not isinstance(item, Mapping) or not (name := _name(item.get("name"))):
             continue
         job = str(item.get("job") or "")
-        key = (str(item["name"]), job)
+        key = (name, job)
         if job in CREW_JOBS and key not in seen:
             seen.add(key)
             members.append(

@@ -23,7 +23,7 @@ from app.models.predict import (
     ModelSummary,
     PredictRequest,
 )
-from app.observability import PREDICTIONS
+from app.observability import PREDICT_ITEMS_DROPPED, PREDICTIONS
 from app.services.model_versions import ActiveRecord
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -109,11 +109,30 @@ def _contributions(model: LoadedModel, row: FloatVector) -> list[dict[str, Any]]
     ]
 
 
+def _dropped_warnings(films: Sequence[Film], predictions: list[dict[str, Any]]) -> int:
+    """Say, per film, which list items validation dropped for a blank name; count them."""
+    total = 0
+    for film, item in zip(films, predictions, strict=True):
+        if not film.dropped:
+            continue
+        item["warnings"] = [
+            f"{field}.{index}: blank name, item dropped"
+            if index is not None
+            else f"{field}: blank name, dropped"
+            for field, index in film.dropped
+        ]
+        for field, _ in film.dropped:
+            PREDICT_ITEMS_DROPPED.labels(field=field).inc()
+        total += len(film.dropped)
+    return total
+
+
 def _score(
     model: LoadedModel, films: Sequence[Film], explain: bool, monitor: PredictionMonitor
 ) -> dict[str, Any]:
     """Everything CPU-bound for one request: features, scores, explanations, the body."""
     X = model.transform([film_record(film_document(f)) for f in films])
+    body: dict[str, Any]
     if explain:
         scores, contrib = model.explain(X)
     else:
@@ -132,7 +151,7 @@ def _score(
             if contrib is not None:
                 item["contributions"] = _contributions(model, contrib[i])
             predictions.append(item)
-        body: dict[str, Any] = {
+        body = {
             "model": model.name,
             "model_version": model.version,
             "threshold": threshold,
@@ -164,6 +183,7 @@ def _score(
             "interval_level": round(interval.quantiles[1] - interval.quantiles[0], 4),
             "predictions": predictions,
         }
+    body["dropped_items"] = _dropped_warnings(films, predictions)
     monitor.record(model.name, model.version, X, model.feature_names, scores)
     PREDICTIONS.labels(model=model.name, version=model.version).inc(len(films))
     return body

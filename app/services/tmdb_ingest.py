@@ -2,25 +2,35 @@
 
 Full mode lists ids through `/discover/movie`, one release-date range at a time. TMDB answers
 at most 500 pages per query, so a range whose `total_pages` passes that is split in halves,
-down to a single day. Incremental mode lists the ids in `/movie/changes` (windows of at most
-14 days, TMDB's limit). Either way each listed range ("partition") is then fetched film by
-film (`/movie/{id}` with credits and keywords), normalized and upserted in batches.
+down to a single day. Films without a release date match no range: a last, best-effort pass
+without a date filter picks up the films no range lists. Or full mode takes its listing from
+TMDB's daily id export file (complete, undated films included), by ranges of ids.
+Incremental mode lists the ids in `/movie/changes` (windows of at most 14 days, TMDB's
+limit), from a given day or from where the last successful sync ended. Either way each
+listed partition is then fetched film by film (`/movie/{id}` with credits and keywords),
+normalized and upserted in batches.
 
 The checkpoint is one small document in `ingest_runs`, rewritten once per batch: the stack of
-ranges still to do, the range in progress with the ids already written from it, the ranges
-done, counts and recorded errors. A new ingest of the same kind continues an unfinished run;
-films are upserted by id, so redoing part of a range never duplicates anything.
+partitions still to do, the one in progress with the ids already written from it, the ones
+done, counts and recorded errors. A new ingest of the same kind and listing continues an
+unfinished run; films are upserted by id, so redoing part of a partition never duplicates
+anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import dataclasses
+import gzip
+import json
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
@@ -33,6 +43,8 @@ from app.services.normalize import RecordError, to_movie
 from app.services.tmdb_client import JsonObject, TmdbAuthError, TmdbClient
 
 Kind = Literal["full", "incremental"]
+# Where a run's ids come from: discover by release date, TMDB's id export, `/movie/changes`.
+Listing = Literal["discover", "ids-file", "changes"]
 Status = Literal["running", "paused", "done", "failed"]
 # Unfinished runs: `running` also covers a process that was killed before it could say so.
 RESUMABLE: tuple[Status, ...] = ("running", "paused", "failed")
@@ -41,19 +53,94 @@ MAX_PAGES = 500  # TMDB refuses `page` > 500 on list endpoints
 CHANGES_MAX_DAYS = 14  # TMDB refuses a `/movie/changes` window longer than this
 FIRST_DAY = date(1870, 1, 1)  # the earliest release year a MovieDocument accepts
 MAX_ERRORS_KEPT = 500  # the checkpoint keeps the first ones and counts the rest
+UNDATED = "undated"  # the partition of the pass without a date filter
+IDS_PREFIX = "ids:"  # a partition of an ids-file run: "ids:1-10000", the last "ids:N-"
+# Id values per partition of an ids-file run: bounds the ids a checkpoint holds, as the
+# 10,000 films of a discover range do.
+IDS_PER_PARTITION = 10_000
+MALFORMED_REPORTED = 20  # malformed lines of an ids file named one by one; the rest counted
 T = TypeVar("T")
 Range = tuple[date, date]
+
+
+class NoSyncPointError(ValueError):
+    """`--incremental` without `--since`, and no successful sync to continue from."""
+
+
+class IdsFileError(ValueError):
+    """The ids file cannot be read as a whole (missing, not gzip, truncated)."""
 
 
 @dataclass
 class IngestOptions:
     since: date | None = None  # set: incremental mode, changes from this day on
     until: date | None = None  # incremental window end (default: today, UTC)
+    incremental: bool = False  # incremental mode; without `since`, from the last sync's end
+    ids_file: Path | None = None  # full mode listed by TMDB's daily id export
     max_movies: int | None = None  # cap on film detail calls in this invocation
     batch_size: int = 100  # films per write and checkpoint: at 40 req/s, ~2.5 s of work
     max_pages: int = MAX_PAGES
     first_day: date = FIRST_DAY
     last_day: date | None = None  # default: end of the year ten years from now (announced)
+    ids_per_partition: int = IDS_PER_PARTITION
+
+
+@dataclass
+class IdListing:
+    """The films an id export lists: sorted unique ids, adult entries left out."""
+
+    name: str
+    ids: list[int]
+    adult: int = 0
+    malformed: list[str] = field(default_factory=list)  # the first MALFORMED_REPORTED
+    malformed_total: int = 0
+
+
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def read_id_export(path: Path) -> IdListing:
+    """Read TMDB's daily id export (`movie_ids_MM_DD_YYYY.json.gz`): one JSON object per line,
+    `{"adult":false,"id":3924,"original_title":"Blondie","popularity":2.9,"video":false}`.
+
+    A malformed line is reported with its number and skipped; blank lines are ignored. Adult
+    entries are left out, as the discover listing (`include_adult=false`) leaves them out.
+    Raises `IdsFileError` when the file as a whole cannot be read (e.g. a truncated gzip).
+    """
+    listing = IdListing(name=path.name, ids=[])
+    ids: set[int] = set()
+
+    def malformed(number: int, reason: str) -> None:
+        listing.malformed_total += 1
+        if len(listing.malformed) < MALFORMED_REPORTED:
+            listing.malformed.append(f"{path.name} line {number}: {reason}; skipped")
+
+    try:
+        # Bytes per line: one undecodable line is one malformed line, not a failed file.
+        with gzip.open(path, "rb") if _is_gzip(path) else path.open("rb") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                except ValueError as exc:
+                    malformed(number, f"not JSON ({str(exc)[:60]})")
+                    continue
+                movie_id = entry.get("id") if isinstance(entry, dict) else None
+                if not isinstance(entry, dict):
+                    malformed(number, "not a JSON object")
+                elif type(movie_id) is not int or movie_id <= 0:
+                    malformed(number, "no positive integer id")
+                elif entry.get("adult") is True:
+                    listing.adult += 1
+                else:
+                    ids.add(movie_id)
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise IdsFileError(f"cannot read the ids file {path}: {exc}") from exc
+    listing.ids = sorted(ids)
+    return listing
 
 
 @dataclass
@@ -70,6 +157,8 @@ class IngestSummary:
     kind: Kind
     resumed: bool
     status: Status
+    listing: Listing = "discover"
+    since: date | None = None  # incremental runs: the first day of changes listed
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -159,39 +248,97 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
+def _listing(run: Document) -> Listing:
+    if run["kind"] == "incremental":
+        return "changes"
+    listing: Listing = run["params"].get("listing", "discover")  # older runs: discover
+    return listing
+
+
 async def find_resumable(
-    db: AsyncDatabase[Document], kind: Kind, since: date | None = None
+    db: AsyncDatabase[Document],
+    kind: Kind,
+    since: date | None = None,
+    listing: Listing | None = None,
 ) -> Document | None:
-    """The latest unfinished run of this kind (for incremental runs: of the same `since`)."""
+    """The latest unfinished run of this kind (for incremental runs: of the same `since`; for
+    full runs: of the same listing, so that a discover run and an ids-file run never continue
+    each other)."""
     query: dict[str, Any] = {"kind": kind, "status": {"$in": list(RESUMABLE)}}
     if since is not None:
         query["params.since"] = since.isoformat()
-    return await db[INGEST_RUNS].find_one(query, sort=[("started_at", -1)])
+    async for run in db[INGEST_RUNS].find(query, sort=[("started_at", -1)]):
+        if listing is None or _listing(run) == listing:
+            return run
+    return None
 
 
-def _new_run(kind: Kind, options: IngestOptions) -> Document:
+def sync_point(run: Document) -> date:
+    """The day an incremental sync following this finished run starts from. A full run
+    reflects TMDB as of when it started; an incremental one, its window's last day. That day
+    is listed again because edits made on it after the listing would otherwise be missed
+    (refetching a film is harmless: upserts)."""
+    if run.get("sync_point"):
+        return date.fromisoformat(run["sync_point"])
+    if run["kind"] == "incremental":
+        return date.fromisoformat(run["params"]["until"])
+    started: datetime = run["started_at"]
+    return started.astimezone(UTC).date() if started.tzinfo else started.date()
+
+
+async def last_sync_point(db: AsyncDatabase[Document]) -> date | None:
+    """Where the last successful sync (full or incremental) ended, or None before any."""
+    run = await db[INGEST_RUNS].find_one({"status": "done"}, sort=[("finished_at", -1)])
+    return None if run is None else sync_point(run)
+
+
+def _id_partitions(ids: list[int], width: int) -> list[str]:
+    """Consecutive id ranges up to the highest id, the last one open-ended, so that a rerun
+    with a newer export (holding higher ids) still lists them."""
+    top = ids[-1] if ids else 1
+    starts = list(range(1, top + 1, width))
+    docs = [f"{IDS_PREFIX}{a}-{a + width - 1}" for a in starts[:-1]]
+    return [*docs, f"{IDS_PREFIX}{starts[-1]}-"]
+
+
+def _id_range(doc: str) -> tuple[int, int | None]:
+    start, end = doc.removeprefix(IDS_PREFIX).split("-")
+    return int(start), int(end) if end else None
+
+
+def _new_run(kind: Kind, options: IngestOptions, listing: IdListing | None) -> Document:
     today = _now().date()
+    estimated: int | None = None
     if kind == "incremental":
         assert options.since is not None
         until = options.until or today
         if options.since > until:
             raise ValueError(f"--since {options.since} is after {until}")
-        params = {"since": options.since.isoformat(), "until": until.isoformat()}
+        params: dict[str, Any] = {"since": options.since.isoformat(), "until": until.isoformat()}
         todo = [_range_doc(w) for w in reversed(change_windows(options.since, until))]
+    elif listing is not None:
+        params = {"listing": "ids-file", "ids_file": listing.name}
+        todo = list(reversed(_id_partitions(listing.ids, options.ids_per_partition)))
+        estimated = len(listing.ids)
     else:
         last = options.last_day or date(today.year + 10, 12, 31)
-        params = {"first_day": options.first_day.isoformat(), "last_day": last.isoformat()}
-        todo = [_range_doc((options.first_day, last))]
+        params = {
+            "listing": "discover",
+            "first_day": options.first_day.isoformat(),
+            "last_day": last.isoformat(),
+        }
+        # A stack: the date ranges first, then the pass for the films they cannot list.
+        todo = [UNDATED, _range_doc((options.first_day, last))]
     started = _now()
     return {
         "_id": f"{kind}-{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
         "kind": kind,
         "status": "running",
         "params": {**params, "max_pages": options.max_pages},
-        "todo": todo,  # a stack: the last range is the next one
-        "current": None,  # {"range": "gte/lte", "written": [ids]}
+        "todo": todo,  # a stack: the last partition is the next one
+        "current": None,  # {"range": partition, "written": [ids]}
         "partitions_done": [],
-        "estimated_total": None,
+        "estimated_total": estimated,
         "counts": dict.fromkeys((*COUNT_KEYS, *CLIENT_KEYS), 0),
         "errors": [],
         "errors_total": 0,
@@ -213,8 +360,10 @@ class _Ingest:
         options: IngestOptions,
         summary: IngestSummary,
         progress: ProgressFn | None,
+        listing: IdListing | None = None,
     ) -> None:
         self.db = db
+        self.listing = listing
         self.client = client
         self.run = run
         self.options = options
@@ -302,7 +451,15 @@ class _Ingest:
             if isinstance(r, dict) and isinstance(r.get("id"), int) and not r.get("adult")
         ]
 
-    async def _list(self, rng: Range) -> list[int] | None:
+    async def _list(self, partition: str) -> list[int] | None:
+        """The ids of the partition on top of the stack (None: it was split instead)."""
+        if partition == UNDATED:
+            return await self._list_undated()
+        if partition.startswith(IDS_PREFIX):
+            return self._list_ids(partition)
+        return await self._list_range(_range(partition))
+
+    async def _list_range(self, rng: Range) -> list[int] | None:
         """The ids in the range on top of the stack, or None after replacing it by its
         halves. The range stays on the stack until listed, so a failure here loses nothing."""
         first = await self._page(rng, 1)
@@ -323,6 +480,51 @@ class _Ingest:
             pages = self.max_pages
         rest = await gather_all([self._page(rng, p) for p in range(2, pages + 1)])
         return list(dict.fromkeys(i for page in (first, *rest) for i in self._ids(page)))
+
+    async def _list_undated(self) -> list[int]:
+        """Best effort: the films no date range lists (no release date, or one outside the
+        ranges), from `/discover/movie` without a date filter. Such films sit together at one
+        end of a release-date order (TMDB does not document which), so each order is walked
+        from its start until a page holds none of them; films with a date in the ranges were
+        listed and fetched there, and are not fetched again. Past TMDB's 500-page cap only
+        the id export (`--ids-file`) lists them."""
+        params = self.run["params"]
+        first_day, last_day = params["first_day"], params["last_day"]
+        found: dict[int, None] = {}
+        for order in ("primary_release_date.asc", "primary_release_date.desc"):
+            query = {"sort_by": order, "include_adult": "false", "include_video": "false"}
+            page = 1
+            while True:
+                answer = await self.client.discover(query, page)
+                total = int(answer.get("total_pages") or 0)
+                results = answer.get("results")
+                unlisted = [
+                    r["id"]
+                    for r in (results if isinstance(results, list) else [])
+                    if isinstance(r, dict)
+                    and isinstance(r.get("id"), int)
+                    and not r.get("adult")
+                    and not first_day <= str(r.get("release_date") or "")[:10] <= last_day
+                ]
+                found.update(dict.fromkeys(unlisted))
+                if not unlisted or page >= min(total, self.max_pages):
+                    break
+                page += 1
+            if unlisted and total > self.max_pages and page >= self.max_pages:
+                self._warn(
+                    f"films without a release date: {order} still lists them on page"
+                    f" {self.max_pages}, the last TMDB serves; more may exist, which only"
+                    " a full sync with --ids-file (TMDB's daily id export) reaches"
+                )
+        return list(found)
+
+    def _list_ids(self, partition: str) -> list[int]:
+        assert self.listing is not None  # an ids-file run is only continued with its file
+        start, end = _id_range(partition)
+        ids = self.listing.ids
+        low = bisect.bisect_left(ids, start)
+        high = len(ids) if end is None else bisect.bisect_right(ids, end)
+        return ids[low:high]
 
     # --- fetching -------------------------------------------------------------------------
 
@@ -357,6 +559,12 @@ class _Ingest:
         return None if cap is None else cap - self.fetched
 
     async def execute(self) -> None:
+        if self.listing is not None:
+            for message in self.listing.malformed:
+                self._warn(message)
+            more = self.listing.malformed_total - len(self.listing.malformed)
+            if more:
+                self._warn(f"{self.listing.name}: {more} more malformed lines skipped")
         self.known = await existing_hashes(self.db)
         todo: list[str] = self.run["todo"]
         current = self.run["current"]
@@ -369,7 +577,7 @@ class _Ingest:
                 self.run["status"] = "paused"
                 return
             rng_doc = todo[-1]
-            ids = await self._list(_range(rng_doc))
+            ids = await self._list(rng_doc)
             if ids is None:
                 continue
             todo.pop()
@@ -395,6 +603,7 @@ class _Ingest:
             await self.save()
         self.run["status"] = "done"
         self.run["finished_at"] = _now()
+        self.run["sync_point"] = sync_point(self.run).isoformat()
 
 
 async def ingest_tmdb(
@@ -405,20 +614,49 @@ async def ingest_tmdb(
 ) -> IngestSummary:
     """Ingest (or continue ingesting) films; returns this invocation's summary.
 
-    Raises `TmdbAuthError` when the token is refused and `TmdbError` when TMDB keeps
-    failing; the run is then marked `failed` and the next ingest continues it.
+    Raises `NoSyncPointError` for an incremental sync without `since` before any successful
+    sync, `IdsFileError` for an unreadable ids file, `TmdbAuthError` when the token is refused
+    and `TmdbError` when TMDB keeps failing; the run is then marked `failed` and the next
+    ingest continues it.
     """
     options = options or IngestOptions()
-    kind: Kind = "incremental" if options.since is not None else "full"
+    incremental = options.incremental or options.since is not None
+    if incremental and options.ids_file is not None:
+        raise ValueError("--ids-file lists a full sync; it does not go with --incremental/--since")
+    if incremental and options.since is None:
+        since = await last_sync_point(db)
+        if since is None:
+            raise NoSyncPointError(
+                "no successful TMDB sync yet to continue from: run a full sync first "
+                "(`tmdb-analytics ingest tmdb`, or `--ids-file`) or pass --since YYYY-MM-DD"
+            )
+        options = dataclasses.replace(options, since=since)
+    kind: Kind = "incremental" if incremental else "full"
+    listing: Listing = (
+        "changes" if incremental else "ids-file" if options.ids_file is not None else "discover"
+    )
+    ids = None
+    if options.ids_file is not None:
+        # ~1M lines: parsed off the event loop, before any run is touched.
+        ids = await asyncio.to_thread(read_id_export, options.ids_file)
     started = time.monotonic()
-    run = await find_resumable(db, kind, options.since)
+    run = await find_resumable(db, kind, options.since, listing)
     resumed = run is not None
     if run is None:
-        run = _new_run(kind, options)
+        run = _new_run(kind, options, ids)
         await db[INGEST_RUNS].insert_one(run)
+    elif ids is not None:
+        run["params"]["ids_file"] = ids.name  # the latest export read for this run
     run.update(status="running", last_error=None, invocations=run["invocations"] + 1)
-    summary = IngestSummary(run_id=run["_id"], kind=kind, resumed=resumed, status="running")
-    ingest = _Ingest(db, client, run, options, summary, progress)
+    summary = IngestSummary(
+        run_id=run["_id"],
+        kind=kind,
+        resumed=resumed,
+        status="running",
+        listing=listing,
+        since=options.since if incremental else None,
+    )
+    ingest = _Ingest(db, client, run, options, summary, progress, ids)
     try:
         await ingest.execute()
     except (Exception, asyncio.CancelledError) as exc:
