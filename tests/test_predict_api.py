@@ -463,3 +463,39 @@ async def test_every_train_film_as_a_tmdb_record_is_accepted_in_batches_of_1000(
     # The one blank name in the file: "Good bye, Lenin!" has a keyword named by a lone NBSP.
     assert dropped == 1
     assert list(warned) == [338] and warned[338][0].endswith("blank name, item dropped")
+
+
+async def test_a_record_straight_from_the_tmdb_api_scores_like_the_flat_film(
+    api: httpx.AsyncClient,
+) -> None:
+    """`/movie/{id}?append_to_response=credits,keywords` wraps keywords and nests cast and
+    crew under `credits`; posted as is, it is the same film as the flat shape."""
+    flat = tmdb_items(1, offset=7)[0]
+    api_record = {
+        **{k: v for k, v in flat.items() if k not in ("keywords", "cast", "crew")},
+        "id": 550,
+        "popularity": 61.4,
+        "keywords": {
+            "id": 550,
+            "keywords": [{"id": i, "name": n} for i, n in enumerate(flat["keywords"])],
+        },
+        "credits": {
+            "id": 550,
+            "cast": [
+                {"id": i, "name": n, "character": "x", "order": i, "credit_id": "c"}
+                for i, n in enumerate(flat["cast"])
+            ],
+            "crew": [
+                {"id": 9, "name": c["name"], "job": c["job"], "department": "Directing"}
+                for c in flat["crew"]
+            ],
+        },
+    }
+    assert flat["cast"] and flat["crew"] and flat["keywords"]
+    without_people = {**flat, "cast": [], "crew": [], "keywords": []}
+    for path, score in (("/v1/predict/revenue", "revenue"), ("/v1/predict/hit", "probability")):
+        response = await api.post(path, json={"items": [flat, api_record, without_people]})
+        assert response.status_code == 200, response.text
+        same, nested, bare = (p[score] for p in response.json()["predictions"])
+        assert nested == same
+        assert bare != same  # the unwrapped lists really reached the model

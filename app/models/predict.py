@@ -4,9 +4,10 @@ Films use TMDB's own field names. List fields take TMDB objects (`{"id": 28, "na
 "Action"}`, `{"iso_3166_1": "US", "name": "United States of America"}`) or plain names; every
 fact is optional (a missing fact is "unknown", and the model was trained to live with that).
 Fields that only exist after release (revenue, popularity, votes, ...) are ignored, so a
-full TMDB record can be posted as is. TMDB holds list items whose name is blank (a keyword
-named by a lone non-breaking space, a language without a name): such an item is dropped and
-counted (`Film.dropped`), never a 422 for the batch.
+full TMDB record can be posted as is, from the Kaggle export or straight from TMDB's API
+(`keywords` wrapped in `{"keywords": [...]}`, cast and crew under `credits`). TMDB holds list
+items whose name is blank (a keyword named by a lone non-breaking space, a language without a
+name): such an item is dropped and counted (`Film.dropped`), never a 422 for the batch.
 """
 
 from __future__ import annotations
@@ -159,6 +160,22 @@ def _without(data: dict[str, Any], dropped: list[Dropped]) -> dict[str, Any]:
     return cleaned
 
 
+def _flatten_api_record(data: dict[str, Any]) -> dict[str, Any]:
+    """A record from TMDB's API (`/movie/{id}?append_to_response=credits,keywords`) wraps
+    keywords as `{"keywords": [...]}` and puts cast and crew under `credits`; the flat fields
+    win when both are given."""
+    flat = dict(data)
+    keywords = flat.get("keywords")
+    if isinstance(keywords, dict):
+        flat["keywords"] = keywords.get("keywords", keywords.get("results", []))
+    credits = flat.pop("credits", None)
+    if isinstance(credits, dict):
+        for field in ("cast", "crew"):
+            if field not in flat and field in credits:
+                flat[field] = credits[field]
+    return flat
+
+
 class Film(BaseModel):
     """A film's pre-release facts."""
 
@@ -228,6 +245,8 @@ class Film(BaseModel):
     def _drop_blank_names(cls, data: Any, handler: ModelWrapValidatorHandler[Film]) -> Film:
         # The common case costs one call: every item is checked by pydantic-core. Only a film
         # that fails pays for a look at its errors and a second validation without the items.
+        if isinstance(data, dict) and ("credits" in data or isinstance(data.get("keywords"), dict)):
+            data = _flatten_api_record(data)
         try:
             return handler(data)
         except ValidationError as exc:
