@@ -1,4 +1,6 @@
-"""Typed dependencies shared by the routers."""
+"""Typed dependencies shared by the routers: `State`, `Db`, `AppSettings`, `Engine`,
+`Registry`. Every one is async and reads the request directly: a plain `def` dependency would
+cost a hop through the thread pool on every request."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from fastapi import Depends, Request
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.db import Document
+from app.ml.registry import ModelRegistry
+from app.services.analytics.engine import AnalyticsEngine
 from app.settings import Settings
 from app.state import AppState
 
@@ -17,14 +21,24 @@ async def get_state(request: Request) -> AppState:
     return state
 
 
-async def get_db(state: Annotated[AppState, Depends(get_state)]) -> AsyncDatabase[Document]:
-    return state.db
+async def get_db(request: Request) -> AsyncDatabase[Document]:
+    return (await get_state(request)).db
 
 
-async def get_app_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
-    return state.settings
+async def get_app_settings(request: Request) -> Settings:
+    return (await get_state(request)).settings
+
+
+async def get_engine(request: Request) -> AnalyticsEngine:
+    return (await get_state(request)).analytics
+
+
+async def get_registry(request: Request) -> ModelRegistry:
+    return (await get_state(request)).registry
 
 
 State = Annotated[AppState, Depends(get_state)]
 Db = Annotated[AsyncDatabase[Document], Depends(get_db)]
 AppSettings = Annotated[Settings, Depends(get_app_settings)]
+Engine = Annotated[AnalyticsEngine, Depends(get_engine)]
+Registry = Annotated[ModelRegistry, Depends(get_registry)]

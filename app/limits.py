@@ -37,7 +37,7 @@ UNLIMITED_PATHS = frozenset({"/health", "/ready", "/metrics"})
 TOKEN_PATH = "/v1/auth/token"
 
 
-class RateLimiter:
+class RequestRateLimiter:
     """Token buckets keyed by an arbitrary string: `per_minute` requests of burst, refilled
     continuously at `per_minute / 60` per second. Single event loop, so no locking needed.
 
@@ -122,7 +122,7 @@ class AnonymousRateLimitMiddleware:
     """Per-IP limit for requests that carry no credentials (docs, 404s...) and for every
     login request."""
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+    def __init__(self, app: ASGIApp, limiter: RequestRateLimiter) -> None:
         self.app = app
         self.limiter = limiter
 
@@ -252,12 +252,9 @@ class DeadlineMiddleware:
             )
 
 
-def install_limits(app: FastAPI, settings: Settings) -> RateLimiter:
-    """Add the limit middleware (innermost first) and keep the limiter on `app.state` for the
-    per-credential checks in `app.security`."""
-    limiter = RateLimiter(settings.rate_limit_per_minute)
-    app.state.rate_limiter = limiter
+def install_limits(app: FastAPI, settings: Settings, limiter: RequestRateLimiter) -> None:
+    """Add the limit middleware (innermost first). The same `limiter` is in `AppState`, for
+    the per-credential checks in `app.security`."""
     app.add_middleware(DeadlineMiddleware, seconds=settings.request_timeout_seconds)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AnonymousRateLimitMiddleware, limiter=limiter)
-    return limiter

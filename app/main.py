@@ -5,17 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
+from app.authn import Authenticator, LoginGuard
 from app.db import make_client
 from app.docs_ui import install_docs
 from app.errors import add_problem_schema, install_handlers
-from app.limits import install_limits
+from app.limits import RequestRateLimiter, install_limits
+from app.ml.registry import ModelRegistry
 from app.observability import install_observability, metrics_router
-from app.routers import auth, health
-from app.security import Role, install_security, protected
+from app.routers import analytics, auth, health, model_registry, movies, predict
+from app.security import Role, protected
+from app.services.analytics.engine import AnalyticsEngine
+from app.services.health import database_check
 from app.services.movies_store import prepare_database
 from app.settings import Settings, get_settings
 from app.state import AppState
@@ -37,19 +42,19 @@ This product uses the TMDB API but is not endorsed or certified by TMDB.
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Built with the app: the anonymous-rate middleware holds it before any lifespan runs.
+    limiter = RequestRateLimiter(settings.rate_limit_per_minute)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = make_client(settings)
         db = client[settings.mongodb_db]
-        state = AppState(settings=settings, client=client, db=db)
         try:
             await db.command("ping")
             await prepare_database(db)
         except PyMongoError as exc:
             # Start anyway: /ready reports 503 and requests recover when the database returns.
             log.warning("database not reachable at startup: %s", exc.__class__.__name__)
-        app.state.app_state = state
         if settings.jwt_secret_is_ephemeral:
             log.warning(
                 "JWT_SECRET is not set: tokens and movie cursors are signed with a random key "
@@ -57,28 +62,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "workers or replicas. "
                 "Set JWT_SECRET to a random value of at least 32 characters."
             )
-        # --- feature startup (analytics snapshot, model registry, ...) ---
         # Analytics: the first snapshot builds in the background; requests wait only for it.
-        from app.services.analytics import ENGINE_KEY, AnalyticsEngine
-        from app.services.analytics import readiness as _analytics_readiness  # noqa: F401
-
-        analytics_engine = AnalyticsEngine(db, settings.snapshot_check_seconds)
-        analytics_engine.start()
-        state.extras[ENGINE_KEY] = analytics_engine
-        # Models: load the active version of each, then follow the database's choice of version;
-        # /ready names any that cannot serve.
-        from app.ml.registry import startup as start_model_registry
-
-        model_registry = await start_model_registry(state)
-        # --- end feature startup ---
+        engine = AnalyticsEngine(db, settings.snapshot_check_seconds)
+        engine.start()
+        # Models: load the version the database names (else ACTIVE), then follow the
+        # database's choice; /ready names any model that cannot serve.
+        registry = ModelRegistry(
+            settings.artifacts_dir, db=db, check_seconds=settings.model_check_seconds
+        )
+        await registry.load_all()
+        registry.start_following()
+        login_guard = LoginGuard(settings)
+        app.state.app_state = AppState(
+            settings=settings,
+            client=client,
+            db=db,
+            limiter=limiter,
+            authenticator=Authenticator(settings, db),
+            login_guard=login_guard,
+            analytics=engine,
+            registry=registry,
+            readiness_checks={
+                "database": partial(database_check, db),
+                "analytics": engine.readiness,
+                "models": registry.readiness,
+            },
+        )
         try:
             yield
         finally:
-            # --- feature shutdown ---
-            await model_registry.close()
-            await analytics_engine.close()
-            # --- end feature shutdown ---
-            app.state.login_guard.close()
+            await registry.close()
+            await engine.close()
+            login_guard.close()
             await client.close()
 
     app = FastAPI(
@@ -93,35 +108,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)  # self-hosted Swagger UI and ReDoc: no CDN
     install_handlers(app)
     add_problem_schema(app)
-    # --- middleware (security issue: request ids, logging, metrics, limits) ---
     # Starlette runs the middleware added last first: observability wraps the limits, so
     # 413/429/503 answers get a request id, a log line and a metric like any other.
-    install_limits(app, settings)
+    install_limits(app, settings, limiter)
     install_observability(app, settings.log_level)
-    install_security(app, settings)
-    # --- end middleware ---
+    # Public: /health, /ready, /metrics, /docs, /redoc, /openapi.json, POST /v1/auth/token.
     app.include_router(health.router)
     app.include_router(metrics_router)
     app.include_router(auth.router)
-    # --- feature routers ---
-    # Every feature router is included with `**protected(role)` (app.security): the role check
-    # and the documented 401/403/429 apply to all of its routes. Public: /health, /ready,
-    # /metrics, /docs, /openapi.json, POST /v1/auth/token. For example:
-    #   app.include_router(movies.router, **protected(Role.viewer))
-    #   app.include_router(analytics.router, **protected(Role.viewer))
-    #   app.include_router(predict.router, **protected(Role.predictor))
-    #   app.include_router(models.router, **protected(Role.viewer))
-    #   app.include_router(models.admin_router, **protected(Role.admin))
-    from app.routers import analytics as analytics_routes
-    from app.routers import movies as movie_routes
-
-    app.include_router(analytics_routes.router, **protected(Role.viewer))
-    app.include_router(movie_routes.router, **protected(Role.viewer))
-    from app.routers import models as model_routes
-    from app.routers import predict as predict_routes
-
-    app.include_router(predict_routes.router, **protected(Role.predictor))
-    app.include_router(model_routes.router, **protected(Role.viewer))
-    app.include_router(model_routes.admin_router, **protected(Role.admin))
-    # --- end feature routers ---
+    # Every other router is included with `**protected(role)` (app.security): the role check
+    # and the documented 401/403/429 apply to all of its routes.
+    app.include_router(analytics.router, **protected(Role.viewer))
+    app.include_router(movies.router, **protected(Role.viewer))
+    app.include_router(predict.router, **protected(Role.predictor))
+    app.include_router(model_registry.router, **protected(Role.viewer))
+    app.include_router(model_registry.admin_router, **protected(Role.admin))
     return app

@@ -1,14 +1,19 @@
-"""What the lifespan owns and hands to requests."""
+"""What the lifespan owns and hands to requests: one typed object, built once per process."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from app.authn import Authenticator, LoginGuard
 from app.db import Document
+from app.limits import RequestRateLimiter
+from app.ml.registry import ModelRegistry
+from app.services.analytics.engine import AnalyticsEngine
+from app.services.health import ReadinessCheck
 from app.settings import Settings
 
 
@@ -17,5 +22,11 @@ class AppState:
     settings: Settings
     client: AsyncMongoClient[Document]
     db: AsyncDatabase[Document]
-    # Filled by feature modules (analytics snapshot, model registry, ...) during startup.
-    extras: dict[str, Any] = field(default_factory=dict)
+    # Shared with the anonymous-rate middleware, which is built before the lifespan runs.
+    limiter: RequestRateLimiter
+    authenticator: Authenticator
+    login_guard: LoginGuard
+    analytics: AnalyticsEngine
+    registry: ModelRegistry
+    # What `/ready` checks, by name, in order.
+    readiness_checks: Mapping[str, ReadinessCheck]

@@ -18,7 +18,6 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from asgi_lifespan import LifespanManager
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -26,7 +25,7 @@ from app.db import Document, ensure_indexes
 from app.main import create_app
 from app.services.csv_io import import_imdb_csv, import_tmdb_csv
 from app.settings import Settings
-from tests.conftest import IMDB_CSV, TMDB_TRAIN_CSV, require_shared
+from tests.support import IMDB_CSV, TMDB_TRAIN_CSV, in_process, require_shared
 
 API_KEY = "analytics-tests-admin-key-0123456789abcdef"
 # One signing key for every app built here: cursors (signed with a key derived from it) then
@@ -88,15 +87,7 @@ async def serve(
     `settings`; `drop_database` drops the app's database on the way out."""
     app = create_app(settings)
     headers = {"X-API-Key": settings.admin_api_key} if settings.admin_api_key else {}
-    async with (
-        LifespanManager(app, startup_timeout=60) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(manager.app),
-            base_url="http://test",
-            headers=headers,
-            timeout=120,
-        ) as http,
-    ):
+    async with in_process(app, headers=headers, base_url="http://test") as http:
         try:
             yield http
         finally:

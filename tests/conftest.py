@@ -15,11 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from app.db import Document
 from app.localdb import LocalServer, free_port
 from app.settings import Settings, get_settings
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TMDB_TRAIN_CSV = SHARED_DATA / "tmdb_5000_movies.train.csv"
-IMDB_CSV = SHARED_DATA / "imdb_5000_movie_metadata.csv"
-
+from tests.analytics_support import Catalogue, real_catalogue
 
 # Every variable the service reads (pydantic-settings matches names case-insensitively), plus
 # the training module's MLflow store. Test-harness knobs (TEST_MONGODB_URI, FERRETDB_BIN) stay.
@@ -42,12 +38,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     _isolation.undo()
     get_settings.cache_clear()
-
-
-def require_shared(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data not found at {path} (place ../shared/data beside the repo)")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -107,3 +97,11 @@ async def db(
         yield database
     finally:
         await client.drop_database(db_name)
+
+
+@pytest.fixture(scope="module")
+async def catalogue(mongodb_uri: str) -> AsyncIterator[Catalogue]:
+    """The 3,804 real train films with the IMDB enrichment, in a database of their own (one
+    per test module that asks; dropped afterwards)."""
+    async with real_catalogue(mongodb_uri) as cat:
+        yield cat

@@ -15,7 +15,7 @@ import pytest
 
 from app.settings import Settings
 from tests import analytics_support
-from tests.conftest import IMDB_CSV, TMDB_TRAIN_CSV, require_shared
+from tests.support import IMDB_CSV, TMDB_TRAIN_CSV, require_shared
 from training.data import Dataset, load_from_csv
 from training.train import train_models
 from training.types import TrainedModel, TrainOptions
@@ -70,14 +70,13 @@ def versions(root: Path, name: str) -> list[str]:
 
 
 def app_settings(mongodb_uri: str, artifacts_dir: Path, workdir: Path) -> Settings:
-    return Settings(
-        app_env="test",
-        mongodb_uri=mongodb_uri,
-        mongodb_db=f"test_{uuid.uuid4().hex[:12]}",
+    """The analytics tests' settings in a fresh database, serving `artifacts_dir`."""
+    return analytics_support.app_settings(
+        mongodb_uri,
+        f"test_{uuid.uuid4().hex[:12]}",
+        workdir,
         admin_api_key=ADMIN_KEY,
         artifacts_dir=artifacts_dir,
-        data_dir=workdir / "data",
-        local_db_dir=workdir / "localdb",
         rate_limit_per_minute=1_000_000,
     )
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from app.main import create_app
 from app.security import Role, protected
 from app.settings import Settings
+from tests.support import STARTUP_TIMEOUT_SECONDS, in_process
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef0123456789"
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
@@ -57,21 +58,16 @@ def make_app(settings: Settings, *, probes: bool = True) -> FastAPI:
     return app
 
 
-@asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver"
-        ) as client,
-    ):
-        yield client
+# The security tests call the app as `http://testserver`, as the suite always has.
+serve = in_process
 
 
 @asynccontextmanager
 async def running(app: FastAPI) -> AsyncIterator[FastAPI]:
     """The app with its lifespan run, for clients made with `client_at`."""
-    async with LifespanManager(app) as manager:
+    async with LifespanManager(
+        app, startup_timeout=STARTUP_TIMEOUT_SECONDS, shutdown_timeout=STARTUP_TIMEOUT_SECONDS
+    ) as manager:
         yield manager.app  # type: ignore[misc]
 
 

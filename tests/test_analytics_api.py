@@ -20,16 +20,9 @@ from tests.analytics_support import (
     assert_stats,
     attach_imdb,
     filtered,
-    real_catalogue,
     reference_frame,
     serve,
 )
-
-
-@pytest.fixture(scope="module")
-async def catalogue(mongodb_uri: str) -> AsyncIterator[Catalogue]:
-    async with real_catalogue(mongodb_uri) as cat:
-        yield cat
 
 
 @pytest.fixture(scope="module")

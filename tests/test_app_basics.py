@@ -11,25 +11,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from app.localdb import LocalServer, free_port
 from app.main import create_app
 from app.openapi_doc import generate
 from app.settings import Settings
+from tests.support import in_process
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as http,
-    ):
+    async with in_process(create_app(settings), base_url="http://test") as http:
         yield http
 
 
@@ -44,13 +38,7 @@ async def test_ready_is_503_when_the_database_is_unreachable(settings: Settings)
     dead = settings.model_copy(
         update={"mongodb_uri": f"mongodb://127.0.0.1:{free_port()}/", "mongodb_timeout_ms": 300}
     )
-    app = create_app(dead)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as http,
-    ):
+    async with in_process(create_app(dead), base_url="http://test") as http:
         assert (await http.get("/health")).status_code == 200
         started = time.monotonic()
         ready = await http.get("/ready")

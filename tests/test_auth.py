@@ -19,9 +19,10 @@ from pydantic import ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 from typer.testing import CliRunner
 
+from app.authn import JWT_ISSUER
 from app.cli import app as cli_app
 from app.db import Document
-from app.security import JWT_ISSUER, Role
+from app.security import Role
 from app.services import credentials
 from app.settings import PLACEHOLDER_SECRETS, Settings, get_settings
 from tests.security_support import (
@@ -34,6 +35,7 @@ from tests.security_support import (
     security_settings,
     serve,
 )
+from tests.support import assert_problem
 
 PASSWORD = "correct horse battery staple"
 PROBLEM = "application/problem+json"
@@ -86,16 +88,6 @@ async def login(api: httpx.AsyncClient, username: str, password: str = PASSWORD)
     body = response.json()
     assert body["token_type"] == "bearer"
     return str(body["access_token"])
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["title"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
 
 
 def assert_401(response: httpx.Response) -> dict[str, Any]:

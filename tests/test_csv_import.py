@@ -17,8 +17,7 @@ from app.services.movies_store import (
     apply_updates,
     recover_interrupted_swap,
 )
-
-from .conftest import IMDB_CSV, TMDB_TRAIN_CSV, require_shared
+from tests.support import IMDB_CSV, TMDB_TRAIN_CSV, require_shared
 
 HEADER = (
     "budget,genres,homepage,id,keywords,original_language,original_title,overview,popularity,"

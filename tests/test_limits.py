@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.db import Document
-from app.limits import RateLimiter, client_ip
+from app.limits import RequestRateLimiter, client_ip
 from app.observability import JsonFormatter
 from app.security import Role
 from app.services import credentials
@@ -31,18 +31,9 @@ from tests.security_support import (
     security_settings,
     serve,
 )
+from tests.support import assert_problem
 
 PROBLEM = "application/problem+json"
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["title"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    assert "Traceback" not in response.text
-    return body
 
 
 def broken_router() -> APIRouter:
@@ -135,7 +126,7 @@ async def test_bad_credentials_spend_the_address_budget(api: httpx.AsyncClient) 
 def test_token_bucket_refills_continuously(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    limiter = RateLimiter(60)  # one per second, burst 60
+    limiter = RequestRateLimiter(60)  # one per second, burst 60
     assert all(limiter.hit("k") == 0 for _ in range(60))
     assert limiter.hit("k") == pytest.approx(1.0)
     now[0] += 0.5
@@ -148,7 +139,7 @@ def test_token_bucket_refills_continuously(monkeypatch: pytest.MonkeyPatch) -> N
 def test_token_bucket_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [0.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    limiter = RateLimiter(60, max_keys=100)
+    limiter = RequestRateLimiter(60, max_keys=100)
     for i in range(100):
         limiter.hit(f"old{i}")
     now[0] += 120  # every old bucket has refilled: forgetting them loses nothing
@@ -162,7 +153,7 @@ def test_full_limiter_evicts_the_least_recently_used_bucket(
 ) -> None:
     now = [0.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    limiter = RateLimiter(2, max_keys=3)
+    limiter = RequestRateLimiter(2, max_keys=3)
     assert limiter.hit("victim") == 0 and limiter.hit("victim") == 0
     assert limiter.hit("victim") > 0
     limiter.hit("a")
@@ -180,7 +171,7 @@ def test_a_flood_of_addresses_does_not_reset_a_throttled_client(
     trying: it stays throttled (the old limiter cleared every bucket past max_keys)."""
     now = [0.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    limiter = RateLimiter(5, max_keys=100)
+    limiter = RequestRateLimiter(5, max_keys=100)
     for _ in range(5):
         limiter.hit("ip:victim")
     for i in range(1000):

@@ -15,14 +15,13 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from app.db import Document
+from app.db import Document, make_client
 from app.localdb import free_port
 from app.ml import artifacts
-from app.ml.registry import ArtifactError, ModelRegistry, models_check
+from app.ml.registry import ArtifactError, ModelRegistry
 from app.observability import MODEL_BEHIND, MODEL_FOLLOW_FAILURES
 from app.services import model_versions
 from app.settings import Settings
-from app.state import AppState
 from tests.ml_support import copy_artifacts, versions
 from training.cli import record_activations
 
@@ -101,9 +100,7 @@ async def test_a_version_that_cannot_load_here_is_reported_and_the_current_one_s
     assert registry.get("hit") is serving
     behind = registry.behind("hit") or ""
     assert BROKEN in behind and "cannot load here" in behind and serving.version in behind
-    state = AppState(settings=settings, client=None, db=db)  # type: ignore[arg-type]
-    state.extras["models"] = registry
-    check = await models_check(state)
+    check = await registry.readiness()
     assert check.startswith("not ready") and "hit: serving " in check
     assert MODEL_BEHIND.labels("hit")._value.get() == 1
     assert MODEL_FOLLOW_FAILURES.labels("hit")._value.get() == failures + 1
@@ -112,7 +109,7 @@ async def test_a_version_that_cannot_load_here_is_reported_and_the_current_one_s
     assert MODEL_FOLLOW_FAILURES.labels("hit")._value.get() == failures + 1
     await model_versions.record(db, "hit", serving.version, "key:ops", "activate")
     await registry.follow()
-    assert registry.behind("hit") is None and await models_check(state) == "ok"
+    assert registry.behind("hit") is None and await registry.readiness() == "ok"
     assert MODEL_BEHIND.labels("hit")._value.get() == 0
     # A process starting while the database names a version it cannot load serves ACTIVE's
     # and reports the gap.
@@ -165,3 +162,26 @@ async def test_training_records_its_activation_for_running_services(
         record_activations, unreachable, [("revenue", old)], said.append
     )
     assert "reload" in said[-1]
+
+
+async def test_close_stops_the_follower_wherever_the_cancel_lands(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """A cancel landing inside a driver call (with the service's socket timeout set) used to
+    be swallowed there, so the follow loop ran on and `close`, the app's shutdown, waited
+    forever. Checking every millisecond makes the cancel land mid-call; every close must
+    still return at once."""
+    client = make_client(settings)
+    try:
+        for _ in range(10):
+            registry = ModelRegistry(
+                tmp_path / "empty", db=client[settings.mongodb_db], check_seconds=0.001
+            )
+            registry.start_following()
+            await asyncio.sleep(0.02)
+            closing = asyncio.ensure_future(registry.close())
+            done, _ = await asyncio.wait({closing}, timeout=5)
+            assert done, "close() did not return: the follow loop swallowed its cancel"
+    finally:
+        await client.drop_database(settings.mongodb_db)
+        await client.close()

@@ -24,8 +24,7 @@ from app.services.movies_store import (
     migrate_movie_ids,
     prepare_database,
 )
-
-from .conftest import IMDB_CSV, TMDB_TRAIN_CSV, require_shared
+from tests.support import IMDB_CSV, TMDB_TRAIN_CSV, require_shared
 
 FILMS = 300
 

@@ -24,16 +24,9 @@ from tests.analytics_support import (
     Catalogue,
     app_settings,
     filtered,
-    real_catalogue,
     reference_frame,
     serve,
 )
-
-
-@pytest.fixture(scope="module")
-async def catalogue(mongodb_uri: str) -> AsyncIterator[Catalogue]:
-    async with real_catalogue(mongodb_uri) as cat:
-        yield cat
 
 
 @pytest.fixture(scope="module", params=["database", "snapshot"])

@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from app.ml import artifacts
 from app.models.predict import PredictRequest
-from tests.conftest import TMDB_TRAIN_CSV, require_shared
 from tests.ml_support import (
     FILM,
     FILM_PLAIN,
@@ -29,6 +28,7 @@ from tests.ml_support import (
     trained_artifacts,
     versions,
 )
+from tests.support import TMDB_TRAIN_CSV, require_shared
 
 PROBLEM = "application/problem+json"
 

@@ -15,9 +15,8 @@ import pytest
 
 from app.ml import artifacts
 from app.ml.features import film_record
-from app.ml.registry import ArtifactError, ModelRegistry, load_version, models_check
+from app.ml.registry import ArtifactError, ModelRegistry, load_version
 from app.settings import Settings
-from app.state import AppState
 from tests.ml_support import copy_artifacts, real_dataset, trained_artifacts, versions
 
 
@@ -160,10 +159,7 @@ async def test_no_artifacts_means_not_ready_with_a_reason(
     await registry.load_all()
     assert registry.get("revenue") is None and registry.get("hit") is None
     assert "no trained version" in (registry.problem("revenue") or "")
-    state = AppState(settings=settings, client=None, db=None)  # type: ignore[arg-type]
-    assert (await models_check(state)).startswith("not ready: model registry not started")
-    state.extras["models"] = registry
-    check = await models_check(state)
+    check = await registry.readiness()
     assert check.startswith("not ready") and "revenue" in check and "hit" in check
 
 

@@ -29,9 +29,9 @@ from app.db import Document, ensure_indexes
 from app.main import create_app
 from app.services.csv_io import import_tmdb_csv
 from app.settings import Settings
-from tests.conftest import IMDB_CSV, TMDB_TRAIN_CSV
 from tests.ml_support import copy_artifacts
 from tests.security_support import ADMIN_KEY, JWT_SECRET
+from tests.support import IMDB_CSV, TMDB_TRAIN_CSV
 
 SEED_ROWS = 400
 # Bounded so the module takes about a minute of CPU: random examples per operation, plus

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.services.tmdb_client import RateLimiter, TmdbAuthError, TmdbClient, TmdbRequestError
+from app.services.tmdb_client import RequestPacer, TmdbAuthError, TmdbClient, TmdbRequestError
 from tests.fake_tmdb import TOKEN, FakeTmdb, catalogue
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -143,7 +143,7 @@ async def test_other_4xx_fail_at_once() -> None:
 
 
 async def test_rate_limiter_spaces_requests() -> None:
-    limiter = RateLimiter(rate=50)
+    limiter = RequestPacer(rate=50)
     started = time.monotonic()
     for _ in range(21):
         await limiter.acquire()

@@ -21,8 +21,8 @@ from app.ml.card import ModelCard
 from app.ml.features import FEATURE_SCHEMA_VERSION, TRACK_KINDS, FilmFeatures, film_record
 from app.services.csv_io import import_tmdb_csv
 from app.settings import Settings
-from tests.conftest import TMDB_TRAIN_CSV, require_shared
 from tests.ml_support import quick_options, real_dataset, small_dataset
+from tests.support import TMDB_TRAIN_CSV, require_shared
 from training import evaluate
 from training.data import load_from_csv, load_from_db
 from training.split import time_split

@@ -56,14 +56,11 @@ from app.ml.features import FEATURE_SCHEMA_VERSION, FilmFeatures, film_record
 from app.ml.monitoring import PredictionMonitor
 from app.observability import MODEL_BEHIND, MODEL_FOLLOW_FAILURES
 from app.services import model_versions
-from app.services.health import EXTRA_CHECKS
 from app.services.model_versions import ActiveRecord
-from app.state import AppState
 
 log = logging.getLogger("app.ml.registry")
 FloatMatrix = npt.NDArray[np.float64]
 FloatVector = npt.NDArray[np.float64]
-REGISTRY_KEY = "models"
 # Up to this many rows the compiled scorer wins (1 film: ~0.1 ms against ~3-10 ms; 64:
 # ~2 ms against ~6-11 ms); from ~500 rows scikit-learn's own per-tree loop is as fast.
 FAST_MAX_ROWS = 256
@@ -298,6 +295,19 @@ class ModelRegistry:
             f"which cannot load here" + (f": {failure.reason}" if reason else "")
         )
 
+    async def readiness(self) -> str:
+        """Readiness: every model serving, else which are not and why."""
+        # A process serving another version than the database names is not ready either: it
+        # would answer with a version the others no longer use.
+        missing = [
+            f"{n}: {self.problem(n) or 'not loaded'}"
+            if self.get(n) is None
+            else f"{n}: {self.behind(n)}"
+            for n in self.names
+            if self.get(n) is None or self.behind(n)
+        ]
+        return "ok" if not missing else "not ready: " + "; ".join(missing)
+
     def versions(self, name: str) -> list[str]:
         return artifacts.list_versions(self.root, name)
 
@@ -445,7 +455,12 @@ class ModelRegistry:
             self._follower = asyncio.create_task(self._follow_loop())
 
     async def _follow_loop(self) -> None:
+        this = asyncio.current_task()
         while True:
+            # A cancel that lands inside a driver call can be swallowed there (seen with
+            # PyMongo's async client): the loop would then run on and `close` wait forever.
+            if this is not None and this.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(self._check_seconds)
             try:
                 await self.follow()
@@ -471,40 +486,3 @@ class ModelRegistry:
 def _process() -> str:
     """Who seeded the database from its ACTIVE file, for the record."""
     return f"{socket.gethostname()} pid {os.getpid()}"
-
-
-def get_registry(state: AppState) -> ModelRegistry | None:
-    registry = state.extras.get(REGISTRY_KEY)
-    return registry if isinstance(registry, ModelRegistry) else None
-
-
-async def startup(state: AppState) -> ModelRegistry:
-    """Called from the app lifespan (which calls `close` on shutdown)."""
-    settings = state.settings
-    registry = ModelRegistry(
-        settings.artifacts_dir, db=state.db, check_seconds=settings.model_check_seconds
-    )
-    await registry.load_all()
-    registry.start_following()
-    state.extras[REGISTRY_KEY] = registry
-    return registry
-
-
-async def models_check(state: AppState) -> str:
-    """Readiness: every model serving, else which are not and why."""
-    registry = get_registry(state)
-    if registry is None:
-        return "not ready: model registry not started"
-    # A process serving another version than the database names is not ready either: it
-    # would answer with a version the others no longer use.
-    missing = [
-        f"{n}: {registry.problem(n) or 'not loaded'}"
-        if registry.get(n) is None
-        else f"{n}: {registry.behind(n)}"
-        for n in registry.names
-        if registry.get(n) is None or registry.behind(n)
-    ]
-    return "ok" if not missing else "not ready: " + "; ".join(missing)
-
-
-EXTRA_CHECKS["models"] = models_check

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app.errors import UnavailableError, problem_responses
+from app.deps import Engine
+from app.errors import problem_responses
 from app.models.analytics import (
     CompaniesResponse,
     CorrelationsResponse,
@@ -25,22 +26,10 @@ from app.models.analytics import (
 )
 from app.routers.filters import Filters
 from app.services import analytics
-from app.services.analytics import ENGINE_KEY, AnalyticsEngine, Result
-from app.state import AppState
+from app.services.analytics import Result
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 
-
-async def get_engine(request: Request) -> AnalyticsEngine:
-    # Async and straight from the request: a plain `def` dependency would run in the thread pool.
-    state: AppState = request.app.state.app_state
-    engine = state.extras.get(ENGINE_KEY)
-    if not isinstance(engine, AnalyticsEngine):
-        raise UnavailableError("the analytics engine is not running")
-    return engine
-
-
-Engine = Annotated[AnalyticsEngine, Depends(get_engine)]
 
 _HEADERS = {
     "X-Data-Version": {

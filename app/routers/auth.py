@@ -12,7 +12,6 @@ from app.errors import problem_responses
 from app.limits import client_ip
 from app.security import (
     TOKEN_URL,
-    LoginGuard,
     Principal,
     UnauthorizedError,
     issue_token,
@@ -51,7 +50,7 @@ async def token(
     grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
 ) -> TokenResponse:
     """Exchange a username and password for a short-lived bearer token."""
-    guard: LoginGuard = request.app.state.login_guard
+    guard = state.login_guard
     async with guard.attempt(client_ip(request.scope), username) as attempt:
         user = await authenticate_user(state.db, username, password, guard.executor)
         if user is None:

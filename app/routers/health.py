@@ -45,7 +45,7 @@ async def health() -> Health:
 async def ready(request: Request, state: State) -> JSONResponse:
     """Pings the database and reports each dependency; 503 when any is not ready. Each check
     says `ok`, `unavailable` or `not ready`; with an admin credential, also why."""
-    checks = await readiness(state)
+    checks = await readiness(state.readiness_checks)
     if not await is_admin(request, state):
         checks = {name: public_check(answer) for name, answer in checks.items()}
     if all(v == "ok" for v in checks.values()):

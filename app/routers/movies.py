@@ -8,10 +8,10 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from app.db import is_ferretdb
-from app.deps import AppSettings, Db
+from app.deps import AppSettings, Db, get_engine
 from app.errors import problem_responses
 from app.models.movies_api import MovieDetail, MovieList
-from app.routers.analytics import get_engine, respond
+from app.routers.analytics import respond
 from app.routers.filters import Filters
 from app.services.movies_query import (
     DEFAULT_SORT,

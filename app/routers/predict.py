@@ -8,9 +8,8 @@ import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app.deps import State
+from app.deps import AppSettings, Registry
 from app.errors import problem_responses
-from app.ml.registry import get_registry
 from app.models.predict import HitResponse, PredictRequest, RevenueResponse
 from app.services import predict as service
 
@@ -37,11 +36,11 @@ def _json(body: dict[str, object]) -> Response:
     response_model=RevenueResponse,
     responses=ERRORS,
 )
-async def predict_revenue(body: PredictRequest, state: State, explain: Explain = False) -> Response:
+async def predict_revenue(
+    body: PredictRequest, registry: Registry, settings: AppSettings, explain: Explain = False
+) -> Response:
     """Expected worldwide revenue (USD) with an 80% interval for each film, in order."""
-    result = await service.predict(
-        get_registry(state), "revenue", body, explain, state.settings.max_batch_size
-    )
+    result = await service.predict(registry, "revenue", body, explain, settings.max_batch_size)
     return _json(result)
 
 
@@ -51,9 +50,9 @@ async def predict_revenue(body: PredictRequest, state: State, explain: Explain =
     response_model=HitResponse,
     responses=ERRORS,
 )
-async def predict_hit(body: PredictRequest, state: State, explain: Explain = False) -> Response:
+async def predict_hit(
+    body: PredictRequest, registry: Registry, settings: AppSettings, explain: Explain = False
+) -> Response:
     """Probability that each film earns at least twice its budget, and the yes/no call."""
-    result = await service.predict(
-        get_registry(state), "hit", body, explain, state.settings.max_batch_size
-    )
+    result = await service.predict(registry, "hit", body, explain, settings.max_batch_size)
     return _json(result)

@@ -1,34 +1,31 @@
-"""Readiness checks for every dependency the service needs."""
+"""Readiness: each dependency the service needs answers one check. Which checks run is listed
+where the app is built (`app.main`), not registered by importing a module."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from app.state import AppState
+from app.db import Document
 
 # A check answers "ok" or "<status>: <detail>", e.g. "unavailable: ServerSelectionTimeoutError".
-ReadinessCheck = Callable[[AppState], Awaitable[str]]
+ReadinessCheck = Callable[[], Awaitable[str]]
 PUBLIC_STATUSES = frozenset({"ok", "unavailable", "not ready"})
-# Feature modules register extra checks (e.g. "models") here at import time.
-EXTRA_CHECKS: dict[str, ReadinessCheck] = {}
 
 
-async def database_check(state: AppState) -> str:
+async def database_check(db: AsyncDatabase[Document]) -> str:
     try:
-        await asyncio.wait_for(state.db.command("ping"), timeout=3)
+        await asyncio.wait_for(db.command("ping"), timeout=3)
     except (PyMongoError, TimeoutError) as exc:
         return f"unavailable: {exc.__class__.__name__}"
     return "ok"
 
 
-async def readiness(state: AppState) -> dict[str, str]:
-    checks = {"database": await database_check(state)}
-    for name, check in EXTRA_CHECKS.items():
-        checks[name] = await check(state)
-    return checks
+async def readiness(checks: Mapping[str, ReadinessCheck]) -> dict[str, str]:
+    return {name: await check() for name, check in checks.items()}
 
 
 def public_check(answer: str) -> str:

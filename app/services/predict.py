@@ -1,4 +1,4 @@
-"""Predictions and model management behind `/v1/predict/*` and `/v1/models/*`."""
+"""Predictions behind `/v1/predict/*`: validate, featurize, score, explain, count."""
 
 from __future__ import annotations
 
@@ -9,22 +9,16 @@ import numpy as np
 import numpy.typing as npt
 from starlette.concurrency import run_in_threadpool
 
-from app.errors import DomainError, NotFoundError, UnavailableError
-from app.ml import artifacts
+from app.errors import DomainError
 from app.ml.features import film_record
-from app.ml.monitoring import MONITORED_FEATURES, PredictionMonitor
-from app.ml.registry import ArtifactError, LoadedModel, ModelRegistry
+from app.ml.monitoring import PredictionMonitor
+from app.ml.registry import LoadedModel, ModelRegistry
 from app.models.predict import (
-    ActivationInfo,
-    ActivationResult,
     Film,
-    ModelDetail,
-    ModelList,
-    ModelSummary,
     PredictRequest,
 )
 from app.observability import PREDICT_ITEMS_DROPPED, PREDICTIONS
-from app.services.model_versions import ActiveRecord
+from app.services.model_admin import serving_model
 
 FloatMatrix = npt.NDArray[np.float64]
 FloatVector = npt.NDArray[np.float64]
@@ -34,11 +28,6 @@ TOP_CONTRIBUTIONS = 5
 # costing more than the work. Bigger batches (and explanations, one re-score per input
 # field) go to the thread pool so that the loop keeps serving other requests meanwhile.
 INLINE_MAX_ROWS = 1
-
-
-class ArtifactRejectedError(DomainError):
-    status = 409
-    title = "Artifact rejected"
 
 
 class BatchTooLargeError(DomainError):
@@ -88,18 +77,6 @@ def film_document(film: Film) -> dict[str, Any]:
         "cast": cast,
         "crew": crew,
     }
-
-
-def _model(registry: ModelRegistry | None, name: str) -> LoadedModel:
-    if registry is None:
-        raise UnavailableError("the model registry is not running", headers={"Retry-After": "5"})
-    model = registry.get(name)
-    if model is None:
-        reason = registry.problem(name) or "not loaded"
-        raise UnavailableError(
-            f"model {name} is unavailable: {reason}", headers={"Retry-After": "30"}
-        )
-    return model
 
 
 def _contributions(model: LoadedModel, row: FloatVector) -> list[dict[str, Any]]:
@@ -190,7 +167,7 @@ def _score(
 
 
 async def predict(
-    registry: ModelRegistry | None,
+    registry: ModelRegistry,
     name: str,
     request: PredictRequest,
     explain: bool,
@@ -199,126 +176,7 @@ async def predict(
     if len(request.items) > max_batch:
         raise BatchTooLargeError(f"{len(request.items)} films; at most {max_batch} per request")
     # Taken once: a reload during this request does not change the model that answers it.
-    model = _model(registry, name)
-    assert registry is not None
+    model = serving_model(registry, name)
     if len(request.items) <= INLINE_MAX_ROWS and not explain:
         return _score(model, request.items, explain, registry.monitor)
     return await run_in_threadpool(_score, model, request.items, explain, registry.monitor)
-
-
-# --- model management -----------------------------------------------------------------------
-
-
-def _known(name: str) -> None:
-    if name not in artifacts.MODEL_NAMES:
-        raise NotFoundError(f"no model {name!r}; models: {', '.join(artifacts.MODEL_NAMES)}")
-
-
-def _registry(registry: ModelRegistry | None) -> ModelRegistry:
-    if registry is None:
-        raise UnavailableError("the model registry is not running", headers={"Retry-After": "5"})
-    return registry
-
-
-def list_models(registry: ModelRegistry | None, *, internals: bool = False) -> ModelList:
-    reg = _registry(registry)
-    out = []
-    for name in reg.names:
-        model = reg.get(name)
-        if model is None:
-            out.append(
-                ModelSummary(
-                    name=name,
-                    status="unavailable",
-                    versions=reg.versions(name),
-                    problem=reg.problem(name) or "not loaded",
-                )
-            )
-            continue
-        out.append(
-            ModelSummary(
-                name=model.card.name,
-                status="serving",
-                active_version=model.version,
-                family=model.card.family,
-                created_at=model.card.created_at.isoformat(),
-                metrics=model.card.metrics,
-                versions=reg.versions(name),
-                problem=reg.behind(name, reason=internals),
-            )
-        )
-    return ModelList(models=out)
-
-
-def model_detail(
-    registry: ModelRegistry | None, name: str, *, internals: bool = False
-) -> ModelDetail:
-    """The model's detail; `internals` (admins) adds what the card keeps from others."""
-    _known(name)
-    reg = _registry(registry)
-    model = _model(reg, name)
-    reference = {
-        n: float(v)
-        for n, v in zip(model.features.feature_names_, model.features.reference_, strict=True)
-        if n in MONITORED_FEATURES
-    }
-    return ModelDetail(
-        name=model.card.name,
-        active_version=model.version,
-        loaded_at=model.loaded_at.isoformat(),
-        fast_path=model.fast_scorer is not None,
-        versions=reg.versions(name),
-        activation=_activation(reg.record(name)),
-        problem=reg.behind(name, reason=internals),
-        card=model.card if internals else model.card.without_internals(),
-        monitoring=reg.monitor.snapshot(name, reference),
-    )
-
-
-def _activation(record: ActiveRecord | None) -> ActivationInfo | None:
-    if record is None:
-        return None
-    return ActivationInfo(
-        version=record.version,
-        activated_by=record.activated_by,
-        activated_at=record.activated_at.isoformat(),
-        source=record.source,
-    )
-
-
-async def reload_model(registry: ModelRegistry | None, name: str, by: str) -> ActivationResult:
-    _known(name)
-    reg = _registry(registry)
-    previous = reg.get(name)
-    try:
-        model = await reg.reload(name, by)
-    except ArtifactError as exc:
-        raise ArtifactRejectedError(f"{exc}; still serving {_serving(previous)}") from None
-    return ActivationResult(
-        name=model.card.name,
-        active_version=model.version,
-        previous_version=previous.version if previous else None,
-    )
-
-
-async def activate_model(
-    registry: ModelRegistry | None, name: str, version: str, by: str
-) -> ActivationResult:
-    _known(name)
-    reg = _registry(registry)
-    if version not in reg.versions(name):
-        raise NotFoundError(f"model {name} has no version {version}")
-    previous = reg.get(name)
-    try:
-        model = await reg.activate(name, version, by)
-    except ArtifactError as exc:
-        raise ArtifactRejectedError(f"{exc}; still serving {_serving(previous)}") from None
-    return ActivationResult(
-        name=model.card.name,
-        active_version=model.version,
-        previous_version=previous.version if previous else None,
-    )
-
-
-def _serving(model: LoadedModel | None) -> str:
-    return model.version if model is not None else "nothing"

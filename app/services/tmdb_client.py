@@ -52,7 +52,7 @@ class ClientStats:
     waited_s: float = 0.0  # time spent pausing for Retry-After
 
 
-class RateLimiter:
+class RequestPacer:
     """Spaces request starts `1/rate` apart (a token bucket holding `burst` tokens).
 
     The default burst of 1 never sends more than `rate` requests in any one-second window,
@@ -132,7 +132,7 @@ class TmdbClient:
         if not token:
             raise TmdbAuthError("TMDB_API_TOKEN is not set")
         self.stats = ClientStats()
-        self.limiter = RateLimiter(rate_limit)
+        self.limiter = RequestPacer(rate_limit)
         self.max_attempts = max_attempts
         self.max_throttled = max_throttled
         self.backoff_base = backoff_base

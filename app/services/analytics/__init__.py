@@ -9,7 +9,7 @@ projection, turns the catalogue into numpy columns that answer any filter in mil
 
 One module per job: `snapshot` (reading and columnar layout), `aggregates` (the pure
 functions behind each endpoint), `engine` (the current snapshot, version checks, the result
-cache) and `readiness` (the `/ready` check).
+cache; its `readiness` is the `/ready` check).
 """
 
 from app.services.analytics.aggregates import (

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import State
+from app.deps import Registry
 from app.errors import problem_responses
-from app.ml.registry import get_registry
 from app.models.predict import ActivateRequest, ActivationResult, ModelDetail, ModelList
 from app.security import CurrentPrincipal, Role
-from app.services import predict as service
+from app.services import model_admin as service
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 # Included separately by the app factory, which attaches the admin credentials dependency.
@@ -22,10 +21,10 @@ admin_router = APIRouter(prefix="/v1/models", tags=["models (admin)"])
     response_model=ModelList,
     responses=problem_responses(500, 503),
 )
-async def list_models(state: State, principal: CurrentPrincipal) -> ModelList:
+async def list_models(registry: Registry, principal: CurrentPrincipal) -> ModelList:
     """Each model with its active version and test metrics, or why it is unavailable."""
     internals = principal.role.includes(Role.admin)  # load errors may name paths
-    return service.list_models(get_registry(state), internals=internals)
+    return service.list_models(registry, internals=internals)
 
 
 @router.get(
@@ -34,10 +33,10 @@ async def list_models(state: State, principal: CurrentPrincipal) -> ModelList:
     response_model=ModelDetail,
     responses=problem_responses(404, 500, 503),
 )
-async def get_model(name: str, state: State, principal: CurrentPrincipal) -> ModelDetail:
+async def get_model(name: str, registry: Registry, principal: CurrentPrincipal) -> ModelDetail:
     """The active version's card, its versions on disk, and live prediction monitoring."""
     internals = principal.role.includes(Role.admin)  # e.g. the MLflow tracking URI
-    return service.model_detail(get_registry(state), name, internals=internals)
+    return service.model_detail(registry, name, internals=internals)
 
 
 @admin_router.post(
@@ -46,9 +45,11 @@ async def get_model(name: str, state: State, principal: CurrentPrincipal) -> Mod
     response_model=ActivationResult,
     responses=problem_responses(404, 409, 500, 503),
 )
-async def reload_model(name: str, state: State, principal: CurrentPrincipal) -> ActivationResult:
+async def reload_model(
+    name: str, registry: Registry, principal: CurrentPrincipal
+) -> ActivationResult:
     """Serve the version `ACTIVE` names in every process; a bad artifact is refused (409)."""
-    return await service.reload_model(get_registry(state), name, str(principal))
+    return await service.reload_model(registry, name, str(principal))
 
 
 @admin_router.post(
@@ -58,7 +59,7 @@ async def reload_model(name: str, state: State, principal: CurrentPrincipal) -> 
     responses=problem_responses(404, 409, 422, 500, 503),
 )
 async def activate_model(
-    name: str, body: ActivateRequest, state: State, principal: CurrentPrincipal
+    name: str, body: ActivateRequest, registry: Registry, principal: CurrentPrincipal
 ) -> ActivationResult:
     """Serve the given version in every process; a bad artifact is refused (409)."""
-    return await service.activate_model(get_registry(state), name, body.version, str(principal))
+    return await service.activate_model(registry, name, body.version, str(principal))
