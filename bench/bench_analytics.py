@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +39,8 @@ import pandas as pd
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.common`
+
 from app.db import MOVIES, Document, bump_data_version, ensure_indexes, movie_key
 from app.localdb import LocalServer, free_port
 from app.services import analytics
@@ -55,10 +56,17 @@ from app.services.filters import CatalogFilter
 from app.services.movies_query import MovieQuery, prepare
 from app.services.movies_snapshot import search_snapshot
 from app.services.normalize import normalize_title
+from bench.common import (
+    RESULTS,
+    percentile,
+    server_process,
+    service_command,
+    wait_until,
+    write_section,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "RESULTS.md"
-START, END = "<!-- analytics-bench:start -->", "<!-- analytics-bench:end -->"
+SECTION = "analytics-bench"
 API_KEY = "bench-analytics-admin-key-0123456789abcdef"
 CHUNK = 2000
 BENCH_CURSOR_KEY = b"bench-cursor-key"  # cursors signed in-process only
@@ -210,10 +218,6 @@ def median_time(fn: Callable[[], Any], reps: int) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f}" if seconds < 10 else f"{seconds * 1000:,.0f}"
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
 
 
 # --- (a) snapshot build vs raw read -------------------------------------------------------
@@ -585,66 +589,35 @@ def measure_http(uri: str, db_name: str, requests: int, workdir: Path) -> dict[s
         "LOCAL_DB_DIR": str(workdir / "unused-localdb"),
         "ARTIFACTS_DIR": str(workdir / "artifacts"),
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    server = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        with httpx.Client(
+    with (
+        server_process(service_command(port), env) as server,
+        httpx.Client(
             base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": API_KEY}, timeout=1800
-        ) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if http.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("uvicorn did not start")
-                time.sleep(0.1)
+        ) as http,
+    ):
+        wait_until(f"http://127.0.0.1:{port}/health", server, timeout=60)
+        t = time.perf_counter()
+        assert http.get("/v1/analytics/summary").status_code == 200
+        first_snapshot = time.perf_counter() - t
+        cold: dict[str, float] = {}
+        for path in HTTP_PATHS:  # the first call of each computes (a cache miss)
             t = time.perf_counter()
-            assert http.get("/v1/analytics/summary").status_code == 200
-            first_snapshot = time.perf_counter() - t
-            cold: dict[str, float] = {}
-            for path in HTTP_PATHS:  # the first call of each computes (a cache miss)
+            response = http.get(path)
+            cold[path] = time.perf_counter() - t
+            assert response.status_code == 200, (path, response.text[:200])
+        paths = ["/health", *HTTP_PATHS]
+        for _ in range(20):
+            for path in paths:
+                http.get(path)
+        samples: dict[str, list[float]] = {p: [] for p in paths}
+        for _ in range(requests):  # round-robin, so drift and noise hit all paths alike
+            for path in paths:
                 t = time.perf_counter()
                 response = http.get(path)
-                cold[path] = time.perf_counter() - t
-                assert response.status_code == 200, (path, response.text[:200])
-            paths = ["/health", *HTTP_PATHS]
-            for _ in range(20):
-                for path in paths:
-                    http.get(path)
-            samples: dict[str, list[float]] = {p: [] for p in paths}
-            for _ in range(requests):  # round-robin, so drift and noise hit all paths alike
-                for path in paths:
-                    t = time.perf_counter()
-                    response = http.get(path)
-                    samples[path].append(time.perf_counter() - t)
-                    assert response.status_code == 200
-                    if path != "/health":
-                        assert response.headers["X-Analytics-Cache"] == "hit"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+                samples[path].append(time.perf_counter() - t)
+                assert response.status_code == 200
+                if path != "/health":
+                    assert response.headers["X-Analytics-Cache"] == "hit"
     health = percentile(samples["/health"], 50)
     return {
         "first_snapshot_s": first_snapshot,
@@ -803,17 +776,6 @@ def _targets(results: list[dict[str, Any]], compute_only: list[dict[str, Any]]) 
     return lines
 
 
-def write_results(markdown: str, path: Path) -> None:
-    block = f"{START}\n{markdown}\n{END}\n"
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
@@ -875,7 +837,7 @@ async def main() -> None:
     markdown = report(results, compute_only, command.strip())
     print(markdown)
     if not args.no_write:
-        write_results(markdown, args.results)
+        write_section(SECTION, markdown, args.results)
         print(f"written to {args.results}")
 
 

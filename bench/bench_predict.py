@@ -28,12 +28,10 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,16 +44,17 @@ sys.path.insert(0, str(REPO))
 
 from app.localdb import LocalServer, free_port  # noqa: E402
 from app.ml import artifacts  # noqa: E402
+from bench.common import (  # noqa: E402
+    percentile,
+    server_process,
+    service_command,
+    wait_until,
+    write_section,
+)
 
-HEADING = "## Predictions"
+SECTION = "predict-bench"
 ADMIN_KEY = "bench-admin-key-0123456789abcdef0123456789abcdef"
 CONCURRENCY = 8
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
-    return ordered[k]
 
 
 def films(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -96,35 +95,6 @@ def films(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return items, records
 
 
-@contextmanager
-def process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def wait_until(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: server exited; see {log}:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url}: not up after {timeout}s; see {log}")
-
-
 def timed(call: Callable[[], httpx.Response], n: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         call().raise_for_status()
@@ -156,7 +126,7 @@ async def concurrent_rps(url: str, bodies: list[Any], headers: dict[str, str], n
 def summary(seconds: list[float]) -> dict[str, float]:
     return {
         "p50_ms": statistics.median(seconds) * 1e3,
-        "p95_ms": percentile(seconds, 0.95) * 1e3,
+        "p95_ms": percentile(seconds, 95) * 1e3,
         "rps": len(seconds) / sum(seconds),
     }
 
@@ -200,22 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     ports = {name: free_port() for name in SERVERS}
     commands = {
-        "service": [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(ports["service"]),
-            "--workers",
-            "1",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
+        "service": service_command(ports["service"]),
         **{
             name: [
                 str(bin_dir / "mlflow"),
@@ -271,9 +226,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finished = False
     try:
         with (
-            process(commands["service"], envs["service"], work / "service.log") as p0,
-            process(commands["mlflow"], envs["mlflow"], work / "mlflow.log") as p1,
-            process(commands["mlflow_1t"], envs["mlflow_1t"], work / "mlflow_1t.log") as p2,
+            server_process(commands["service"], envs["service"], work / "service.log") as p0,
+            server_process(commands["mlflow"], envs["mlflow"], work / "mlflow.log") as p1,
+            server_process(commands["mlflow_1t"], envs["mlflow_1t"], work / "mlflow_1t.log") as p2,
         ):
             wait_until(f"{urls['service']}/ready", p0, work / "service.log")
             wait_until(f"{urls['mlflow']}/ping", p1, work / "mlflow.log")
@@ -351,7 +306,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
     health = results["health"]
     ratio_health = ours["single"]["p50_ms"] / health["p50_ms"]
     lines = [
-        HEADING,
+        "## Predictions",
         "",
         f"Model `{results['model']}` version `{results['model_version']}`; "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; Python {platform.python_version()}, "
@@ -422,25 +377,6 @@ def markdown(results: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (or append it); keep all others."""
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else ["# Benchmarks"]
-    start = next((i for i, line in enumerate(lines) if line.strip() == HEADING), None)
-    if start is None:
-        kept_before, kept_after = lines, []
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        kept_before, kept_after = lines[:start], lines[end:]
-    while kept_before and not kept_before[-1].strip():
-        kept_before.pop()
-    parts = ["\n".join(kept_before), section.rstrip("\n")]
-    if kept_after:
-        parts.append("\n".join(kept_after))
-    path.write_text("\n\n".join(p for p in parts if p) + "\n", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["revenue", "hit"], default="revenue")
@@ -455,7 +391,7 @@ def main() -> None:
     section = markdown(results, command.strip())
     print(section)
     if not args.no_write:
-        write_section(Path(args.results), section)
+        write_section(SECTION, section, Path(args.results))
 
 
 if __name__ == "__main__":
