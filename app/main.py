@@ -113,5 +113,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict_routes.router, **protected(Role.predictor))
     app.include_router(model_routes.router, **protected(Role.viewer))
     app.include_router(model_routes.admin_router, **protected(Role.admin))
+    from app.routers import dashboards as dashboard_routes
+    from app.routers import ui as ui_routes
+
+    app.include_router(dashboard_routes.router, **protected(Role.viewer))
+    app.include_router(ui_routes.router)  # public HTML; its data comes from the API above
     # --- end feature routers ---
     return app
