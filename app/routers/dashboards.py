@@ -84,9 +84,9 @@ def _with_etag(response: Response, dashboard: Dashboard) -> Dashboard:
     response_model=WidgetCatalogInfo,
     responses=problem_responses(503),
 )
-async def catalog(catalog: Catalog) -> WidgetCatalogInfo:
+async def catalog(catalog: Catalog) -> Response:
     """Endpoints a widget may query, their parameters, charts and measures, and the filters."""
-    return catalog.info()
+    return Response(catalog.info_json(), media_type="application/json")
 
 
 @router.get(

@@ -256,6 +256,8 @@ class WidgetCatalog:
         self.filters_model, self.filter_names = _params_model(
             "DashboardFilters", get_dependant(path="/", call=catalog_filter)
         )
+        self._info: WidgetCatalogInfo | None = None
+        self._info_json: bytes | None = None
 
     # --- validation ------------------------------------------------------------------------
 
@@ -413,6 +415,17 @@ class WidgetCatalog:
     # --- what clients see ------------------------------------------------------------------
 
     def info(self) -> WidgetCatalogInfo:
+        """What clients see (built once: the routes do not change while the app runs)."""
+        if self._info is None:
+            self._info = self._build_info()
+        return self._info
+
+    def info_json(self) -> bytes:
+        if self._info_json is None:
+            self._info_json = self.info().model_dump_json(by_alias=True).encode()
+        return self._info_json
+
+    def _build_info(self) -> WidgetCatalogInfo:
         return WidgetCatalogInfo(
             endpoints=[self._endpoint_info(s) for s in self.endpoints.values()],
             filters=_param_infos(self.filters_model, self.filter_names, set(self.filter_names)),

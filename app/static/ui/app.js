@@ -30,11 +30,23 @@
   };
   window.__ui = { renderedAt: null, renders: 0 };
 
-  // Deferred scripts run in order before DOMContentLoaded: plotly.js is there by then.
-  var plotlyReady = new Promise(function (resolve) {
-    if (window.Plotly) resolve();
-    else document.addEventListener("DOMContentLoaded", function () { resolve(); });
+  // plotly.js is preloaded by the page and run from here (see ui.html): once the first data
+  // requests are sent, on the log-in form, or after a short while at the latest.
+  var plotlyLoaded = null;
+  var plotlyReady = new Promise(function (resolve, reject) {
+    plotlyLoaded = function () {
+      if (window.Plotly) { resolve(); return; }
+      if (document.getElementById("plotly-js")) return;
+      var script = document.createElement("script");
+      script.id = "plotly-js";
+      script.src = document.body.dataset.plotly;
+      script.onload = function () { resolve(); };
+      script.onerror = function () { reject(new Error("plotly.js did not load")); };
+      document.head.appendChild(script);
+    };
   });
+  plotlyReady.catch(function () {});
+  setTimeout(plotlyLoaded, 1500); // should the API be slow to answer
 
   // --- HTTP ----------------------------------------------------------------------------------
 
@@ -94,6 +106,7 @@
   // --- login ---------------------------------------------------------------------------------
 
   function showLogin(message) {
+    plotlyLoaded(); // while the user types
     $("login-view").hidden = false;
     $("dashboard-view").hidden = true;
     $("session").hidden = true;
@@ -158,29 +171,48 @@
       });
       return;
     }
-    api("/v1/dashboards").then(function (r) {
+    var list = api("/v1/dashboards").then(function (r) {
       if (r.body.items.length) return r.body.items;
       // First visit: the starter dashboard.
       return api("/v1/dashboards/default", { method: "POST" }).then(function (c) { return c.body.items; });
     }).then(function (items) {
       S.list = items;
-      var wanted = hashId();
-      var id = items.some(function (d) { return d.id === wanted; }) ? wanted : items.length ? items[0].id : null;
-      if (id) return openDashboard(id);
-      return createDashboard();
-    }).catch(reportError);
+      fillPicker();
+      return items;
+    });
+    function openFirst() {
+      return list.then(function (items) {
+        return items.length ? openDashboard(items[0].id) : createDashboard();
+      });
+    }
+    var wanted = hashId();
+    if (wanted) {
+      // A returning visitor's dashboard is read at once, beside the list.
+      openDashboard(wanted).catch(function (err) {
+        if (err instanceof AuthError) throw err;
+        return openFirst(); // deleted meanwhile, or another user's id in this browser
+      }).catch(reportError);
+      list.catch(reportError);
+    } else {
+      openFirst().catch(reportError);
+    }
   }
 
+  var LAST_KEY = "tmdb.last-dashboard";
+
+  /* The dashboard to open: the one in the address, else the one opened last in this browser. */
   function hashId() {
     var m = /^#d=([A-Za-z0-9_-]+)$/.exec(location.hash);
-    return m ? m[1] : null;
+    if (m) return m[1];
+    try { return localStorage.getItem(LAST_KEY + ":" + S.user); } catch (e) { return null; }
+  }
+
+  function remember(id) {
+    try { localStorage.setItem(LAST_KEY + ":" + S.user, id); } catch (e) { /* private mode */ }
   }
 
   function openDashboard(id) {
-    return api("/v1/dashboards/" + encodeURIComponent(id)).then(function (r) {
-      if (location.hash !== "#d=" + id) history.replaceState(null, "", "#d=" + id);
-      show(r.body);
-    });
+    return api("/v1/dashboards/" + encodeURIComponent(id)).then(function (r) { show(r.body); });
   }
 
   function clone(value) { return JSON.parse(JSON.stringify(value)); }
@@ -192,6 +224,10 @@
   }
 
   function show(dashboard) {
+    if (!S.readOnly && dashboard.id) {
+      remember(dashboard.id);
+      if (location.hash !== "#d=" + dashboard.id) history.replaceState(null, "", "#d=" + dashboard.id);
+    }
     S.current = dashboard;
     S.draft = clone(dashboard);
     $("login-view").hidden = true;
@@ -303,7 +339,10 @@
       card.appendChild(head);
       card.appendChild(body);
       grid.appendChild(card);
-      return S.catalog.then(function () {
+      // The catalogue says which global filters an endpoint takes; without filters the
+      // query needs nothing from it, so the data request need not wait for it.
+      var ready = Object.keys(S.draft.filters || {}).length ? S.catalog : Promise.resolve();
+      return ready.then(function () {
         var spec = S.specs[widget.endpoint];
         var url = queryOf(widget, spec);
         card.dataset.url = url;
@@ -313,9 +352,13 @@
             if (Charts.hasChart(widget)) {
               tools.appendChild(button("PNG", "Download the chart as PNG", function () { Charts.downloadPng(body, widget); }));
             }
-            tools.appendChild(button("CSV", "Download the data as CSV", function () { Charts.downloadCsv(widget, data, spec); }));
+            tools.appendChild(button("CSV", "Download the data as CSV", function () {
+              Charts.downloadCsv(widget, data, S.specs[widget.endpoint]);
+            }));
             addEditTools(tools, index);
-            return Charts.render(body, widget, data, spec).then(function () { card.dataset.state = "ready"; });
+            return S.catalog.then(function () {
+              return Charts.render(body, widget, data, S.specs[widget.endpoint]);
+            }).then(function () { card.dataset.state = "ready"; });
           });
         });
       }).catch(function (err) {
@@ -325,6 +368,7 @@
         addEditTools(tools, index);
       });
     });
+    plotlyLoaded(); // the data requests are on their way now
     return Promise.all(jobs).then(function () {
       if (generation !== S.generation) return;
       document.body.dataset.rendered = "true";

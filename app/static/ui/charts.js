@@ -62,7 +62,10 @@
       var rows = data.items.map(function (item) {
         return (label ? [item[label]] : []).concat(measures.map(function (m) { return get(item, m); }));
       });
-      return { columns: columns, rows: rows, names: (label ? [label] : []).concat(measures.map(measureName)) };
+      var names = measures.map(function (m) {
+        return m === "value" && data.metric ? measureName(data.metric) : measureName(m);
+      });
+      return { columns: columns, rows: rows, names: (label ? [label] : []).concat(names) };
     }
     if (shape === "histogram") {
       var hrows = data.counts.map(function (count, i) { return [data.edges[i], data.edges[i + 1], count]; });
@@ -109,19 +112,31 @@
     return max / min > 1000;
   }
 
+  /* Margins are set from the labels rather than with plotly's automargin, which redraws every
+   * chart a second time (it doubles the drawing time of a dashboard). */
   function baseLayout(extra) {
     var layout = {
       font: FONT,
-      margin: { l: 56, r: 16, t: 8, b: 48 },
+      margin: { l: 64, r: 16, t: 8, b: 44 },
       paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "rgba(0,0,0,0)",
       showlegend: false,
-      xaxis: { automargin: true },
-      yaxis: { automargin: true, separatethousands: true },
+      xaxis: {},
+      yaxis: { separatethousands: true },
       hovermode: "closest",
     };
     Object.keys(extra || {}).forEach(function (k) { layout[k] = extra[k]; });
     return layout;
+  }
+
+  var MAX_TICK_CHARS = 16;
+
+  function shortLabel(text) {
+    return text.length > MAX_TICK_CHARS ? text.slice(0, MAX_TICK_CHARS - 1) + "\u2026" : text;
+  }
+
+  function longest(labels) {
+    return labels.reduce(function (n, l) { return Math.max(n, Math.min(String(l).length, MAX_TICK_CHARS)); }, 0);
   }
 
   /* Plotly traces and layout for a widget; null for a table. */
@@ -143,8 +158,9 @@
             hovertemplate: "%{text}<br>" + measureName(xPath) + ": %{x:,}<br>" + measureName(yPath) + ": %{y:,}<extra></extra>",
           }],
           layout: baseLayout({
-            xaxis: { title: { text: measureName(xPath) }, type: spansDecades(xs) ? "log" : "linear", automargin: true },
-            yaxis: { title: { text: measureName(yPath) }, type: spansDecades(ys) ? "log" : "linear", automargin: true },
+            margin: { l: 72, r: 16, t: 8, b: 52 },
+            xaxis: { title: { text: measureName(xPath) }, type: spansDecades(xs) ? "log" : "linear" },
+            yaxis: { title: { text: measureName(yPath) }, type: spansDecades(ys) ? "log" : "linear" },
           }),
         };
       }
@@ -161,15 +177,21 @@
         if (widget.chart === "line") { trace.mode = "lines+markers"; trace.line = { color: COLORS[i % COLORS.length] }; }
         return trace;
       });
-      var numericAxis = categories.every(function (c) { return /^\d{4}$/.test(c); });
+      var numericAxis = categories.length > 0 && categories.every(function (c) { return /^\d{4}$/.test(c); });
+      var chars = longest(categories);
+      var rotate = !numericAxis && (categories.length > 6 || chars > 10);
+      var xaxis = numericAxis
+        ? { type: "linear" }
+        : { type: "category", tickangle: rotate ? -45 : 0, tickvals: categories, ticktext: categories.map(shortLabel) };
       return {
         data: traces,
         layout: baseLayout({
           showlegend: traces.length > 1,
           legend: { orientation: "h", y: 1.12 },
           barmode: "group",
-          xaxis: { automargin: true, type: numericAxis ? "linear" : "category", tickangle: categories.length > 8 && !numericAxis ? -45 : "auto" },
-          yaxis: { automargin: true, title: { text: traces.length === 1 ? traces[0].name : "" } },
+          margin: { l: 72, r: 16, t: traces.length > 1 ? 28 : 8, b: rotate ? 16 + Math.ceil(chars * 5.2) : 44 },
+          xaxis: xaxis,
+          yaxis: { title: { text: traces.length === 1 ? traces[0].name : "" } },
         }),
       };
     }
@@ -199,22 +221,34 @@
         data: [trace],
         layout: baseLayout({
           bargap: 0,
-          xaxis: { title: { text: measureName(data.field || "") }, type: log ? "log" : "linear", automargin: true },
-          yaxis: { title: { text: "films" }, automargin: true },
+          margin: { l: 64, r: 16, t: 8, b: 52 },
+          xaxis: { title: { text: measureName(data.field || "") }, type: log ? "log" : "linear" },
+          yaxis: { title: { text: "films" } },
         }),
       };
     }
     if (shape === "matrix") {
+      var fieldChars = longest(data.fields);
       return {
         data: [{
           type: "heatmap", z: data.matrix, x: data.fields, y: data.fields,
           zmin: -1, zmax: 1, colorscale: "RdBu", reversescale: true,
           texttemplate: "%{z:.2f}", hovertemplate: "%{y} × %{x}: %{z:.3f}<extra></extra>",
         }],
-        layout: baseLayout({ yaxis: { autorange: "reversed", automargin: true }, margin: { l: 96, r: 16, t: 8, b: 80 } }),
+        layout: baseLayout({
+          xaxis: { tickangle: -45 },
+          yaxis: { autorange: "reversed" },
+          margin: { l: 16 + Math.ceil(fieldChars * 7), r: 16, t: 8, b: 16 + Math.ceil(fieldChars * 5.2) },
+        }),
       };
     }
     return null;
+  }
+
+  /* Years and months are labels, not amounts: no thousands separator. */
+  function formatCell(column, value) {
+    if (typeof value === "number" && /(^|_|\.)(year|month|period|id)(_|$|\.)|year$/.test(column)) return String(value);
+    return formatNumber(value);
   }
 
   function renderTable(el, widget, data, spec) {
@@ -223,19 +257,23 @@
     wrap.className = "table-wrap";
     var t = document.createElement("table");
     var head = t.createTHead().insertRow();
-    table.names.forEach(function (name) {
+    var numeric = table.columns.map(function (_, i) {
+      return table.rows.length > 0 && table.rows.every(function (r) { return r[i] === null || typeof r[i] === "number"; });
+    });
+    table.names.forEach(function (name, i) {
       var th = document.createElement("th");
       th.scope = "col";
       th.textContent = name;
+      if (numeric[i]) th.className = "num";
       head.appendChild(th);
     });
     var body = t.createTBody();
     table.rows.forEach(function (row) {
       var tr = body.insertRow();
-      row.forEach(function (value) {
+      row.forEach(function (value, i) {
         var td = tr.insertCell();
-        td.textContent = formatNumber(value);
-        if (typeof value === "number") td.className = "num";
+        td.textContent = formatCell(table.columns[i], value);
+        if (numeric[i]) td.className = "num";
       });
     });
     wrap.appendChild(t);
