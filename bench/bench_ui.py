@@ -227,7 +227,6 @@ async def measure(base: str, token: str, runs: int) -> dict[str, Any]:
 
 
 async def screenshots(base: str, token: str, directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
     written = []
     async with chromium() as browser:
         for width, height in ((1440, 900), (375, 812)):
@@ -321,6 +320,7 @@ async def main() -> None:
                 figures = await measure(base, token, args.runs)
                 print(json.dumps(figures, indent=1))
                 if args.screenshots:
+                    args.screenshots.mkdir(parents=True, exist_ok=True)
                     for path in await screenshots(base, token, args.screenshots):
                         print("wrote", path)
         finally:

@@ -19,8 +19,9 @@ from app.services.ui_assets import assets, by_url_name, templates
 
 router = APIRouter(tags=["ui"], include_in_schema=False)
 
-# Plotly sets inline `style` attributes on what it draws, hence 'unsafe-inline' for styles
-# (styles only; scripts stay 'self'). `blob:`/`data:` images: PNG downloads of the charts.
+# plotly.js adds a <style> element of its own (a violation without it, which the browser tests
+# would report), hence 'unsafe-inline' for styles only; scripts stay 'self' (no inline script,
+# no eval). `blob:`/`data:` images: the PNG downloads of the charts.
 CONTENT_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
