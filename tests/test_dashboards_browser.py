@@ -277,3 +277,34 @@ async def test_exported_file_opens_offline(site: str, tmp_path: Path) -> None:
         assert drawn == [g["count"] for g in genres["items"]]
         assert await violations(page) == []
     assert blocked == [] and errors == []
+
+
+async def test_a_stale_save_is_refused_not_overwritten(site: str) -> None:
+    """Two tabs edit the same dashboard: the second save gets 412 and says so."""
+    token = await token_for(site, "alice")
+    errors: list[str] = []
+    async with chromium() as browser:
+        pages = []
+        for _ in range(2):
+            context = await browser.new_context(viewport={"width": 1440, "height": 900})
+            await context.add_init_script(
+                f"sessionStorage.setItem('tmdb.token', {json.dumps(token)});"
+                "sessionStorage.setItem('tmdb.user', 'alice');"
+            )
+            page = await open_page(context, errors)
+            await page.goto(f"{site}/ui")
+            await page.wait_for_selector(RENDERED, state="attached", timeout=30_000)
+            pages.append(page)
+        first, second = pages
+        await first.fill("#dash-name", "Renamed in the first tab")
+        await first.click("#save")
+        await expect(first.locator("#status")).to_have_text("Saved · version 2")
+        await second.fill("#dash-name", "Renamed in the second tab")
+        await second.click("#save")
+        await expect(second.locator("#notice")).to_contain_text("Someone saved this dashboard")
+        await expect(second.locator("#status")).to_have_text("Unsaved changes")
+        listed = await api_get(site, token, "/v1/dashboards")
+        assert [d["name"] for d in listed["items"]] == ["Renamed in the first tab"]
+        assert listed["items"][0]["version"] == 2
+    # The 412 itself shows in the console as a failed request; nothing else went wrong.
+    assert all("412" in e for e in errors), errors
