@@ -497,8 +497,8 @@
     }).catch(function (err) {
       updateStatus();
       if (err.status === 412) {
-        notice("Someone saved this dashboard after you opened it. Your changes are still here: " +
-          "Revert to load the saved version, or copy what you need first.", true);
+        notice("Someone saved this dashboard after you opened it, so yours was not saved. " +
+          "Save again to replace their version with yours, or Revert to load theirs.", true);
         return api("/v1/dashboards/" + encodeURIComponent(id)).then(function (r) {
           S.current = r.body; // Save again now overwrites it knowingly; Revert shows theirs.
           updateStatus();
