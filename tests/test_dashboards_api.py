@@ -485,6 +485,9 @@ async def test_catalogue_is_derived_from_the_routes(
     @extra.get("/novelty", summary="A new aggregate", response_model=dict[str, int])
     async def novelty(
         depth: Annotated[int, Query(ge=5, le=9, description="How deep")] = 5,
+        # A query name that is no Python identifier and a BaseModel attribute name.
+        min_depth: Annotated[int | None, Query(alias="min-depth", ge=0)] = None,
+        json_: Annotated[str | None, Query(alias="json", max_length=3)] = None,
     ) -> dict[str, int]:
         """A route added after the dashboards were written."""
         return {"depth": depth}
@@ -516,10 +519,19 @@ async def test_catalogue_is_derived_from_the_routes(
         answer = await client.post("/v1/dashboards", json=bad, headers=callers["bob"])
         assert answer.status_code == 422
         assert answer.json()["errors"][0]["field"] == "widgets[0].params.depth"
-        good = dashboard_body(widgets=[widget("/v1/analytics/novelty", params={"depth": 7})])
-        assert (
-            await client.post("/v1/dashboards", json=good, headers=callers["bob"])
-        ).status_code == 201
+        odd = dashboard_body(
+            widgets=[widget("/v1/analytics/novelty", params={"min-depth": -1, "json": "long"})]
+        )
+        answer = await client.post("/v1/dashboards", json=odd, headers=callers["bob"])
+        assert {e["field"] for e in answer.json()["errors"]} == {
+            "widgets[0].params.min-depth",
+            "widgets[0].params.json",
+        }
+        params = {"depth": 7, "min-depth": 2, "json": "abc"}
+        good = dashboard_body(widgets=[widget("/v1/analytics/novelty", params=params)])
+        saved = await client.post("/v1/dashboards", json=good, headers=callers["bob"])
+        assert saved.status_code == 201, saved.text
+        assert saved.json()["widgets"][0]["params"] == params
 
 
 # --- the page and its files ----------------------------------------------------------------

@@ -96,14 +96,17 @@ def _params_model(name: str, dependant: Dependant) -> tuple[type[BaseModel], lis
     order: list[str] = []
     for model_field in _query_fields(dependant):
         alias = model_field.alias
-        if alias in definitions or alias in EXCLUDED_PARAMS:
-            continue
+        if alias in order or alias in EXCLUDED_PARAMS or "." in alias or alias.startswith("$"):
+            continue  # (a name MongoDB could not store as a key is not offered to widgets)
         info = model_field.field_info
         annotation = (
             Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
         )
         default = ... if info.is_required() else info.get_default(call_default_factory=True)
-        definitions[alias] = (annotation, Field(default, description=info.description))
+        # Field names of our own, the parameter's name as the alias: any query name works
+        # (`min-votes`, `json`...) without clashing with Python or with BaseModel attributes.
+        field = Field(default, alias=alias, description=info.description)
+        definitions[f"p{len(order)}"] = (annotation, field)
         order.append(alias)
     model = create_model(name, __config__=ConfigDict(extra="forbid"), **definitions)
     return model, order
@@ -310,7 +313,7 @@ class WidgetCatalog:
                 problems.append(_problem(where, msg, kind))
             return None
         # Only what the client set, as JSON values (defaults stay implicit).
-        clean: dict[str, Any] = parsed.model_dump(mode="json", exclude_unset=True)
+        clean: dict[str, Any] = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
         for name, value in clean.items():
             check = _EXTRA_CHECKS.get(name)
             if check is None or value is None:
