@@ -24,10 +24,17 @@ class DomainError(Exception):
     status = 400
     title = "Bad Request"
 
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
+        self.errors = errors  # per-field problems, shown as the problem's `errors`
 
 
 class NotFoundError(DomainError):
@@ -143,7 +150,12 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         return problem_response(
-            exc.status, exc.detail, title=exc.title, request=request, headers=exc.headers
+            exc.status,
+            exc.detail,
+            title=exc.title,
+            request=request,
+            headers=exc.headers,
+            errors=exc.errors,
         )
 
     @app.exception_handler(RequestValidationError)

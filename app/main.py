@@ -17,7 +17,7 @@ from app.errors import add_problem_schema, install_handlers
 from app.limits import RequestRateLimiter, install_limits
 from app.ml.registry import ModelRegistry
 from app.observability import install_observability, metrics_router
-from app.routers import analytics, auth, health, model_registry, movies, predict
+from app.routers import analytics, auth, dashboards, health, model_registry, movies, predict, ui
 from app.security import Role, protected
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.health import database_check
@@ -123,4 +123,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router, **protected(Role.predictor))
     app.include_router(model_registry.router, **protected(Role.viewer))
     app.include_router(model_registry.admin_router, **protected(Role.admin))
+    app.include_router(dashboards.router, **protected(Role.viewer))
+    app.include_router(ui.router)  # public HTML; its data comes from the API above
     return app
