@@ -293,6 +293,9 @@ async def test_openapi_documents_movies(api: httpx.AsyncClient) -> None:
             assert "application/problem+json" in op["responses"][status]["content"]
 
 
+PATIENT: dict[str, Any] = {"request_timeout_seconds": 0, "mongodb_timeout_ms": 30_000}
+
+
 async def test_backends_agree_page_by_page_and_share_cursors(
     catalogue: Catalogue, mongodb_uri: str, tmp_path: Path
 ) -> None:
@@ -306,20 +309,19 @@ async def test_backends_agree_page_by_page_and_share_cursors(
         {"sort": "-release_year", "limit": 3, "language": "ja"},
     ]
     async with (
-        # No response deadline: on a loaded machine FerretDB's unindexed sorts can take longer
-        # than the default 30 s, and this test is about agreement, not speed.
+        # No response deadline and a long socket timeout: on a loaded machine FerretDB's
+        # unindexed sorts (while two snapshots are read) can outlast both defaults, and this
+        # test is about agreement, not speed.
         serve(
             app_settings(
                 mongodb_uri,
                 catalogue.name,
                 tmp_path / "d",
                 movie_search="database",
-                request_timeout_seconds=0,
+                **PATIENT,
             )
         ) as database,
-        serve(
-            app_settings(mongodb_uri, catalogue.name, tmp_path / "s", request_timeout_seconds=0)
-        ) as snapshot,
+        serve(app_settings(mongodb_uri, catalogue.name, tmp_path / "s", **PATIENT)) as snapshot,
     ):
         for params in queries:
             db_page = await database.get("/v1/movies", params=params)
