@@ -11,11 +11,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError, ServerSelectionTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.observability import DB_ERRORS
 from app.problems import PROBLEM_JSON, Problem, problem_body
 
 log = logging.getLogger("app.errors")
+CANDIDATE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 class DomainError(Exception):
@@ -146,6 +148,17 @@ def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    # Asked route by route through the public `matches`, one method at a time: included
+    # routers are not flattened into `app.routes` in this FastAPI.
+    allowed = []
+    for method in CANDIDATE_METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
@@ -172,11 +185,16 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route matching the path; a path
+            # served by several routes (GET and POST /v1/dashboards) allows all of theirs.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return problem_response(
             exc.status_code,
             str(exc.detail) if exc.detail else None,
             request=request,
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )
 
     @app.exception_handler(ConnectionFailure)

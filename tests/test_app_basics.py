@@ -109,3 +109,16 @@ def test_cli_db_lifecycle(tmp_path: Path) -> None:
     assert with_uri.returncode == 0
     env["MONGODB_URI"] = "mongodb://db.example:27017/"
     assert run("db", "uri").stdout.strip() == "mongodb://db.example:27017/"
+
+
+async def test_405_allow_names_every_method_of_the_path(api: httpx.AsyncClient) -> None:
+    """GET and POST /v1/dashboards are two routes; a 405 there must allow both (RFC 9110)."""
+    for method, path, allowed in [
+        ("OPTIONS", "/v1/dashboards", "GET, POST"),
+        ("PATCH", "/v1/dashboards/abc", "GET, PUT, DELETE"),
+        ("DELETE", "/v1/analytics/genres", "GET"),
+    ]:
+        response = await api.request(method, path)
+        assert response.status_code == 405
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.headers["allow"] == allowed

@@ -182,7 +182,7 @@ async def replace_dashboard(
     status_code=204,
     summary="Delete a dashboard",
     response_class=Response,
-    responses=problem_responses(404, 412, 503),
+    responses=problem_responses(404, 412, 428, 503),
 )
 async def delete_dashboard(
     db: Db, owner: Owner, dashboard_id: DashboardId, if_match: IfMatch = None
