@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from app.db import local_server, make_client, managed_local_server, mongodb_uri
+from app.db import ensure_local_db, local_server, make_client, managed_local_server, mongodb_uri
 from app.localdb import LocalDbError, LocalServer
 from app.services.credentials import Role
 from app.settings import Settings, get_settings
@@ -53,19 +53,6 @@ def _run(factory: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     settings = get_settings()
     ensure_local_db(settings)
     return asyncio.run(factory(settings))
-
-
-def ensure_local_db(settings: Settings) -> None:
-    """Start the embedded database unless `MONGODB_URI` points elsewhere."""
-    server = managed_local_server(settings)
-    if server is None:
-        return
-    try:
-        if server.start():
-            console.print(f"[dim]started local database at {server.uri}[/dim]")
-    except LocalDbError as exc:
-        console.print(f"[red]local database: {exc}[/red]")
-        raise typer.Exit(1) from exc
 
 
 def progress_bar() -> Progress:

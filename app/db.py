@@ -10,7 +10,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnD
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from app.localdb import LocalServer
+from app.localdb import LocalDbError, LocalServer
 from app.settings import Settings
 
 Document = dict[str, Any]
@@ -57,6 +57,24 @@ def managed_local_server(settings: Settings) -> LocalServer | None:
     if len(nodes) == 1 and _loopback(nodes[0][0]) and nodes[0][1] == server.port:
         return server
     return None
+
+
+def ensure_local_db(settings: Settings) -> None:
+    """Start the embedded database unless `MONGODB_URI` points elsewhere. For commands (the
+    app's CLI and training's): says so on stderr, and exits 1 when the server cannot start."""
+    import typer  # commands only: the service itself never starts a database
+    from rich.console import Console
+
+    server = managed_local_server(settings)
+    if server is None:
+        return
+    console = Console(stderr=True)
+    try:
+        if server.start():
+            console.print(f"[dim]started local database at {server.uri}[/dim]")
+    except LocalDbError as exc:
+        console.print(f"[red]local database: {exc}[/red]")
+        raise typer.Exit(1) from exc
 
 
 def mongodb_uri(settings: Settings) -> str:

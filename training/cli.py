@@ -88,7 +88,7 @@ def train_command(
     else:
         if imdb_csv is not None:
             raise typer.BadParameter("--imdb-csv goes with --csv (the database is enriched)")
-        from app.cli import ensure_local_db
+        from app.db import ensure_local_db
 
         ensure_local_db(settings)
         dataset = asyncio.run(load_from_db(settings))
