@@ -149,7 +149,7 @@ def db_uri() -> None:
 def import_tmdb(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
     """Import a TMDB 5000-format CSV (upserts by id; rerunnable)."""
     from app.services.csv_io import import_tmdb_csv
-    from app.services.movies_store import prepare_database
+    from app.services.movies_rewrite import prepare_database
 
     async def go(settings: Settings) -> None:
         client = make_client(settings)
@@ -381,7 +381,7 @@ def ingest_from_tmdb(
     ids file, and for `--incremental` before any successful sync."""
     import time
 
-    from app.services.movies_store import prepare_database
+    from app.services.movies_rewrite import prepare_database
     from app.services.tmdb_client import TmdbAuthError, TmdbClient, TmdbError
     from app.services.tmdb_ingest import (
         IdsFileError,

@@ -40,7 +40,7 @@ import pandas as pd
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import MOVIES, Document, bump_data_version, ensure_indexes, movie_key
+from app.db import Document
 from app.localdb import LocalServer, free_port
 from app.services import analytics
 from app.services.analytics import (
@@ -52,7 +52,10 @@ from app.services.analytics import (
     load_snapshot,
 )
 from app.services.filters import CatalogFilter
+from app.services.indexes import ensure_indexes
+from app.services.meta_repo import bump_data_version
 from app.services.movies_query import MovieQuery, prepare
+from app.services.movies_repo import MOVIES, movie_key
 from app.services.movies_snapshot import search_snapshot
 from app.services.normalize import normalize_title
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.db import MOVIES, make_client
+from app.db import make_client
 from app.ml.features import film_record
 from app.services.csv_io import ImdbReport, iter_tmdb_csv, read_imdb_csv
+from app.services.movies_repo import scan
 from app.services.normalize import RecordError, normalize_title, to_mongo, to_movie
 from app.settings import Settings
 
@@ -95,7 +96,7 @@ async def load_from_db(settings: Settings) -> Dataset:
     """Read every film once, with a projection, from database `MONGODB_DB`."""
     client = make_client(settings)
     try:
-        cursor = client[settings.mongodb_db][MOVIES].find({}, PROJECTION, batch_size=2000)
+        cursor = scan(client[settings.mongodb_db], PROJECTION, batch_size=2000)
         docs = [doc async for doc in cursor]
     finally:
         await client.close()
