@@ -5,6 +5,8 @@ creation, the backend. Each collection's documents are read and written by its o
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, uri_parser
@@ -83,6 +85,17 @@ def make_client(settings: Settings) -> AsyncMongoClient[Document]:
         tz_aware=True,
         appname="tmdb-analytics",
     )
+
+
+@asynccontextmanager
+async def open_db(settings: Settings) -> AsyncIterator[AsyncDatabase[Document]]:
+    """Database `MONGODB_DB` through a client of its own, closed on the way out: for commands
+    (the service owns its client in the lifespan)."""
+    client = make_client(settings)
+    try:
+        yield client[settings.mongodb_db]
+    finally:
+        await client.close()
 
 
 INGEST_RUN_INDEXES = [IndexModel([("kind", ASCENDING)], name="kind")]
