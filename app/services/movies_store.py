@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
@@ -39,12 +39,24 @@ class WriteSummary:
         self.errors.extend(other.errors)
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "inserted": self.inserted,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "rejected": self.rejected,
-        }
+        return write_counts(self)
+
+
+class WriteCounts(Protocol):
+    inserted: int
+    updated: int
+    unchanged: int
+    rejected: int
+
+
+def write_counts(counts: WriteCounts) -> dict[str, int]:
+    """The four counts of films written, as every summary reports them."""
+    return {
+        "inserted": counts.inserted,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
+        "rejected": counts.rejected,
+    }
 
 
 class KnownHashes(dict[int, str | None]):
