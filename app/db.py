@@ -17,7 +17,8 @@ from app.localdb import LocalDbError, LocalServer
 from app.settings import Settings
 
 Document = dict[str, Any]
-INGEST_RUNS = "ingest_runs"
+INGEST_RUNS = "ingest_runs"  # written by app.services.tmdb_ingest
+INGEST_RUN_INDEXES = [IndexModel([("kind", ASCENDING)], name="kind")]
 
 
 def local_server(settings: Settings) -> LocalServer:
@@ -96,9 +97,6 @@ async def open_db(settings: Settings) -> AsyncIterator[AsyncDatabase[Document]]:
         yield client[settings.mongodb_db]
     finally:
         await client.close()
-
-
-INGEST_RUN_INDEXES = [IndexModel([("kind", ASCENDING)], name="kind")]
 
 
 async def absent_indexes(
