@@ -21,7 +21,7 @@ from app.routers import analytics, auth, dashboards, health, model_registry, mov
 from app.security import Role, protected
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.health import database_check
-from app.services.movies_store import prepare_database
+from app.services.movies_rewrite import prepare_database
 from app.settings import Settings, get_settings
 from app.state import AppState
 

@@ -41,7 +41,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.common`
 
-from app.db import MOVIES, Document, bump_data_version, ensure_indexes, movie_key
+from app.db import Document
 from app.localdb import LocalServer, free_port
 from app.services import analytics
 from app.services.analytics import (
@@ -53,7 +53,10 @@ from app.services.analytics import (
     load_snapshot,
 )
 from app.services.filters import CatalogFilter
+from app.services.indexes import ensure_indexes
+from app.services.meta_repo import bump_data_version
 from app.services.movies_query import MovieQuery, prepare
+from app.services.movies_repo import MOVIES, movie_key
 from app.services.movies_snapshot import search_snapshot
 from app.services.normalize import normalize_title
 from bench.common import (

@@ -42,11 +42,12 @@ import httpx
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 from pymongo import AsyncMongoClient
 
-from app.db import Document, ensure_indexes
+from app.db import Document
 from app.localdb import LocalServer, free_port
 from app.security import Role
 from app.services import credentials
 from app.services.csv_io import import_imdb_csv, import_tmdb_csv
+from app.services.indexes import ensure_indexes
 from bench.common import RESULTS, server_process, service_command, write_section
 
 ROOT = Path(__file__).resolve().parent.parent

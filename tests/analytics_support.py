@@ -21,9 +21,10 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import Document, ensure_indexes
+from app.db import Document
 from app.main import create_app
 from app.services.csv_io import import_imdb_csv, import_tmdb_csv
+from app.services.indexes import ensure_indexes
 from app.settings import Settings
 from tests.support import IMDB_CSV, TMDB_TRAIN_CSV, in_process, require_shared
 

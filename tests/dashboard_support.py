@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import Document, ensure_indexes
+from app.db import Document
 from app.security import Role
 from app.services import credentials
 from app.services.csv_io import import_tmdb_csv
+from app.services.indexes import ensure_indexes
 from tests.security_support import ADMIN_KEY, api_key, bearer
 
 PASSWORD = "correct horse battery staple"

@@ -17,7 +17,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import Document, get_data_version
+from app.db import Document
 from app.localdb import LocalServer, free_port
 from app.models.analytics import GenresResponse, StatField, TopMetric
 from app.models.movie import ImdbInfo, MovieDocument
@@ -25,6 +25,7 @@ from app.services import analytics
 from app.services.analytics import AnalyticsEngine, Snapshot, aggregates
 from app.services.columnar import average_ranks, correlation_matrix, expand, grouped_stats
 from app.services.filters import CatalogFilter
+from app.services.meta_repo import get_data_version
 from app.services.movies_store import set_imdb, upsert_movies
 from app.services.normalize import to_movie
 from tests.analytics_support import app_settings, serve

@@ -8,24 +8,21 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import META, MOVIES, Document, ensure_indexes
+from app.db import Document
 from app.models.movie import MovieDocument
-from app.services import movies_store
-from app.services.movies_store import (
-    REWRITE_THRESHOLD,
-    STAGING,
-    WRITE_LOCK,
-    KnownHashes,
-    existing_hashes,
-    movies_write_lock,
-    upsert_movies,
-)
+from app.services import movies_rewrite, movies_store
+from app.services import movies_write_lock as write_lock
+from app.services.indexes import ensure_indexes
+from app.services.meta_repo import META, WRITE_LOCK
+from app.services.movies_repo import MOVIES, STAGING, index_staging
+from app.services.movies_rewrite import REWRITE_THRESHOLD
+from app.services.movies_store import KnownHashes, existing_hashes, upsert_movies
+from app.services.movies_write_lock import movies_write_lock
 from app.services.normalize import to_movie
 
 
@@ -82,15 +79,13 @@ async def test_inserts_during_a_rewrite_are_not_lost(
     await upsert_movies(db, films(range(1, 101), "old"))
     rewritten = range(1, 2 * REWRITE_THRESHOLD + 1)  # > REWRITE_THRESHOLD changed: a rewrite
     copied = asyncio.Event()
-    real_ensure_indexes = ensure_indexes
 
-    async def slow_indexes(database: AsyncDatabase[Document], targets: Any = None) -> None:
-        if targets == {STAGING: MOVIES}:  # the copy is done, the swap comes next
-            copied.set()
-            await asyncio.sleep(1.0)
-        await real_ensure_indexes(database, targets)
+    async def slow_indexes(database: AsyncDatabase[Document]) -> None:
+        copied.set()  # the copy is done, the swap comes next
+        await asyncio.sleep(1.0)
+        await index_staging(database)
 
-    monkeypatch.setattr(movies_store, "ensure_indexes", slow_indexes)
+    monkeypatch.setattr(movies_rewrite, "index_staging", slow_indexes)
 
     async def rewrite() -> movies_store.WriteSummary:
         return await upsert_movies(db, films(rewritten, "A"))
@@ -210,7 +205,7 @@ async def test_a_live_lock_makes_a_writer_wait_not_fail(
 async def test_the_holder_keeps_its_lease(
     db: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(movies_store, "LOCK_LEASE", timedelta(seconds=3))  # refreshed per 0.75 s
+    monkeypatch.setattr(write_lock, "LOCK_LEASE", timedelta(seconds=3))  # refreshed per 0.75 s
     held, done = asyncio.Event(), asyncio.Event()
 
     async def long_writer() -> None:
@@ -246,7 +241,8 @@ async def test_writers_skip_the_lock_on_mongodb(
     async def mongodb(database: AsyncDatabase[Document]) -> bool:
         return False
 
-    monkeypatch.setattr(movies_store, "is_ferretdb", mongodb)
+    monkeypatch.setattr(write_lock, "is_ferretdb", mongodb)
+    monkeypatch.setattr(movies_rewrite, "is_ferretdb", mongodb)
     until = datetime.now(UTC) + timedelta(seconds=60)
     await db[META].insert_one({"_id": WRITE_LOCK, "owner": "elsewhere:1:live", "until": until})
     summary = await asyncio.wait_for(upsert_movies(db, films(range(1, 4), "t")), 5)

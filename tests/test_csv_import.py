@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import META, MOVIES, Document, ensure_indexes, get_data_version, movie_key
+from app.db import Document
 from app.services.csv_io import export_csv, import_imdb_csv, import_tmdb_csv
-from app.services.movies_store import (
-    STAGING,
-    SWAP_MARKER,
-    apply_updates,
-    recover_interrupted_swap,
-)
+from app.services.indexes import ensure_indexes
+from app.services.meta_repo import META, SWAP_MARKER, get_data_version
+from app.services.movies_repo import MOVIES, STAGING, movie_key
+from app.services.movies_rewrite import apply_updates, recover_interrupted_swap
 from tests.support import IMDB_CSV, TMDB_TRAIN_CSV, require_shared
 
 HEADER = (

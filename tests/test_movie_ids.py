@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import META, MOVIES, Document, ensure_indexes, get_data_version, movie_key
-from app.services import movies_store
+from app.db import Document
+from app.services import movies_rewrite
 from app.services.csv_io import import_imdb_csv, import_tmdb_csv
-from app.services.movies_store import (
+from app.services.indexes import ensure_indexes
+from app.services.meta_repo import META, SWAP_MARKER, WRITE_LOCK, get_data_version
+from app.services.movies_repo import MOVIES, STAGING, index_staging, movie_key
+from app.services.movies_rewrite import (
     REWRITE_THRESHOLD,
-    STAGING,
-    SWAP_MARKER,
-    WRITE_LOCK,
     apply_updates,
     migrate_movie_ids,
     prepare_database,
@@ -143,23 +143,21 @@ async def test_migration_interrupted_before_or_during_the_swap_is_finished(
     expected = {d["id"]: d for d in docs}
 
     # Killed after the copy, before the marker: `movies` is untouched, the rerun redoes it.
-    real_ensure = ensure_indexes
-
     async def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(movies_store, "ensure_indexes", crash)
+    monkeypatch.setattr(movies_rewrite, "index_staging", crash)
     with pytest.raises(RuntimeError):
         await migrate_movie_ids(db)
     assert all(isinstance(d["_id"], int) for d in (await snapshot(db)).values())
-    monkeypatch.setattr(movies_store, "ensure_indexes", real_ensure)
+    monkeypatch.setattr(movies_rewrite, "index_staging", index_staging)
 
     # Killed inside the swap: marker set, staging whole, `movies` dropped.
     async def crash_swap(db: AsyncDatabase[Document]) -> None:
         await db.drop_collection(MOVIES)
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(movies_store, "_finish_swap", crash_swap)
+    monkeypatch.setattr(movies_rewrite, "_finish_swap", crash_swap)
     with pytest.raises(RuntimeError):
         await migrate_movie_ids(db)
     monkeypatch.undo()

@@ -25,9 +25,10 @@ from pymongo import AsyncMongoClient
 from schemathesis.python import asgi as schemathesis_asgi
 from starlette.types import Receive, Scope, Send
 
-from app.db import Document, ensure_indexes
+from app.db import Document
 from app.main import create_app
 from app.services.csv_io import import_tmdb_csv
+from app.services.indexes import ensure_indexes
 from app.settings import Settings
 from tests.ml_support import copy_artifacts
 from tests.security_support import ADMIN_KEY, JWT_SECRET

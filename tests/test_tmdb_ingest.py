@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import INGEST_RUNS, MOVIES, Document, movie_key
+from app.db import INGEST_RUNS, Document
 from app.services import tmdb_ingest as tmdb_ingest_module
+from app.services.movies_repo import MOVIES, movie_key
 from app.services.tmdb_client import TmdbAuthError, TmdbClient
 from app.services.tmdb_ingest import (
     IdsFileError,

@@ -88,7 +88,7 @@ def train_command(
     else:
         if imdb_csv is not None:
             raise typer.BadParameter("--imdb-csv goes with --csv (the database is enriched)")
-        from app.cli import ensure_local_db
+        from app.db import ensure_local_db
 
         ensure_local_db(settings)
         dataset = asyncio.run(load_from_db(settings))
@@ -145,19 +145,15 @@ def record_activations(settings: Settings, active: list[tuple[str, str]], say: S
     is no failure of the training: the message says how to roll the versions out later."""
     from pymongo.errors import PyMongoError
 
-    from app.db import make_client
+    from app.db import open_db
     from app.services import model_versions
 
     by = f"training ({_user()}@{socket.gethostname()})"
 
     async def go() -> None:
-        client = make_client(settings)
-        try:
-            db = client[settings.mongodb_db]
+        async with open_db(settings) as db:
             for name, version in active:
                 await model_versions.record(db, name, version, by, "training")
-        finally:
-            await client.close()
 
     try:
         asyncio.run(go())

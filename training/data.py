@@ -12,9 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.db import MOVIES, make_client
+from app.db import open_db
 from app.ml.features import film_record
 from app.services.csv_io import ImdbReport, iter_tmdb_csv, read_imdb_csv
+from app.services.movies_repo import scan
 from app.services.normalize import RecordError, normalize_title, to_mongo, to_movie
 from app.settings import Settings
 
@@ -93,12 +94,8 @@ def _canonical(docs: list[dict[str, Any]], source: str, rejected: int = 0) -> Da
 
 async def load_from_db(settings: Settings) -> Dataset:
     """Read every film once, with a projection, from database `MONGODB_DB`."""
-    client = make_client(settings)
-    try:
-        cursor = client[settings.mongodb_db][MOVIES].find({}, PROJECTION, batch_size=2000)
-        docs = [doc async for doc in cursor]
-    finally:
-        await client.close()
+    async with open_db(settings) as db:
+        docs = [doc async for doc in scan(db, PROJECTION, batch_size=2000)]
     return _canonical(docs, f"mongodb:{settings.mongodb_db}")
 
 

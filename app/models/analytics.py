@@ -7,20 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from app.models.movie import FilmNumber
+
 StatField = Literal["revenue", "budget", "profit", "roi", "vote_average", "runtime"]
-NumericField = Literal[
-    "budget",
-    "revenue",
-    "profit",
-    "roi",
-    "runtime",
-    "popularity",
-    "vote_average",
-    "vote_count",
-    "release_year",
-    "release_month",
-    "imdb_score",
-]
+NumericField = Literal[FilmNumber, "release_month", "imdb_score"]
 TopMetric = Literal[
     "revenue",
     "budget",

@@ -38,10 +38,36 @@ class ImdbInfo(BaseModel):
     gross_us: int | None = Field(default=None, ge=0)
 
 
-class MovieDocument(BaseModel):
-    """A film as stored. Unknown money and runtime are null, never zero."""
+# The numeric facts of a film that lists sort by and analytics summarise, in that order.
+FilmNumber = Literal[
+    "budget",
+    "revenue",
+    "profit",
+    "roi",
+    "runtime",
+    "popularity",
+    "vote_average",
+    "vote_count",
+    "release_year",
+]
 
-    model_config = ConfigDict(extra="forbid")
+
+class FilmLists(BaseModel):
+    """The lists and credits of a film: as stored (`MovieDocument`) and as `/v1/movies/{id}`
+    shows them (`MovieDetail`). Both name it first among their bases, so that its fields come
+    after the other bases' (pydantic orders fields by the reversed MRO)."""
+
+    keywords: list[str] = Field(default_factory=list)
+    production_companies: list[str] = Field(default_factory=list)
+    production_countries: list[str] = Field(default_factory=list, description="ISO 3166-1")
+    spoken_languages: list[str] = Field(default_factory=list, description="ISO 639-1")
+    belongs_to_collection: str | None = None
+    cast: list[CastMember] = Field(default_factory=list)
+    crew: list[CrewMember] = Field(default_factory=list)
+
+
+class _StoredFacts(BaseModel):
+    """The fields of a stored film before its lists (`MovieDocument`)."""
 
     id: int = Field(gt=0, description="TMDB id (unique)")
     title: str = Field(min_length=1)
@@ -65,13 +91,13 @@ class MovieDocument(BaseModel):
     vote_average: float | None = Field(default=None, ge=0, le=10)
     vote_count: int | None = Field(default=None, ge=0)
     genres: list[str] = Field(default_factory=list)
-    keywords: list[str] = Field(default_factory=list)
-    production_companies: list[str] = Field(default_factory=list)
-    production_countries: list[str] = Field(default_factory=list, description="ISO 3166-1")
-    spoken_languages: list[str] = Field(default_factory=list, description="ISO 639-1")
-    belongs_to_collection: str | None = None
-    cast: list[CastMember] = Field(default_factory=list)
-    crew: list[CrewMember] = Field(default_factory=list)
+
+
+class MovieDocument(FilmLists, _StoredFacts):
+    """A film as stored. Unknown money and runtime are null, never zero."""
+
+    model_config = ConfigDict(extra="forbid")
+
     quality_flags: list[str] = Field(default_factory=list)
     source: Literal["tmdb-csv", "tmdb-api"]
     imdb: ImdbInfo | None = None

@@ -7,20 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from app.models.movie import CastMember, CrewMember, ImdbInfo
+from app.models.movie import FilmLists, FilmNumber, ImdbInfo
 
-SortField = Literal[
-    "id",
-    "budget",
-    "revenue",
-    "profit",
-    "roi",
-    "runtime",
-    "popularity",
-    "vote_average",
-    "vote_count",
-    "release_year",
-]
+SortField = Literal["id", FilmNumber]
 
 SUMMARY_EXAMPLE: dict[str, JsonValue] = {
     "id": 19995,
@@ -61,7 +50,19 @@ class MovieSummary(BaseModel):
     vote_count: int | None = None
 
 
-class MovieDetail(MovieSummary):
+class _DetailFacts(MovieSummary):
+    """The fields of a film's detail before its lists (`MovieDetail`)."""
+
+    original_title: str | None = None
+    overview: str | None = None
+    tagline: str | None = None
+    homepage: str | None = None
+    status: str | None = None
+    release_month: int | None = None
+    release_weekday: int | None = Field(default=None, description="Monday=0")
+
+
+class MovieDetail(FilmLists, _DetailFacts):
     """A film with everything the catalogue holds about it."""
 
     model_config = ConfigDict(
@@ -81,20 +82,6 @@ class MovieDetail(MovieSummary):
         }
     )
 
-    original_title: str | None = None
-    overview: str | None = None
-    tagline: str | None = None
-    homepage: str | None = None
-    status: str | None = None
-    release_month: int | None = None
-    release_weekday: int | None = Field(default=None, description="Monday=0")
-    keywords: list[str] = Field(default_factory=list)
-    production_companies: list[str] = Field(default_factory=list)
-    production_countries: list[str] = Field(default_factory=list, description="ISO 3166-1")
-    spoken_languages: list[str] = Field(default_factory=list, description="ISO 639-1")
-    belongs_to_collection: str | None = None
-    cast: list[CastMember] = Field(default_factory=list)
-    crew: list[CrewMember] = Field(default_factory=list)
     imdb: ImdbInfo | None = None
     quality_flags: list[str] = Field(default_factory=list)
     updated_at: datetime | None = None

@@ -17,8 +17,9 @@ import pandas as pd
 from pydantic import ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import MOVIES, Document
+from app.db import Document
 from app.models.movie import ImdbInfo, MovieDocument
+from app.services.movies_repo import scan
 from app.services.movies_store import WriteSummary, existing_hashes, set_imdb, upsert_movies
 from app.services.normalize import RecordError, normalize_title, to_movie
 
@@ -250,9 +251,10 @@ async def import_imdb_csv(db: AsyncDatabase[Document], path: Path) -> ImdbReport
     report = ImdbReport()
     facts = read_imdb_csv(path, report)
     by_key: dict[tuple[str, int], list[int]] = {}
-    async for doc in db[MOVIES].find(
-        {"release_year": {"$ne": None}},
+    async for doc in scan(
+        db,
         {"_id": 0, "id": 1, "title_normalized": 1, "original_title": 1, "release_year": 1},
+        {"release_year": {"$ne": None}},
     ):
         year = int(doc["release_year"])
         keys = {doc["title_normalized"]}
@@ -326,7 +328,7 @@ async def export_csv(db: AsyncDatabase[Document], path: Path) -> int:
     with tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS)
         writer.writeheader()
-        async for doc in db[MOVIES].find({}, {"_id": 0}).sort("id", 1):
+        async for doc in scan(db, {"_id": 0}, sort="id"):
             writer.writerow(_export_row(doc))
             count += 1
     tmp.replace(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from app.errors import DomainError, NotFoundError, UnavailableError
 from app.ml import artifacts
 from app.ml.monitoring import MONITORED_FEATURES
@@ -103,29 +105,25 @@ def _activation(record: ActiveRecord | None) -> ActivationInfo | None:
 
 async def reload_model(registry: ModelRegistry, name: str, by: str) -> ActivationResult:
     _known(name)
-    reg = registry
-    previous = reg.get(name)
-    try:
-        model = await reg.reload(name, by)
-    except ArtifactError as exc:
-        raise ArtifactRejectedError(f"{exc}; still serving {_serving(previous)}") from None
-    return ActivationResult(
-        name=model.card.name,
-        active_version=model.version,
-        previous_version=previous.version if previous else None,
-    )
+    return await _switch(registry, name, lambda: registry.reload(name, by))
 
 
 async def activate_model(
     registry: ModelRegistry, name: str, version: str, by: str
 ) -> ActivationResult:
     _known(name)
-    reg = registry
-    if version not in reg.versions(name):
+    if version not in registry.versions(name):
         raise NotFoundError(f"model {name} has no version {version}")
-    previous = reg.get(name)
+    return await _switch(registry, name, lambda: registry.activate(name, version, by))
+
+
+async def _switch(
+    registry: ModelRegistry, name: str, load: Callable[[], Awaitable[LoadedModel]]
+) -> ActivationResult:
+    """Serve what `load` loads; a rejected artifact leaves the serving version as it was."""
+    previous = registry.get(name)
     try:
-        model = await reg.activate(name, version, by)
+        model = await load()
     except ArtifactError as exc:
         raise ArtifactRejectedError(f"{exc}; still serving {_serving(previous)}") from None
     return ActivationResult(

@@ -12,7 +12,6 @@ order, totals and cursors:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -26,10 +25,11 @@ from typing import Any, get_args
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import MOVIES, Document, movie_key
+from app.db import Document
 from app.errors import InvalidQueryError, NotFoundError
 from app.models.movies_api import MovieDetail, MovieList, MovieSummary, SortField
 from app.services.filters import CatalogFilter
+from app.services.movies_repo import find_movie, find_page
 from app.services.normalize import normalize_title
 
 SORT_FIELDS: frozenset[str] = frozenset(get_args(SortField))
@@ -264,21 +264,21 @@ async def search_movies(db: AsyncDatabase[Document], search: PreparedSearch) -> 
     if search.after is not None:
         keyset = after(search.sort, *search.after)
         page_filter = {"$and": [base, keyset]} if base else keyset
-    cursor = (
-        db[MOVIES]
-        .find(page_filter, LIST_PROJECTION)
-        .sort(search.sort.spec())
-        .skip(search.offset)
-        .limit(search.limit + 1)  # one more tells whether a next page exists
+    docs, total = await find_page(
+        db,
+        page_filter,
+        base,
+        LIST_PROJECTION,
+        search.sort.spec(),
+        search.offset,
+        search.limit + 1,  # one more tells whether a next page exists
     )
-    # Concurrently: FerretDB reads the whole collection for each, so wall time pays it once.
-    docs, total = await asyncio.gather(cursor.to_list(), db[MOVIES].count_documents(base))
     return page_of(search, [MovieSummary.model_validate(d) for d in docs], total)
 
 
 async def get_movie(db: AsyncDatabase[Document], movie_id: int) -> MovieDetail:
     # By `_id` (the id as a string): the one lookup FerretDB v1 pushes down to SQLite.
-    doc = await db[MOVIES].find_one({"_id": movie_key(movie_id)}, DETAIL_PROJECTION)
+    doc = await find_movie(db, movie_id, DETAIL_PROJECTION)
     if doc is None:
         raise NotFoundError(f"movie {movie_id} not found")
     return MovieDetail.model_validate({"id": movie_id, **doc})

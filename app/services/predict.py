@@ -109,31 +109,17 @@ def _score(
 ) -> dict[str, Any]:
     """Everything CPU-bound for one request: features, scores, explanations, the body."""
     X = model.transform([film_record(film_document(f)) for f in films])
-    body: dict[str, Any]
     if explain:
         scores, contrib = model.explain(X)
     else:
         scores, contrib = model.score_matrix(X), None
     index = model.feature_index
-    predictions: list[dict[str, Any]] = []
+    outputs: list[dict[str, Any]]  # per film, what the model says
+    extra: dict[str, Any]  # for the whole body
     if model.classifier:
         threshold = float(model.card.threshold or 0.5)
-        for i, (film, p) in enumerate(zip(films, scores.tolist(), strict=True)):
-            item: dict[str, Any] = {
-                "index": i,
-                "title": film.title,
-                "probability": round(p, 5),
-                "hit": p >= threshold,
-            }
-            if contrib is not None:
-                item["contributions"] = _contributions(model, contrib[i])
-            predictions.append(item)
-        body = {
-            "model": model.name,
-            "model_version": model.version,
-            "threshold": threshold,
-            "predictions": predictions,
-        }
+        outputs = [{"probability": round(p, 5), "hit": p >= threshold} for p in scores.tolist()]
+        extra = {"threshold": threshold}
     else:
         interval = model.card.interval
         assert interval is not None  # the registry refuses regression cards without one
@@ -144,22 +130,26 @@ def _score(
         low = np.expm1(scores + np.where(known, lo_known, lo_unknown)).clip(min=0)
         high = np.expm1(scores + np.where(known, hi_known, hi_unknown)).clip(min=0)
         revenue = np.expm1(scores).clip(min=0)
-        for i, film in enumerate(films):
-            item = {
-                "index": i,
-                "title": film.title,
+        outputs = [
+            {
                 "revenue": round(float(revenue[i]), 2),
                 "interval": {"low": round(float(low[i]), 2), "high": round(float(high[i]), 2)},
             }
-            if contrib is not None:
-                item["contributions"] = _contributions(model, contrib[i])
-            predictions.append(item)
-        body = {
-            "model": model.name,
-            "model_version": model.version,
-            "interval_level": round(interval.quantiles[1] - interval.quantiles[0], 4),
-            "predictions": predictions,
-        }
+            for i in range(len(films))
+        ]
+        extra = {"interval_level": round(interval.quantiles[1] - interval.quantiles[0], 4)}
+    predictions: list[dict[str, Any]] = []
+    for i, (film, output) in enumerate(zip(films, outputs, strict=True)):
+        item: dict[str, Any] = {"index": i, "title": film.title, **output}
+        if contrib is not None:
+            item["contributions"] = _contributions(model, contrib[i])
+        predictions.append(item)
+    body: dict[str, Any] = {
+        "model": model.name,
+        "model_version": model.version,
+        **extra,
+        "predictions": predictions,
+    }
     body["dropped_items"] = _dropped_warnings(films, predictions)
     monitor.record(model.name, model.version, X, model.feature_names, scores)
     PREDICTIONS.labels(model=model.name, version=model.version).inc(len(films))

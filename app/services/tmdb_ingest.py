@@ -38,7 +38,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from app.db import INGEST_RUNS, Document
 from app.models.movie import MovieDocument
-from app.services.movies_store import existing_hashes, upsert_movies
+from app.services.movies_store import existing_hashes, upsert_movies, write_counts
 from app.services.normalize import RecordError, to_movie
 from app.services.tmdb_client import JsonObject, TmdbAuthError, TmdbClient
 
@@ -173,10 +173,7 @@ class IngestSummary:
 
     def as_dict(self) -> dict[str, int]:
         return {
-            "inserted": self.inserted,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "rejected": self.rejected,
+            **write_counts(self),
             "skipped_404": self.skipped_404,
             "requests": self.requests,
             "retries": self.retries,

@@ -16,10 +16,11 @@ from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from app.db import Document, get_data_version
+from app.db import Document
 from app.errors import UnavailableError
 from app.observability import SNAPSHOT_REBUILDS
 from app.services.analytics.snapshot import Snapshot, load_snapshot
+from app.services.meta_repo import get_data_version
 
 log = logging.getLogger("app.analytics")
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import MOVIES, Document, get_data_version
+from app.db import Document
 from app.models.analytics import (
     NumericField,
 )
@@ -30,6 +30,8 @@ from app.services.columnar import (
     expand,
 )
 from app.services.filters import CatalogFilter
+from app.services.meta_repo import get_data_version
+from app.services.movies_repo import scan_raw_batches
 
 log = logging.getLogger("app.analytics")
 
@@ -331,7 +333,7 @@ async def load_snapshot(db: AsyncDatabase[Document], build_id: int = 0) -> Snaps
     version = await get_data_version(db)
     builder = SnapshotBuilder()
     pending: asyncio.Future[None] | None = None
-    cursor = db[MOVIES].find_raw_batches({}, SNAPSHOT_PROJECTION)
+    cursor = scan_raw_batches(db, SNAPSHOT_PROJECTION)
     try:
         async for batch in cursor:
             if pending is not None:

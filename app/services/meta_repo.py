@@ -1,0 +1,118 @@
+"""`meta`: small documents of state shared by every process on the database. The only module
+that reads or writes `meta`:
+
+* `data_version` (`version`): bumped by every write batch; analytics caches key on it.
+* `movies_hash_epoch` (`n`): bumped by every batch that inserts films or changes their
+  content, so that stored hashes read before another writer's batch are known to be stale
+  (`app.services.movies_store`).
+* `movies_write_lock` (`owner`, `since`, `until`): the lease of the films write lock
+  (`app.services.movies_write_lock`).
+* `movies_swap` (`at`): a staging copy of `movies` is whole and being swapped in
+  (`app.services.movies_rewrite`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from app.db import Document
+
+META = "meta"
+DATA_VERSION_ID = "data_version"
+HASH_EPOCH = "movies_hash_epoch"
+WRITE_LOCK = "movies_write_lock"
+SWAP_MARKER = "movies_swap"
+
+
+async def _increment(db: AsyncDatabase[Document], doc_id: str, update: Document) -> Document:
+    doc = await db[META].find_one_and_update(
+        {"_id": doc_id}, update, upsert=True, return_document=ReturnDocument.AFTER
+    )
+    return doc or {}
+
+
+# --- the data version -----------------------------------------------------------------------
+
+
+async def bump_data_version(db: AsyncDatabase[Document]) -> int:
+    """Every write batch bumps this; analytics caches key on it."""
+    doc = await _increment(
+        db, DATA_VERSION_ID, {"$inc": {"version": 1}, "$set": {"updated_at": datetime.now(UTC)}}
+    )
+    return int(doc.get("version", 0))
+
+
+async def get_data_version(db: AsyncDatabase[Document]) -> int:
+    doc = await db[META].find_one({"_id": DATA_VERSION_ID})
+    return int(doc["version"]) if doc else 0
+
+
+# --- the hash epoch -------------------------------------------------------------------------
+
+
+async def hash_epoch(db: AsyncDatabase[Document]) -> int:
+    doc = await db[META].find_one({"_id": HASH_EPOCH})
+    return int(doc["n"]) if doc else 0
+
+
+async def bump_hash_epoch(db: AsyncDatabase[Document]) -> int:
+    doc = await _increment(db, HASH_EPOCH, {"$inc": {"n": 1}})
+    return int(doc.get("n", 0))
+
+
+# --- the films write lock's lease -----------------------------------------------------------
+
+
+async def take_lock(
+    db: AsyncDatabase[Document], owner: str, now: datetime, until: datetime
+) -> bool:
+    """Take the lease unless someone holds it: an expired lease is deleted first."""
+    await db[META].delete_one({"_id": WRITE_LOCK, "until": {"$lt": now}})
+    try:
+        await db[META].insert_one({"_id": WRITE_LOCK, "owner": owner, "since": now, "until": until})
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+async def lock_holder(db: AsyncDatabase[Document]) -> str | None:
+    """The owner of the lease, None when nobody holds it."""
+    doc = await db[META].find_one({"_id": WRITE_LOCK})
+    return str(doc.get("owner")) if doc else None
+
+
+async def holds_lock(db: AsyncDatabase[Document], owner: str) -> bool:
+    return await db[META].find_one({"_id": WRITE_LOCK, "owner": owner}) is not None
+
+
+async def extend_lock(db: AsyncDatabase[Document], owner: str, until: datetime) -> bool:
+    """Move `owner`'s lease on to `until`; False when it holds the lease no more."""
+    result = await db[META].update_one(
+        {"_id": WRITE_LOCK, "owner": owner}, {"$set": {"until": until}}
+    )
+    return result.matched_count > 0
+
+
+async def release_lock(db: AsyncDatabase[Document], owner: str) -> None:
+    await db[META].delete_one({"_id": WRITE_LOCK, "owner": owner})
+
+
+# --- the swap marker ------------------------------------------------------------------------
+
+
+async def swap_marked(db: AsyncDatabase[Document]) -> bool:
+    return await db[META].find_one({"_id": SWAP_MARKER}) is not None
+
+
+async def mark_swap(db: AsyncDatabase[Document]) -> None:
+    await db[META].update_one(
+        {"_id": SWAP_MARKER}, {"$set": {"at": datetime.now(UTC)}}, upsert=True
+    )
+
+
+async def clear_swap_mark(db: AsyncDatabase[Document]) -> None:
+    await db[META].delete_one({"_id": SWAP_MARKER})

@@ -1,0 +1,168 @@
+"""`movies` (one document per film) and its staging copy: the only module that reads or writes
+them. What to write and when (hashes, the write lock, rewrites) is decided by the services
+that call it (`movies_store`, `movies_rewrite`); this module only speaks to the database.
+
+A film's `_id` is its TMDB id as a string (`movie_key`): FerretDB v1 (SQLite) pushes `_id`
+equality down to SQLite only for a string `_id` (about 10x faster lookups and updates); the
+integer `id` field stays the public id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo.asynchronous.cursor import AsyncCursor, AsyncRawBatchCursor
+from pymongo.asynchronous.database import AsyncDatabase
+
+from app.db import Document, absent_indexes, create_missing_indexes
+
+MOVIES = "movies"
+STAGING = "movies_staging"
+
+MOVIE_INDEXES = [
+    IndexModel([("id", ASCENDING)], name="id_unique", unique=True),
+    IndexModel([("release_year", ASCENDING)], name="release_year"),
+    IndexModel([("genres", ASCENDING)], name="genres"),
+    IndexModel([("original_language", ASCENDING)], name="original_language"),
+    IndexModel([("production_companies", ASCENDING)], name="production_companies"),
+    IndexModel([("vote_count", DESCENDING)], name="vote_count"),
+    IndexModel([("revenue", DESCENDING)], name="revenue"),
+    IndexModel([("popularity", DESCENDING)], name="popularity"),
+    IndexModel([("title_normalized", ASCENDING)], name="title_normalized"),
+]
+
+Projection = Mapping[str, Any]
+
+
+def movie_key(movie_id: int) -> str:
+    """The `_id` of a film: its TMDB id as a string."""
+    return str(movie_id)
+
+
+# --- reads ----------------------------------------------------------------------------------
+
+
+async def find_movie(
+    db: AsyncDatabase[Document], movie_id: int, projection: Projection
+) -> Document | None:
+    """One film by `_id`: indexed on MongoDB, the one lookup FerretDB pushes down to SQLite."""
+    return await db[MOVIES].find_one({"_id": movie_key(movie_id)}, projection)
+
+
+async def find_page(
+    db: AsyncDatabase[Document],
+    page_filter: Document,
+    count_filter: Document,
+    projection: Projection,
+    sort: list[tuple[str, int]],
+    skip: int,
+    limit: int,
+) -> tuple[list[Document], int]:
+    """One page of films and how many match `count_filter`, read concurrently: FerretDB reads
+    the whole collection for each, so wall time pays it once."""
+    cursor = db[MOVIES].find(page_filter, projection).sort(sort).skip(skip).limit(limit)
+    docs, total = await asyncio.gather(cursor.to_list(), db[MOVIES].count_documents(count_filter))
+    return docs, total
+
+
+def scan(
+    db: AsyncDatabase[Document],
+    projection: Projection | None,
+    query: Document | None = None,
+    *,
+    sort: str | None = None,
+    batch_size: int = 0,
+) -> AsyncCursor[Document]:
+    """Every film (matching `query`) with `projection` (None: whole documents), in natural
+    order or ascending by field `sort`."""
+    cursor = db[MOVIES].find(query or {}, projection, batch_size=batch_size)
+    return cursor.sort(sort, ASCENDING) if sort else cursor
+
+
+def scan_raw_batches(
+    db: AsyncDatabase[Document], projection: Projection
+) -> AsyncRawBatchCursor[Document]:
+    """Every film with `projection`, as raw BSON batches (the caller closes the cursor)."""
+    return db[MOVIES].find_raw_batches({}, projection)
+
+
+async def content_hash_of(db: AsyncDatabase[Document], movie_id: int) -> tuple[bool, str | None]:
+    """(whether the film is stored, its stored content hash)."""
+    doc = await db[MOVIES].find_one({"_id": movie_key(movie_id)}, {"content_hash": 1})
+    return (False, None) if doc is None else (True, doc.get("content_hash"))
+
+
+async def first_key(db: AsyncDatabase[Document]) -> Any:
+    """The `_id` of one film in natural order (None when there are none). FerretDB pushes
+    this limit down to SQLite."""
+    doc = await db[MOVIES].find_one({}, {"_id": 1})
+    return None if doc is None else doc["_id"]
+
+
+# --- writes ---------------------------------------------------------------------------------
+
+
+async def insert_movies(db: AsyncDatabase[Document], docs: Sequence[Document]) -> None:
+    """Insert new films, unordered (a `BulkWriteError` names the ones already stored)."""
+    await db[MOVIES].insert_many(docs, ordered=False)
+
+
+def _set_fields(movie_id: int, fields: Document) -> Document:
+    """The update document: `$set` the fields; a film created by the upsert gets its `id`."""
+    if "id" in fields:
+        return {"$set": fields}
+    return {"$set": fields, "$setOnInsert": {"id": movie_id}}
+
+
+async def update_in_bulk(db: AsyncDatabase[Document], updates: Mapping[int, Document]) -> None:
+    """`$set` fields on films by id in one unordered bulk write (missing films are created)."""
+    ops = [
+        UpdateOne({"_id": movie_key(i)}, _set_fields(i, f), upsert=True) for i, f in updates.items()
+    ]
+    await db[MOVIES].bulk_write(ops, ordered=False)
+
+
+async def update_one_by_one(db: AsyncDatabase[Document], updates: Mapping[int, Document]) -> None:
+    """`$set` fields on films by id, one update each (missing films are created)."""
+    for movie_id, fields in updates.items():
+        await db[MOVIES].update_one(
+            {"_id": movie_key(movie_id)}, _set_fields(movie_id, fields), upsert=True
+        )
+
+
+async def index_movies(db: AsyncDatabase[Document]) -> None:
+    await create_missing_indexes(db, MOVIES, MOVIE_INDEXES)
+
+
+async def movies_lack_indexes(db: AsyncDatabase[Document]) -> bool:
+    """Whether `movies` lacks one of its indexes (read-only: listIndexes only)."""
+    return bool(await absent_indexes(db, MOVIES, MOVIE_INDEXES))
+
+
+# --- the staging copy (a rewrite of the whole collection) -----------------------------------
+
+
+async def drop_staging(db: AsyncDatabase[Document]) -> None:
+    await db.drop_collection(STAGING)
+
+
+async def insert_staging(db: AsyncDatabase[Document], docs: Sequence[Document]) -> None:
+    await db[STAGING].insert_many(docs)
+
+
+async def index_staging(db: AsyncDatabase[Document]) -> None:
+    """Give the staging copy every index of `movies` (before it is swapped in)."""
+    await create_missing_indexes(db, STAGING, MOVIE_INDEXES)
+
+
+async def staging_exists(db: AsyncDatabase[Document]) -> bool:
+    return STAGING in await db.list_collection_names()
+
+
+async def replace_with_staging(db: AsyncDatabase[Document]) -> None:
+    """`movies` becomes the staging copy (no transactions on FerretDB: drop, then rename)."""
+    await db.drop_collection(MOVIES)
+    await db[STAGING].rename(MOVIES)
