@@ -22,6 +22,7 @@ from app.security import Role, protected
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.health import database_check
 from app.services.movies_rewrite import prepare_database
+from app.services.prediction_log import PredictionLogWriter
 from app.settings import Settings, get_settings
 from app.state import AppState
 
@@ -72,6 +73,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await registry.load_all()
         registry.start_following()
+        # The prediction log: written in batches by a task of its own, never on the way of
+        # a prediction; flushed on shutdown.
+        prediction_log = PredictionLogWriter(
+            db,
+            sample=settings.prediction_log_sample,
+            capacity=settings.prediction_log_buffer,
+            retention_days=settings.prediction_log_days,
+        )
+        await prediction_log.start()
         login_guard = LoginGuard(settings)
         app.state.app_state = AppState(
             settings=settings,
@@ -82,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             login_guard=login_guard,
             analytics=engine,
             registry=registry,
+            prediction_log=prediction_log,
             readiness_checks={
                 "database": partial(database_check, db),
                 "analytics": engine.readiness,
@@ -92,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await registry.close()
+            await prediction_log.close()
             await engine.close()
             login_guard.close()
             await client.close()

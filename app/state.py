@@ -14,6 +14,7 @@ from app.limits import RequestRateLimiter
 from app.ml.registry import ModelRegistry
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.health import ReadinessCheck
+from app.services.prediction_log import PredictionLogWriter
 from app.settings import Settings
 
 
@@ -28,5 +29,6 @@ class AppState:
     login_guard: LoginGuard
     analytics: AnalyticsEngine
     registry: ModelRegistry
+    prediction_log: PredictionLogWriter
     # What `/ready` checks, by name, in order.
     readiness_checks: Mapping[str, ReadinessCheck]

@@ -23,6 +23,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import orjson
 import numpy.typing as npt
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
@@ -34,7 +35,9 @@ from app.ml.card import (
     DataInfo,
     IntervalSpec,
     ModelCard,
+    ProfileInfo,
 )
+from app.ml.drift import PROFILE_FILE, InputReader, build_profile
 from app.ml.explain import GroupOcclusion
 from app.ml.fastpath import pipeline_scorer
 from app.ml.features import FEATURE_SCHEMA_VERSION, LIST_FIELDS, FilmFeatures
@@ -383,6 +386,10 @@ def _write_version(
             ),
             training_seconds=0.0,
         )
+        fitted_on = [*ev.split.train, *ev.split.validation]
+        if options.refit_all:
+            fitted_on.extend(ev.split.test)
+        card.profile = _write_profile(task, pipeline, fitted_on, staging, options.seed)
         report_path = staging / artifacts.REPORT_FILE
         if options.report:
             from training.report import write_report
@@ -401,6 +408,20 @@ def _write_version(
         artifacts.write_active(artifacts_dir, task.name, version)
     say(f"{task.name}: wrote {final} ({_summary(card)})" + (", active" if options.activate else ""))
     return TrainedModel(task.name, version, final, card, options.activate)
+
+
+def _write_profile(
+    task: Task, pipeline: Pipeline, records: Sequence[dict[str, Any]], staging: Path, seed: int
+) -> ProfileInfo:
+    """The reference profile of the served model: its monitored inputs and its output over
+    the films it was fitted on, as the service computes them for a request (no dropout)."""
+    features: FilmFeatures = pipeline[0]
+    X = features.transform(records)
+    scores = pipeline_scorer(pipeline, task.kind == "classification")(X)
+    rows = InputReader(features.feature_names_).rows(X, records)
+    path = staging / PROFILE_FILE
+    path.write_bytes(orjson.dumps(build_profile(rows, scores, seed)))
+    return ProfileInfo(file=PROFILE_FILE, sha256=artifacts.sha256_file(path), films=len(records))
 
 
 def _summary(card: ModelCard) -> str:

@@ -50,6 +50,7 @@ from sklearn.pipeline import Pipeline
 from app.db import Document
 from app.ml import artifacts
 from app.ml.card import ModelCard
+from app.ml.drift import InputReader
 from app.ml.explain import GroupOcclusion
 from app.ml.fastpath import Scorer, compile_tail, pipeline_scorer, verified
 from app.ml.features import FEATURE_SCHEMA_VERSION, FilmFeatures, film_record
@@ -119,6 +120,7 @@ class LoadedModel:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     feature_names: tuple[str, ...] = field(init=False)
     feature_index: dict[str, int] = field(init=False)
+    input_reader: InputReader = field(init=False)  # the monitored inputs, for the log
 
     @property
     def classifier(self) -> bool:
@@ -128,6 +130,7 @@ class LoadedModel:
         # Derived once: requests use these on every call.
         self.feature_names = tuple(self.features.feature_names_)
         self.feature_index = {n: i for i, n in enumerate(self.feature_names)}
+        self.input_reader = InputReader(self.feature_names)
 
     def score_matrix(self, X: FloatMatrix) -> FloatVector:
         if self.fast_scorer is not None and X.shape[0] <= FAST_MAX_ROWS:

@@ -201,6 +201,12 @@ class Film(BaseModel):
         },
     )
 
+    id: int | None = Field(
+        default=None,
+        ge=1,
+        description="TMDB id, when the film has one: logged with the prediction, so that its "
+        "actual revenue, once known, measures the model's live accuracy",
+    )
     title: str | None = Field(default=None, max_length=500)
     budget: float | None = Field(
         default=None,
