@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
 from app.authn import Authenticator, LoginGuard
+from app.cors import install_cors
 from app.db import make_client
 from app.docs_ui import install_docs
 from app.errors import add_problem_schema, install_handlers
@@ -109,8 +110,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     add_problem_schema(app)
     # Starlette runs the middleware added last first: observability wraps the limits, so
-    # 413/429/503 answers get a request id, a log line and a metric like any other.
+    # 413/429/503 answers get a request id, a log line and a metric like any other. CORS sits
+    # in between: preflights are answered before any limit, and 429s carry CORS headers.
     install_limits(app, settings, limiter)
+    install_cors(app, settings)
     install_observability(app, settings.log_level)
     # Public: /health, /ready, /metrics, /docs, /redoc, /openapi.json, POST /v1/auth/token.
     app.include_router(health.router)
