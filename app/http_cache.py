@@ -22,6 +22,7 @@ from importlib import metadata
 from typing import Literal
 
 from fastapi.responses import Response
+from prometheus_client import Counter
 
 from app.errors import DomainError
 
@@ -42,6 +43,13 @@ except metadata.PackageNotFoundError:  # running from a source tree that was nev
 # One element of an If-None-Match list: an optional weakness flag and the quoted opaque tag
 # (etagc per RFC 9110 section 8.8.3; commas may appear inside the quotes).
 _ENTITY_TAG = re.compile(r'(?:W/)?("[\x21\x23-\x7e\x80-\xff]*")')
+
+
+NOT_MODIFIED = Counter(
+    "http_not_modified_total",
+    "Conditional GETs answered 304, by where: `memo` (before routing, app.conditional) or `route`.",
+    ["where"],
+)
 
 
 class NotAcceptableError(DomainError):
@@ -135,6 +143,7 @@ def cache_headers(tag: str, max_age: int) -> dict[str, str]:
 
 def not_modified(headers: dict[str, str]) -> Response:
     """304: no body, no content type; the validators and caching headers of a 200."""
+    NOT_MODIFIED.labels("route").inc()
     return Response(status_code=304, headers=headers)
 
 

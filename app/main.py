@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
 from app.authn import Authenticator, LoginGuard
+from app.conditional import ConditionalGetMiddleware, ConditionalMemo
 from app.cors import install_cors
 from app.db import make_client
 from app.docs_ui import install_docs
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Built with the app: the anonymous-rate middleware holds it before any lifespan runs.
     limiter = RequestRateLimiter(settings.rate_limit_per_minute)
+    conditional = ConditionalMemo()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "analytics": engine.readiness,
                 "models": registry.readiness,
             },
+            conditional=conditional,
         )
         try:
             yield
@@ -112,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Starlette runs the middleware added last first: observability wraps the limits, so
     # 413/429/503 answers get a request id, a log line and a metric like any other. CORS sits
     # in between: preflights are answered before any limit, and 429s carry CORS headers.
+    # Innermost: conditional GETs that hit are answered 304 before routing (app.conditional).
+    app.add_middleware(ConditionalGetMiddleware, memo=conditional)
     install_limits(app, settings, limiter)
     install_cors(app, settings)
     install_observability(app, settings.log_level)

@@ -9,6 +9,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.authn import Authenticator, LoginGuard
+from app.conditional import ConditionalMemo
 from app.db import Document
 from app.limits import RequestRateLimiter
 from app.ml.registry import ModelRegistry
@@ -30,3 +31,6 @@ class AppState:
     registry: ModelRegistry
     # What `/ready` checks, by name, in order.
     readiness_checks: Mapping[str, ReadinessCheck]
+    # Answers from the snapshot by query, for 304s before routing (shared with the
+    # middleware, which is built before the lifespan runs).
+    conditional: ConditionalMemo

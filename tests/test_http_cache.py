@@ -10,17 +10,21 @@ from typing import Any
 
 import httpx
 import pytest
+from jose import jwt
 from pymongo.asynchronous.database import AsyncDatabase
 
+from app.authn import JWT_ISSUER, issue_token
 from app.db import Document
-from app.http_cache import entity_tag, negotiate, none_match
+from app.http_cache import NOT_MODIFIED, entity_tag, negotiate, none_match
 from app.main import create_app
 from app.models.movie import MovieDocument
+from app.services.credentials import Role, create_api_key, revoke_api_key
 from app.services.movies_store import upsert_movies
 from app.services.normalize import to_movie
 from app.services.tabular import cell
 from app.settings import Settings
 from tests.analytics_support import API_KEY, Catalogue, app_settings, serve
+from tests.security_support import ADMIN_KEY, JWT_SECRET, api_key, bearer, security_settings
 from tests.support import assert_problem, in_process
 
 FORMULA = ("=", "+", "-", "@", "\t", "\r")
@@ -399,3 +403,69 @@ async def test_cors_other_origins_get_nothing(settings: Settings) -> None:
                 assert "origin" in detail.lower()
             else:
                 assert pre.status_code == 405  # no CORS at all: OPTIONS is just not allowed
+
+
+# --- 304 before routing ----------------------------------------------------------------------
+
+
+async def test_304_before_routing_checks_the_credential(
+    db: AsyncDatabase[Document], settings: Settings
+) -> None:
+    """A remembered answer is 304 only for a credential the routes would accept."""
+    await upsert_movies(db, [movie(1, "One"), movie(2, "Two")])
+    record, key = await create_api_key(db, "reader", Role.viewer)
+    app = create_app(security_settings(settings, rate_limit_per_minute=1000))
+    async with in_process(app) as http:
+        state = app.state.app_state
+        await state.analytics.settled()
+        path = "/v1/analytics/genres"
+        first = await http.get(path, headers=api_key(key))
+        tag = first.headers["etag"]
+        assert state.conditional.get(_scope(path)) is not None  # remembered
+
+        before_routing = NOT_MODIFIED.labels("memo")._value.get()
+        hit = await http.get(path, headers={**api_key(key), "If-None-Match": tag})
+        assert hit.status_code == 304 and hit.content == b""
+        assert NOT_MODIFIED.labels("memo")._value.get() == before_routing + 1
+        assert hit.headers["etag"] == tag and hit.headers["x-request-id"]
+        token, _ = issue_token(app.state.app_state.settings, "ann", Role.viewer)
+        assert (
+            await http.get(path, headers={**bearer(token), "If-None-Match": tag})
+        ).status_code == 304
+        # Counted under its route, as a routed request would be.
+        metrics = (await http.get("/metrics")).text
+        assert f'route="{path}",status="304"' in metrics
+
+        expired = jwt.encode(
+            {"sub": "ann", "role": "viewer", "iss": JWT_ISSUER, "iat": 1, "exp": 2},
+            JWT_SECRET,
+            algorithm="HS256",
+        )
+        for headers in ({}, api_key("tmdb_nope"), bearer(expired), bearer("garbage")):
+            refused = await http.get(path, headers={**headers, "If-None-Match": tag})
+            assert_problem(refused, 401)
+        await revoke_api_key(db, record.key_id)
+        revoked = await http.get(path, headers={**api_key(key), "If-None-Match": tag})
+        assert_problem(revoked, 401)
+
+
+def _scope(path: str, query: bytes = b"") -> dict[str, Any]:
+    return {"path": path, "query_string": query, "headers": [(b"accept", b"*/*")]}  # httpx's
+
+
+async def test_304_before_routing_spends_the_rate_budget(
+    db: AsyncDatabase[Document], settings: Settings
+) -> None:
+    await upsert_movies(db, [movie(1, "One")])
+    app = create_app(security_settings(settings, rate_limit_per_minute=3))
+    async with in_process(app, headers=api_key(ADMIN_KEY)) as http:
+        await app.state.app_state.analytics.settled()
+        tag = (await http.get("/v1/analytics/summary")).headers["etag"]
+        answers = [
+            await http.get("/v1/analytics/summary", headers={"If-None-Match": tag})
+            for _ in range(3)
+        ]
+        # One 200 and two 304s spend the budget of 3: the next one is refused.
+        assert [a.status_code for a in answers[:2]] == [304, 304]
+        assert_problem(answers[2], 429)
+        assert answers[2].headers["retry-after"]

@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
+from starlette.types import Scope
 
+from app.conditional import ConditionalMemo
 from app.deps import State
 from app.errors import problem_responses
 from app.http_cache import (
@@ -98,6 +100,8 @@ class Answer:
     if_none_match: str | None
     settings: Settings
     engine: AnalyticsEngine
+    memo: ConditionalMemo
+    scope: Scope
     name: str  # the download's base name: the last segment of the path
 
     def headers(self, tag: str, version: int) -> dict[str, str]:
@@ -115,14 +119,20 @@ class Answer:
         return RENDERERS[self.format](answer)
 
     async def __call__(
-        self, compute: Callable[..., BaseModel], *args: Hashable, salt: str = ""
+        self,
+        compute: Callable[..., BaseModel],
+        *args: Hashable,
+        salt: str = "",
+        extra_headers: dict[str, str] | None = None,
     ) -> Response:
         """`compute(snapshot, *args)` from the analytics engine, or 304. `salt`: anything
         else the bytes depend on (e.g. the key signing search cursors)."""
         snap = await self.engine.snapshot()
         key = (compute.__module__, compute.__qualname__, args, salt)
         tag = entity_tag(snap.version, self.format, *key)
-        headers = self.headers(tag, snap.version)
+        headers = self.headers(tag, snap.version) | (extra_headers or {})
+        # The next conditional GET of this very query is answered before routing.
+        self.memo.remember(self.scope, tag, snap.build_id, headers)
         if self.engine.stale:
             headers["X-Data-Stale"] = "true"
         if none_match(self.if_none_match, tag):
@@ -173,6 +183,8 @@ async def answer(
         if_none_match=if_none_match,
         settings=state.settings,
         engine=state.analytics,
+        memo=state.conditional,
+        scope=request.scope,
         name=str(request.scope["path"]).rstrip("/").rsplit("/", 1)[-1] or "answer",
     )
 

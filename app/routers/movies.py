@@ -100,7 +100,9 @@ async def list_movies(
     if backend == "auto":
         backend = "snapshot" if await is_ferretdb(db) else "database"
     if backend == "snapshot":
-        response = await answer(search_snapshot, search, salt=salt)
+        response = await answer(
+            search_snapshot, search, salt=salt, extra_headers={"X-Search-Backend": backend}
+        )
     else:
         version = await get_data_version(db)
         key = ("search_movies", search, salt)

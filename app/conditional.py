@@ -1,0 +1,153 @@
+"""Conditional GETs that hit, answered before routing.
+
+A conditional GET that matches costs nothing to compute (`app.routers.answers` decides it on
+the snapshot's version), but going through FastAPI still costs resolving a dozen
+dependencies (credential, role, query validation), several times what the 304 itself costs.
+So every answer served from the analytics snapshot is remembered here by what selects it
+(path, raw query string, `Accept`): its tag, the snapshot it was computed on, and the
+headers of its 304. A later GET naming that tag in `If-None-Match` is answered 304 by this
+middleware when, and only when:
+
+* its credential verifies with the same functions the routes use (`Authenticator`,
+  `decode_token`), its role includes `viewer` (what `/v1/analytics/*` and `/v1/movies`
+  need), and its rate budget has a token, which it spends as a routed request would;
+* the engine's current snapshot (after its periodic version check) is the one remembered.
+
+Anything else (no entry, another tag, a credential that fails, a spent budget, a newer
+snapshot) goes through the app as usual, which answers or refuses it and charges what it
+charges: this path never refuses anything itself.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pymongo.errors import PyMongoError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.authn import Principal, UnauthorizedError, decode_token
+from app.http_cache import NOT_MODIFIED, none_match
+from app.services.credentials import Role
+
+if TYPE_CHECKING:
+    from app.state import AppState
+
+MemoKey = tuple[str, bytes, bytes]  # path, raw query string, Accept
+MAX_ENTRIES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    tag: str
+    build_id: int  # the snapshot the answer was computed on
+    headers: tuple[tuple[bytes, bytes], ...]  # those of its 304
+    route: Any  # for the access log and metrics: the route a routed request would match
+
+
+class ConditionalMemo:
+    """The last tag of each (path, query, Accept) answered from the snapshot (bounded, LRU).
+    One event loop, no locking."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[MemoKey, Entry] = OrderedDict()
+
+    def remember(self, scope: Scope, tag: str, build_id: int, headers: dict[str, str]) -> None:
+        key = memo_key(scope)
+        self._entries[key] = Entry(
+            tag=tag,
+            build_id=build_id,
+            headers=tuple((k.lower().encode(), v.encode()) for k, v in headers.items()),
+            route=scope.get("route"),
+        )
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def get(self, scope: Scope) -> Entry | None:
+        return self._entries.get(memo_key(scope))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def memo_key(scope: Scope) -> MemoKey:
+    accept = _header(scope, b"accept") or b""
+    return (str(scope["path"]), bytes(scope.get("query_string", b"")), accept)
+
+
+async def viewer(scope: Scope, state: AppState) -> Principal | None:
+    """The request's principal when its credential verifies and may read (role viewer), as
+    `app.security.current_principal` decides; None in every other case (never raises)."""
+    api_key = _header(scope, b"x-api-key")
+    authorization = _header(scope, b"authorization")
+    try:
+        if api_key:  # the API key wins over a bearer token, as in current_principal
+            principal = await state.authenticator.api_key_principal(api_key.decode("latin-1"))
+        elif authorization:
+            scheme, _, token = authorization.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                return None
+            principal = decode_token(state.settings, token.strip())
+        else:
+            return None
+    except (UnauthorizedError, PyMongoError):
+        return None
+    return principal if principal.role.includes(Role.viewer) else None
+
+
+class ConditionalGetMiddleware:
+    """304 before routing for remembered answers (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, memo: ConditionalMemo) -> None:
+        self.app = app
+        self.memo = memo
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and await self._answer(scope, send):
+            return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, send: Send) -> bool:
+        if_none_match = _header(scope, b"if-none-match")
+        if if_none_match is None:
+            return False
+        entry = self.memo.get(scope)
+        if entry is None or not none_match(if_none_match.decode("latin-1"), entry.tag):
+            return False
+        app_state: AppState | None = getattr(scope["app"].state, "app_state", None)
+        if app_state is None:
+            return False
+        engine = app_state.analytics
+        if engine.current is None or engine.current.build_id != entry.build_id:
+            return False
+        principal = await viewer(scope, app_state)
+        if principal is None:
+            return False
+        limiter = app_state.limiter
+        if limiter.peek(principal.rate_key) > 0:
+            return False  # the routed request answers the 429
+        # The version check a routed request makes; a newer snapshot means a new answer.
+        snap = await engine.snapshot()
+        if snap.build_id != entry.build_id:
+            return False
+        limiter.hit(principal.rate_key)
+        scope.setdefault("state", {})["principal"] = principal
+        if entry.route is not None:
+            scope["route"] = entry.route
+        headers = list(entry.headers)
+        if engine.stale:
+            headers.append((b"x-data-stale", b"true"))
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        NOT_MODIFIED.labels("memo").inc()
+        return True
