@@ -116,7 +116,7 @@ def negotiate(accept: str | None, requested: Format | None = None) -> Format:
     return chosen
 
 
-def entity_tag(version: int, fmt: Format, *key: object) -> str:
+def entity_tag(version: int, fmt: str, *key: object) -> str:
     """The strong tag of an answer: data version, representation, and a digest of the code
     revision and `key` (the endpoint and its normalized query; reprs of frozen values)."""
     digest = hashlib.blake2b(repr((_CODE, key)).encode(), digest_size=12).hexdigest()

@@ -19,11 +19,22 @@ from app.errors import add_problem_schema, install_handlers
 from app.limits import RequestRateLimiter, install_limits
 from app.ml.registry import ModelRegistry
 from app.observability import install_observability, metrics_router
-from app.routers import analytics, auth, dashboards, health, model_registry, movies, predict, ui
+from app.routers import (
+    analytics,
+    auth,
+    dashboards,
+    health,
+    model_registry,
+    movies,
+    predict,
+    reports,
+    ui,
+)
 from app.security import Role, protected
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.health import database_check
 from app.services.movies_store import prepare_database
+from app.services.reports import EdaReports
 from app.settings import Settings, get_settings
 from app.state import AppState
 
@@ -91,10 +102,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "models": registry.readiness,
             },
             conditional=conditional,
+            reports=EdaReports(db, engine),
         )
         try:
             yield
         finally:
+            await app.state.app_state.reports.close()
             await registry.close()
             await engine.close()
             login_guard.close()
@@ -132,5 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(model_registry.router, **protected(Role.viewer))
     app.include_router(model_registry.admin_router, **protected(Role.admin))
     app.include_router(dashboards.router, **protected(Role.viewer))
+    app.include_router(reports.router, **protected(Role.viewer))
+    app.include_router(reports.models_router, **protected(Role.viewer))
     app.include_router(ui.router)  # public HTML; its data comes from the API above
     return app

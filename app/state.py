@@ -15,6 +15,7 @@ from app.limits import RequestRateLimiter
 from app.ml.registry import ModelRegistry
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.health import ReadinessCheck
+from app.services.reports import EdaReports
 from app.settings import Settings
 
 
@@ -34,3 +35,5 @@ class AppState:
     # Answers from the snapshot by query, for 304s before routing (shared with the
     # middleware, which is built before the lifespan runs).
     conditional: ConditionalMemo
+    # The data exploration report, one per data version (GET /v1/reports/eda).
+    reports: EdaReports
