@@ -124,13 +124,15 @@ def entity_tag(version: int, fmt: str, *key: object) -> str:
 
 
 def none_match(header: str | None, tag: str) -> bool:
-    """Whether an If-None-Match header names `tag` (or `*`): the answer is then 304."""
+    """Whether an If-None-Match header names `tag` (or `*`) by the weak comparison (RFC 9110
+    section 8.8.3.2, which If-None-Match uses): the answer is then 304."""
     if header is None:
         return False
     text = header.strip()
     if text == "*":
         return True
-    return any(m.group(1) == tag for m in _ENTITY_TAG.finditer(text))
+    opaque = tag.removeprefix("W/")  # the weak comparison: weakness flags are ignored
+    return any(m.group(1) == opaque for m in _ENTITY_TAG.finditer(text))
 
 
 def cache_headers(tag: str, max_age: int) -> dict[str, str]:

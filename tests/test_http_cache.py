@@ -228,6 +228,7 @@ def test_none_match_and_negotiate_units() -> None:
     assert none_match(f'"a,b", {tag}', tag)
     assert not none_match(None, tag)
     assert not none_match(f"W/{tag[1:]}", tag)
+    assert none_match(tag, f"W/{tag}")  # a weak current tag matches its strong spelling too
     assert negotiate(None) == negotiate("") == negotiate("garbage") == "json"
     assert negotiate("text/csv; charset=utf-8") == "csv"
     assert negotiate("application/xml", "csv") == "csv"
