@@ -75,14 +75,24 @@ def measure(base: str, requests: int) -> dict[str, list[float]]:
                 (f"200 csv {path}", f"{path}{sep}format=csv", {}),
                 (f"304 {path}", path, {"If-None-Match": first.headers["etag"]}),
             ]
+            # The same query with a parameter the route ignores: the same tag, but a raw
+            # query string the memo has never seen, so the 304 is decided in the route.
+            plan.append(
+                (
+                    f"304 routed {path}",
+                    f"{path}{sep}_={{i}}",
+                    {"If-None-Match": first.headers["etag"]},
+                )
+            )
         samples = {name: [] for name, _, _ in plan}
-        for _ in range(50):  # warm-up: connection, caches, code paths
+        for i in range(50):  # warm-up: connection, caches, code paths
             for _, url, headers in plan:
-                http.get(url, headers=headers)
-        for _ in range(requests):
+                http.get(url.format(i=-i), headers=headers)
+        for i in range(requests):
             for name, url, headers in plan:
+                target = url.format(i=i)
                 t = time.perf_counter()
-                response = http.get(url, headers=headers)
+                response = http.get(target, headers=headers)
                 samples[name].append(time.perf_counter() - t)
                 expected = 304 if name.startswith("304") else 200
                 assert response.status_code == expected, (name, response.status_code)
@@ -96,7 +106,7 @@ def report(samples: dict[str, list[float]], films: int, requests: int) -> str:
     for name, values in samples.items():
         p50 = percentile(values, 50)
         ratio = p50 / health
-        if name.startswith("304"):
+        if name.startswith("304") and not name.startswith("304 routed"):
             worst = max(worst, ratio)
         rows.append(
             f"| `{name}` | {p50 * 1000:.3f} | {percentile(values, 99) * 1000:.3f} | {ratio:.2f} |"
@@ -120,10 +130,11 @@ def report(samples: dict[str, list[float]], films: int, requests: int) -> str:
             f"{verdict}). These 304s are answered before routing (`app.conditional`): the "
             "query was answered once, so its tag and snapshot are remembered, and what is "
             "left is the API-key check, the rate-limit charge and the snapshot's version "
-            "check, cheaper than `/health`'s trip through FastAPI. A conditional GET the "
-            "memo does not know (first of its query in this process, or film search on the "
-            "database backend) is decided in the route before computing, at about the cost "
-            "of a warm 200 (dependency resolution dominates).",
+            "check, cheaper than `/health`'s trip through FastAPI. The `304 routed` rows are "
+            "conditional GETs the memo does not know (here: an extra ignored parameter; in "
+            "practice the first of a query in a process, or film search on the database "
+            "backend): decided in the route before computing, they cost about a warm 200, "
+            "since resolving the route's dependencies (credential, role, filters) dominates.",
         ]
     )
 
