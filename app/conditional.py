@@ -133,14 +133,13 @@ class ConditionalGetMiddleware:
         principal = await viewer(scope, app_state)
         if principal is None:
             return False
-        limiter = app_state.limiter
-        if limiter.peek(principal.rate_key) > 0:
-            return False  # the routed request answers the 429
         # The version check a routed request makes; a newer snapshot means a new answer.
         snap = await engine.snapshot()
         if snap.build_id != entry.build_id:
             return False
-        limiter.hit(principal.rate_key)
+        # A spent budget takes no token: the routed request then answers the 429 itself.
+        if app_state.limiter.hit(principal.rate_key) > 0:
+            return False
         scope.setdefault("state", {})["principal"] = principal
         if entry.route is not None:
             scope["route"] = entry.route
