@@ -29,15 +29,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import bson
-import matplotlib
 import numpy as np
-import seaborn as sns
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.typing import RcKeyType
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.db import INGEST_RUNS, MOVIES, Document, get_data_version
@@ -46,6 +41,10 @@ from app.services import analytics
 from app.services.analytics import Snapshot, load_snapshot
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.filters import CatalogFilter
+
+if TYPE_CHECKING:  # matplotlib and seaborn are imported when a report is drawn (2 s of import)
+    from matplotlib.figure import Figure
+    from matplotlib.typing import RcKeyType
 
 log = logging.getLogger("app.reports")
 
@@ -248,6 +247,10 @@ def details(summary: str, content: str) -> str:
 
 def png(draw: Callable[[Figure], None], width: float = 7.0, height: float = 4.0) -> str:
     """Draw on a fresh figure (object API, Agg) and return it as a data: URL."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     with _DRAWING, matplotlib.rc_context(_STYLE):
         fig = Figure(figsize=(width, height))
         FigureCanvasAgg(fig)
@@ -506,6 +509,8 @@ def _time(snap: Snapshot) -> Section:
     )
 
     def draw(fig: Figure) -> None:
+        import seaborn as sns
+
         ax1, ax2, ax3 = fig.subplots(1, 3)
         years = [int(i.period) for i in trends.items]
         ax1.plot(years, [i.count for i in trends.items], color="#4f81bd")
@@ -608,6 +613,8 @@ def _correlations(snap: Snapshot) -> Section:
     spearman = analytics.correlations(snap, ALL, CORRELATION_FIELDS, "spearman")
 
     def draw(fig: Figure) -> None:
+        import seaborn as sns
+
         for ax, answer in zip(fig.subplots(1, 2), (pearson, spearman), strict=True):
             matrix = np.array([[np.nan if x is None else x for x in row] for row in answer.matrix])
             sns.heatmap(
