@@ -248,6 +248,9 @@ def details(summary: str, content: str) -> str:
 def png(draw: Callable[[Figure], None], width: float = 7.0, height: float = 4.0) -> str:
     """Draw on a fresh figure (object API, Agg) and return it as a data: URL."""
     import matplotlib
+
+    # No display: seaborn imports pyplot, which must not pick an interactive backend.
+    matplotlib.use("Agg")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
