@@ -24,6 +24,7 @@ from app.services.normalize import to_movie
 from app.services.tabular import cell
 from app.settings import Settings
 from tests.analytics_support import API_KEY, Catalogue, app_settings, serve
+from tests.dashboard_support import dashboard_body
 from tests.security_support import ADMIN_KEY, JWT_SECRET, api_key, bearer, security_settings
 from tests.support import assert_problem, in_process
 
@@ -470,3 +471,13 @@ async def test_304_before_routing_spends_the_rate_budget(
         assert [a.status_code for a in answers[:2]] == [304, 304]
         assert_problem(answers[2], 429)
         assert answers[2].headers["retry-after"]
+
+
+async def test_dashboard_widgets_take_no_format(settings: Settings) -> None:
+    """Widgets draw JSON: `format` is a parameter of the endpoints, not of a widget."""
+    app = create_app(settings.model_copy(update={"admin_api_key": API_KEY}))
+    async with in_process(app, headers={"X-API-Key": API_KEY}) as http:
+        body = dashboard_body()
+        body["widgets"][0]["params"] = {"format": "csv"}
+        refused = assert_problem(await http.post("/v1/dashboards", json=body), 422)
+        assert refused["errors"][0]["field"] == "widgets[0].params.format"
