@@ -131,15 +131,17 @@ class Answer:
         key = (compute.__module__, compute.__qualname__, args, salt)
         tag = entity_tag(snap.version, self.format, *key)
         headers = self.headers(tag, snap.version) | (extra_headers or {})
-        # The next conditional GET of this very query is answered before routing.
-        self.memo.remember(self.scope, tag, snap.build_id, headers)
+        # What a 304 of this very query sends, for the next one, answered before routing.
+        not_modified_headers = dict(headers)
         if self.engine.stale:
             headers["X-Data-Stale"] = "true"
         if none_match(self.if_none_match, tag):
+            self.memo.remember(self.scope, tag, snap.build_id, not_modified_headers)
             return not_modified(headers)
         result: Result = await self.engine.run(
             compute, *args, snap=snap, render=RENDERERS[self.format]
         )
+        self.memo.remember(self.scope, tag, snap.build_id, not_modified_headers)
         headers["X-Analytics-Cache"] = "hit" if result.cache_hit else "miss"
         if result.stale:
             headers["X-Data-Stale"] = "true"
