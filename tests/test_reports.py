@@ -1,9 +1,10 @@
 """Reports: the data exploration report on the real films (every section, numbers equal to the
 analytics API's, nothing external, its content policy, one per data version), the report
-file the CLI will write, and the model reports training writes, served by version."""
+file the CLI writes, and the model reports training writes, served by version."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,15 +15,16 @@ from typing import Any
 import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
+from typer.testing import CliRunner
 
+from app.cli import app as cli_app
 from app.db import INGEST_RUNS, Document
 from app.main import create_app
 from app.ml import artifacts
 from app.services.movies_store import upsert_movies
 from app.services.normalize import to_movie
-from app.services.reports import write_eda_report
 from app.services.reports.eda import SECTION_IDS
-from app.settings import Settings
+from app.settings import Settings, get_settings
 from tests import ml_support
 from tests.analytics_support import API_KEY, Catalogue, app_settings, serve
 from tests.support import assert_problem, in_process
@@ -180,10 +182,16 @@ async def test_eda_report_is_cached_per_data_version(
 
 
 async def test_eda_report_follows_the_data_and_the_ingest_runs(
-    db: AsyncDatabase[Document], settings: Settings, tmp_path: Path
+    db: AsyncDatabase[Document],
+    settings: Settings,
+    tmp_path: Path,
+    mongodb_uri: str,
+    db_name: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """On a tiny catalogue: the report is rebuilt for a new version, shows the last TMDB
-    ingest run with its rejected rows, and the CLI's function writes the same sections."""
+    ingest run with its rejected rows, and `tmdb-analytics report eda` writes the same
+    sections to a file."""
 
     def film(movie_id: int, **fields: Any) -> Any:
         record = {
@@ -236,8 +244,26 @@ async def test_eda_report_follows_the_data_and_the_ingest_runs(
         assert int(second.headers["x-data-version"]) > int(first.headers["x-data-version"])
         assert rows_by_label(Tables(second.text).tables["overview-table"])["Films"] == ["3"]
 
-    path = await write_eda_report(db, tmp_path / "eda.html")
-    written = path.read_text(encoding="utf-8")
+    monkeypatch.setenv("MONGODB_URI", mongodb_uri)
+    monkeypatch.setenv("MONGODB_DB", db_name)
+    monkeypatch.setenv("LOCAL_DB_DIR", str(settings.local_db_dir))
+    monkeypatch.setenv("COLUMNS", "300")
+    get_settings.cache_clear()
+    out = tmp_path / "eda.html"
+    try:
+        result = await asyncio.to_thread(
+            CliRunner().invoke, cli_app, ["report", "eda", "--out", str(out)]
+        )
+        missing_folder = await asyncio.to_thread(
+            CliRunner().invoke, cli_app, ["report", "eda", "--out", str(tmp_path / "no" / "x")]
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == str(out)
+    assert missing_folder.exit_code == 2 and "does not exist" in missing_folder.output
+    written = out.read_text(encoding="utf-8")
+    assert "Films" in written
     for section in SECTION_IDS:
         assert f'<section id="{section}">' in written, section
 
