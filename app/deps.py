@@ -1,6 +1,6 @@
 """Typed dependencies shared by the routers: `State`, `Db`, `AppSettings`, `Engine`,
-`Registry`, `PredictionLog`. Every one is async and reads the request directly: a plain `def` dependency would
-cost a hop through the thread pool on every request."""
+`Registry`, `PredictionLog`. Every one is async and reads the request directly: a plain `def`
+dependency would cost a hop through the thread pool on every request."""
 
 from __future__ import annotations
 

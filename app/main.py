@@ -26,6 +26,7 @@ from app.routers import (
     dashboards,
     health,
     model_registry,
+    monitoring,
     movies,
     predict,
     reports,
@@ -34,6 +35,8 @@ from app.routers import (
 from app.security import Role, protected
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.health import database_check
+from app.services.mlflow_sync import ChampionSync
+from app.services.monitoring import DriftWatch
 from app.services.movies_rewrite import prepare_database
 from app.services.prediction_log import PredictionLogWriter
 from app.services.reports import EdaReports
@@ -97,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             retention_days=settings.prediction_log_days,
         )
         await prediction_log.start()
+        drift = DriftWatch(db, registry, settings)
+        drift.start()
         login_guard = LoginGuard(settings)
         app.state.app_state = AppState(
             settings=settings,
@@ -108,6 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             analytics=engine,
             registry=registry,
             prediction_log=prediction_log,
+            drift=drift,
+            champion=ChampionSync(settings),
             readiness_checks={
                 "database": partial(database_check, db),
                 "analytics": engine.readiness,
@@ -120,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.app_state.reports.close()
+            await drift.close()
             await registry.close()
             await prediction_log.close()
             await engine.close()
@@ -157,6 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router, **protected(Role.predictor))
     app.include_router(model_registry.router, **protected(Role.viewer))
     app.include_router(model_registry.admin_router, **protected(Role.admin))
+    app.include_router(monitoring.router, **protected(Role.viewer))
+    app.include_router(monitoring.outcomes_router, **protected(Role.predictor))
     app.include_router(dashboards.router, **protected(Role.viewer))
     app.include_router(reports.router, **protected(Role.viewer))
     app.include_router(reports.models_router, **protected(Role.viewer))

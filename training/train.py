@@ -23,8 +23,8 @@ from typing import Any
 
 import joblib
 import numpy as np
-import orjson
 import numpy.typing as npt
+import orjson
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
@@ -396,7 +396,7 @@ def _write_version(
 
             write_report(report_path, card, ev)
         if tracker is not None:
-            card.mlflow = tracker.log(task, card, ev, pipeline, staging)
+            card.mlflow = tracker.log(task, card, ev, pipeline, staging, fitted_on)
         card.training_seconds = round(time.perf_counter() - started, 2)
         (staging / artifacts.CARD_FILE).write_text(card.model_dump_json(indent=2), encoding="utf-8")
         final = artifacts.version_dir(artifacts_dir, task.name, version)
@@ -406,6 +406,8 @@ def _write_version(
         raise
     if options.activate:
         artifacts.write_active(artifacts_dir, task.name, version)
+        if tracker is not None and card.mlflow is not None:
+            tracker.set_champion(card.mlflow, options.activated_by)
     say(f"{task.name}: wrote {final} ({_summary(card)})" + (", active" if options.activate else ""))
     return TrainedModel(task.name, version, final, card, options.activate)
 

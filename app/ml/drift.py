@@ -2,8 +2,10 @@
 service (which compares logged predictions with it). Pure: numbers in, numbers out.
 
 *Monitored inputs* are a handful of the model's inputs, by readable name, as the model saw
-them: money and timing, how much the caller told us, the strongest track-record signals, and
-two categories (genres, original language). `monitored_rows` takes them from the feature
+them: money and season, how much the caller told us, the strongest track-record signals, and
+categories (genres, original language, homepage, collection). The release year is left out on
+purpose: every film predicted lies after the films the model learnt from, so it would always
+"drift" and the alarm would mean nothing. `monitored_rows` takes them from the feature
 matrix the model scored (and the records it was built from), so the training profile and the
 prediction log hold the very same quantities.
 
@@ -27,10 +29,15 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import orjson
+
+from app.ml import artifacts
+from app.ml.card import ProfileInfo
 
 FloatMatrix = npt.NDArray[np.float64]
 FloatVector = npt.NDArray[np.float64]
@@ -61,7 +68,6 @@ class MonitoredInput:
 MONITORED_INPUTS: tuple[MonitoredInput, ...] = (
     MonitoredInput("budget", "numeric", feature="log_budget"),  # in USD (expm1 of the feature)
     MonitoredInput("runtime", "numeric", feature="runtime"),
-    MonitoredInput("release_year", "numeric", feature="release_year"),
     MonitoredInput("release_month", "numeric", feature="release_month"),
     MonitoredInput("n_genres", "numeric", feature="n_genres"),
     MonitoredInput("n_keywords", "numeric", feature="n_keywords"),
@@ -156,9 +162,9 @@ def _edges(known: FloatVector) -> list[float]:
     if len(distinct) <= 1:
         return []
     if len(distinct) <= FEW_VALUES:
-        return ((distinct[:-1] + distinct[1:]) / 2).tolist()
+        return [float(e) for e in ((distinct[:-1] + distinct[1:]) / 2).tolist()]
     quantiles = np.quantile(known, np.linspace(0, 1, BINS + 1)[1:-1])
-    return [float(e) for e in np.unique(quantiles)]
+    return [float(e) for e in np.unique(quantiles).tolist()]
 
 
 def _bin_shares(known: FloatVector, edges: Sequence[float]) -> list[float]:
@@ -168,7 +174,7 @@ def _bin_shares(known: FloatVector, edges: Sequence[float]) -> list[float]:
     counts = np.bincount(
         np.searchsorted(np.asarray(edges), known, side="left"), minlength=len(edges) + 1
     )
-    return (counts / len(known)).tolist()
+    return [float(c) / len(known) for c in counts.tolist()]
 
 
 def numeric_profile(values: FloatVector, rng: np.random.Generator) -> dict[str, Any]:
@@ -233,6 +239,26 @@ def build_profile(
     }
 
 
+def read_profile(directory: Path, info: ProfileInfo | None) -> tuple[dict[str, Any] | None, str]:
+    """A version's reference profile and, when there is none to use, why (blocking). A
+    missing or damaged profile never stops the model from serving: drift is then not
+    measured for that version, and the reason says so."""
+    if info is None:
+        return None, "this version was trained before reference profiles; retrain to measure drift"
+    path = directory / info.file
+    if path.parent != directory or not path.is_file():
+        return None, f"reference profile {info.file} missing from the version's directory"
+    if artifacts.sha256_file(path) != info.sha256:
+        return None, f"reference profile {info.file} does not match its card (corrupt?)"
+    try:
+        profile = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        return None, f"reference profile {info.file} is not valid JSON"
+    if not isinstance(profile, dict) or profile.get("schema") != PROFILE_SCHEMA:
+        return None, f"reference profile {info.file} has an unknown layout"
+    return profile, ""
+
+
 # --- comparison -------------------------------------------------------------------------------
 
 
@@ -265,7 +291,9 @@ def _chi2_p(observed: Sequence[float], expected_shares: Sequence[float]) -> floa
     return p if math.isfinite(p) else None
 
 
-def compare_numeric(reference: Mapping[str, Any], values: FloatVector) -> tuple[float, float | None]:
+def compare_numeric(
+    reference: Mapping[str, Any], values: FloatVector
+) -> tuple[float, float | None]:
     """(PSI, p-value) of `values` against a numeric profile."""
     from scipy.stats import ks_2samp
 
@@ -328,7 +356,8 @@ def feature_status(
 
 def worst(statuses: Iterable[str]) -> Status:
     level = max((STATUS_LEVEL[s] for s in statuses), default=0)
-    return ("ok", "warn", "drift")[level]  # type: ignore[return-value]
+    ordered: tuple[Status, ...] = ("ok", "warn", "drift")
+    return ordered[level]
 
 
 def compare(

@@ -32,6 +32,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails
 from typing_extensions import TypedDict
 
 from app.ml.card import ModelCard
+from app.models.monitoring import DriftSummary, MlflowSync
 
 MAX_ITEMS = 1000
 
@@ -374,6 +375,11 @@ class ModelSummary(BaseModel):
         description="Why the model is unavailable, or why this process serves another "
         "version than the database names",
     )
+    drift: DriftSummary | None = Field(
+        default=None,
+        description="The serving version's last drift check in this process (null until the "
+        "first one; GET /v1/models/{name}/drift for the details)",
+    )
 
 
 class ModelList(BaseModel):
@@ -421,3 +427,6 @@ class ActivationResult(BaseModel):
     name: Literal["revenue", "hit"]
     active_version: str
     previous_version: str | None
+    mlflow: MlflowSync | None = Field(
+        default=None, description="Whether MLflow's `champion` alias followed the switch"
+    )
