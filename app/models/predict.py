@@ -417,6 +417,11 @@ class ModelDetail(BaseModel):
     monitoring: dict[str, Any] = Field(
         description="Per version: requests, predictions, input feature and output summaries"
     )
+    prediction_log: dict[str, Any] | None = Field(
+        default=None,
+        description="This process's prediction log writer: sample rate, predictions written, "
+        "dropped (buffer full or stopped) and waiting, and whether writes are failing",
+    )
 
 
 class ActivateRequest(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import Registry, State
+from app.deps import State
 from app.errors import problem_responses
 from app.models.predict import ActivateRequest, ActivationResult, ModelDetail, ModelList
 from app.security import CurrentPrincipal, Role
@@ -34,10 +34,16 @@ async def list_models(state: State, principal: CurrentPrincipal) -> ModelList:
     response_model=ModelDetail,
     responses=problem_responses(404, 500, 503),
 )
-async def get_model(name: str, registry: Registry, principal: CurrentPrincipal) -> ModelDetail:
-    """The active version's card, its versions on disk, and live prediction monitoring."""
+async def get_model(name: str, state: State, principal: CurrentPrincipal) -> ModelDetail:
+    """The active version's card, its versions on disk, live prediction monitoring, and this
+    process's prediction log writer."""
     internals = principal.role.includes(Role.admin)  # e.g. the MLflow tracking URI
-    return service.model_detail(registry, name, internals=internals)
+    return service.model_detail(
+        state.registry,
+        name,
+        internals=internals,
+        prediction_log=state.prediction_log.stats(name),
+    )
 
 
 @admin_router.post(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from app.errors import DomainError, NotFoundError, UnavailableError
 from app.ml import artifacts
@@ -78,7 +79,13 @@ def list_models(
     return ModelList(models=out)
 
 
-def model_detail(registry: ModelRegistry, name: str, *, internals: bool = False) -> ModelDetail:
+def model_detail(
+    registry: ModelRegistry,
+    name: str,
+    *,
+    internals: bool = False,
+    prediction_log: Mapping[str, Any] | None = None,
+) -> ModelDetail:
     """The model's detail; `internals` (admins) adds what the card keeps from others."""
     known_model(name)
     reg = registry
@@ -98,6 +105,7 @@ def model_detail(registry: ModelRegistry, name: str, *, internals: bool = False)
         problem=reg.behind(name, reason=internals),
         card=model.card if internals else model.card.without_internals(),
         monitoring=reg.monitor.snapshot(name, reference),
+        prediction_log=dict(prediction_log) if prediction_log is not None else None,
     )
 
 

@@ -50,7 +50,7 @@ from app.models.monitoring import (
     PerformanceReport,
     VersionPerformance,
 )
-from app.services import outcomes, prediction_log
+from app.services import model_versions, outcomes, prediction_log
 from app.services.model_admin import known_model, serving_model
 from app.settings import Settings
 
@@ -443,3 +443,67 @@ async def record_outcomes(
     predicted = await prediction_log.predicted_among(db, revenues)
     done = await outcomes.record(db, revenues, "api", by)
     return OutcomesResult(recorded=done.recorded, new=done.new, predicted=len(predicted))
+
+
+# --- what the commands call ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The served version of one model judged: drift, live accuracy, retraining advice."""
+
+    watched: Watched
+    drift: DriftReport
+    live: PerformanceReport
+    reasons: list[str]
+
+    @property
+    def version_live(self) -> VersionPerformance | None:
+        return next((v for v in self.live.by_version if v.version == self.watched.version), None)
+
+
+async def served_version(db: AsyncDatabase[Document], root: Path, name: str) -> str | None:
+    """The version every service process serves: the database's record, else `ACTIVE`."""
+    record = await model_versions.read(db, name)
+    if record is not None:
+        return record.version
+    return await asyncio.to_thread(artifacts.read_active, root, name)
+
+
+async def assess(db: AsyncDatabase[Document], settings: Settings, name: str) -> Assessment:
+    """Judge the version of `name` that serves (raises `ValueError` when none can be read)."""
+    root = settings.artifacts_dir
+    version = await served_version(db, root, name)
+    if version is None:
+        raise ValueError(f"{name}: no version serves (run tmdb-analytics train)")
+    watched = await asyncio.to_thread(watched_on_disk, root, name, version)
+    since, until = window(settings, None, None)
+    report = await drift_report(db, watched, since, until, thresholds(settings))
+    live = await performance(db, name, None, None, lambda v: test_metrics(root, name, v))
+    reasons = advice(report, live, watched.card.metrics, settings)
+    return Assessment(watched, report, live, reasons)
+
+
+def mlflow_metrics(assessment: Assessment) -> dict[str, float]:
+    """What `monitor report` adds to the version's MLflow run: `live_drift_*` per feature and
+    `live_*` accuracy figures (beside the run's `test_*`), numbers only."""
+    report = assessment.drift
+    out: dict[str, float] = {
+        "live_drift_n": float(report.n),
+        "live_drift_status": float(drift.STATUS_LEVEL[report.status]),
+    }
+    for f in report.features:
+        if f.psi is not None:
+            out[f"live_drift_psi_{f.feature}"] = f.psi
+        if f.p_value is not None:
+            out[f"live_drift_p_{f.feature}"] = f.p_value
+    entry = assessment.version_live
+    if entry is not None:
+        out["live_n"] = float(entry.n)
+        for key, value in entry.metrics.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[f"live_{key}"] = float(value)
+            elif isinstance(value, dict):
+                for cell, count in value.items():
+                    out[f"live_{key}_{cell}"] = float(count)
+    return out

@@ -55,7 +55,7 @@ LOG_INDEXES = [
 PRUNE_JOB = "prediction_log_prune"
 BATCH_SIZE = 500
 FLUSH_SECONDS = 0.5
-MAX_BACKOFF_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 10.0
 # `predicted_films` is refreshed at most this often per id by one process.
 REFRESH_IDS_SECONDS = 86_400.0
 REMEMBERED_IDS = 100_000
