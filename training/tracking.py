@@ -177,13 +177,13 @@ class Tracker:
 
 
 def input_example(films: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A few training films as the pipeline takes them (outcome and id left out). Films with
-    every scalar fact known: MLflow turns a missing string into the text "None" when it
-    checks the example against the signature."""
+    """A few training films as the pipeline takes them (outcome and id left out; the films
+    come oldest first). Films with every scalar fact known: MLflow turns a missing string
+    into the text "None" when it checks the example against the signature."""
     complete = [
         f for f in films if all(f.get(k) is not None for k in (*STRING_FIELDS, *NUMBER_FIELDS))
     ]
-    chosen = (complete or list(films))[:EXAMPLE_FILMS]
+    chosen = (complete or list(films))[-EXAMPLE_FILMS:]  # the newest: films look like that now
     return [{k: v for k, v in f.items() if k not in ("revenue", "id")} for f in chosen]
 
 
