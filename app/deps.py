@@ -1,6 +1,6 @@
 """Typed dependencies shared by the routers: `State`, `Db`, `AppSettings`, `Engine`,
-`Registry`. Every one is async and reads the request directly: a plain `def` dependency would
-cost a hop through the thread pool on every request."""
+`Registry`, `PredictionLog`. Every one is async and reads the request directly: a plain `def`
+dependency would cost a hop through the thread pool on every request."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from app.db import Document
 from app.ml.registry import ModelRegistry
 from app.services.analytics.engine import AnalyticsEngine
+from app.services.prediction_log import PredictionLogWriter
 from app.settings import Settings
 from app.state import AppState
 
@@ -37,8 +38,13 @@ async def get_registry(request: Request) -> ModelRegistry:
     return (await get_state(request)).registry
 
 
+async def get_prediction_log(request: Request) -> PredictionLogWriter:
+    return (await get_state(request)).prediction_log
+
+
 State = Annotated[AppState, Depends(get_state)]
 Db = Annotated[AsyncDatabase[Document], Depends(get_db)]
 AppSettings = Annotated[Settings, Depends(get_app_settings)]
 Engine = Annotated[AnalyticsEngine, Depends(get_engine)]
 Registry = Annotated[ModelRegistry, Depends(get_registry)]
+PredictionLog = Annotated[PredictionLogWriter, Depends(get_prediction_log)]

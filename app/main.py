@@ -26,6 +26,7 @@ from app.routers import (
     dashboards,
     health,
     model_registry,
+    monitoring,
     movies,
     predict,
     reports,
@@ -34,7 +35,10 @@ from app.routers import (
 from app.security import Role, protected
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.health import database_check
+from app.services.mlflow_sync import ChampionSync
+from app.services.monitoring import DriftWatch
 from app.services.movies_rewrite import prepare_database
+from app.services.prediction_log import PredictionLogWriter
 from app.services.reports import EdaReports
 from app.settings import Settings, get_settings
 from app.state import AppState
@@ -87,6 +91,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await registry.load_all()
         registry.start_following()
+        # The prediction log: written in batches by a task of its own, never on the way of
+        # a prediction; flushed on shutdown.
+        prediction_log = PredictionLogWriter(
+            db,
+            sample=settings.prediction_log_sample,
+            capacity=settings.prediction_log_buffer,
+            retention_days=settings.prediction_log_days,
+        )
+        await prediction_log.start()
+        drift = DriftWatch(db, registry, settings)
+        drift.start()
         login_guard = LoginGuard(settings)
         app.state.app_state = AppState(
             settings=settings,
@@ -97,6 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             login_guard=login_guard,
             analytics=engine,
             registry=registry,
+            prediction_log=prediction_log,
+            drift=drift,
+            champion=ChampionSync(settings),
             readiness_checks={
                 "database": partial(database_check, db),
                 "analytics": engine.readiness,
@@ -109,7 +127,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.app_state.reports.close()
+            await drift.close()
             await registry.close()
+            await prediction_log.close()
             await engine.close()
             login_guard.close()
             await client.close()
@@ -145,6 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router, **protected(Role.predictor))
     app.include_router(model_registry.router, **protected(Role.viewer))
     app.include_router(model_registry.admin_router, **protected(Role.admin))
+    app.include_router(monitoring.router, **protected(Role.viewer))
+    app.include_router(monitoring.outcomes_router, **protected(Role.predictor))
     app.include_router(dashboards.router, **protected(Role.viewer))
     app.include_router(reports.router, **protected(Role.viewer))
     app.include_router(reports.models_router, **protected(Role.viewer))

@@ -88,6 +88,29 @@ class Settings(BaseSettings):
     # long a browser may reuse an answer before it revalidates with its ETag (0: always).
     http_cache_seconds: int = Field(default=60, ge=0, le=86_400)
 
+    # Model monitoring (issue 12). Share of predictions written to `prediction_log` (0: none).
+    prediction_log_sample: float = Field(default=1.0, ge=0, le=1)
+    # Predictions waiting in memory for the log writer; past it they are dropped and counted.
+    prediction_log_buffer: int = Field(default=20_000, ge=1)
+    # Logged predictions older than this are deleted (hourly, by one process at a time).
+    prediction_log_days: float = Field(default=90.0, gt=0)
+    # Drift: population stability index thresholds, the two-sample test's significance, the
+    # fewest predictions judged, the default window, and how often the gauges are refreshed.
+    drift_psi_warn: float = Field(default=0.1, gt=0)
+    drift_psi_drift: float = Field(default=0.25, gt=0)
+    drift_p_value: float = Field(default=0.01, gt=0, lt=1)
+    drift_min_n: int = Field(default=100, ge=1)
+    drift_window_days: float = Field(default=7.0, gt=0)
+    drift_refresh_seconds: float = Field(default=300.0, ge=0)
+    # `monitor check`: live accuracy this much (relative) worse than the card's test figure
+    # advises retraining, once at least `monitor_min_outcomes` outcomes are known.
+    monitor_accuracy_margin: float = Field(default=0.1, ge=0)
+    monitor_min_outcomes: int = Field(default=30, ge=1)
+    # MLflow: unset means the store training uses by default (LOCAL_DB_DIR/mlruns/mlflow.db).
+    mlflow_tracking_uri: str | None = None
+    # How long an activation waits for MLflow's `champion` alias before answering without it.
+    mlflow_timeout_seconds: float = Field(default=5.0, gt=0)
+
     _generated_jwt_secret: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -109,6 +132,19 @@ class Settings(BaseSettings):
                 "JWT_SECRET is a published placeholder: set a random value of at least 32 "
                 "characters, or unset it for a random key per process"
             )
+        return self
+
+    @property
+    def mlflow_uri(self) -> str:
+        """`MLFLOW_TRACKING_URI`, else the SQLite store training writes by default."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.local_db_dir / 'mlruns' / 'mlflow.db').resolve()}"
+
+    @model_validator(mode="after")
+    def _check_drift_thresholds(self) -> Settings:
+        if self.drift_psi_drift < self.drift_psi_warn:
+            raise ValueError("DRIFT_PSI_DRIFT must be at least DRIFT_PSI_WARN")
         return self
 
     @property

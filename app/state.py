@@ -15,6 +15,9 @@ from app.limits import RequestRateLimiter
 from app.ml.registry import ModelRegistry
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.health import ReadinessCheck
+from app.services.mlflow_sync import ChampionSync
+from app.services.monitoring import DriftWatch
+from app.services.prediction_log import PredictionLogWriter
 from app.services.reports import EdaReports
 from app.settings import Settings
 
@@ -30,6 +33,11 @@ class AppState:
     login_guard: LoginGuard
     analytics: AnalyticsEngine
     registry: ModelRegistry
+    # Monitoring (issue 12): the prediction log's writer, the cached drift checks, and
+    # MLflow's `champion` alias following this process's switches.
+    prediction_log: PredictionLogWriter
+    drift: DriftWatch
+    champion: ChampionSync
     # What `/ready` checks, by name, in order.
     readiness_checks: Mapping[str, ReadinessCheck]
     # Answers from the snapshot by query, for 304s before routing (shared with the

@@ -16,6 +16,9 @@ OWNERS = {
     "users": ("app.services.credentials", "USERS"),
     "api_keys": ("app.services.credentials", "API_KEYS"),
     "model_versions": ("app.services.model_versions", "MODEL_VERSIONS"),
+    "prediction_log": ("app.services.prediction_log", "PREDICTION_LOG"),
+    "predicted_films": ("app.services.prediction_log", "PREDICTED_FILMS"),
+    "outcomes": ("app.services.outcomes", "OUTCOMES"),
 }
 COLLECTION_CALLS = {"get_collection", "drop_collection", "create_collection", "rename"}
 

@@ -148,6 +148,65 @@ def test_mlflow_run_and_registered_model(run: tuple[Path, Path, list[TrainedMode
         assert registered.run_id == info.run_id
         files = {f.path for f in client.list_artifacts(info.run_id)}
         assert {artifacts.REPORT_FILE, artifacts.CARD_FILE} <= files
+        # The version training activated is MLflow's champion, with who and when.
+        champion = client.get_model_version_by_alias(info.registered_model, "champion")
+        assert str(champion.version) == info.registered_version
+        assert champion.tags["champion_by"].startswith("training")
+
+
+def test_registered_versions_carry_a_signature_and_an_input_example(
+    run: tuple[Path, Path, list[TrainedModel]],
+) -> None:
+    """A pyfunc user of `models:/tmdb-analytics-<model>/<n>` sees what to send, and the
+    example scores."""
+    import mlflow
+    import pandas as pd
+
+    _, _, trained = run
+    for t in trained:
+        info = t.card.mlflow
+        assert info is not None and info.tracking_uri is not None
+        mlflow.set_tracking_uri(info.tracking_uri)
+        uri = f"models:/{info.registered_model}/{info.registered_version}"
+        model = mlflow.pyfunc.load_model(uri)
+        inputs = model.metadata.get_input_schema()
+        assert inputs is not None
+        assert {"title", "budget", "release_date", "genres", "directors", "actors"} <= set(
+            inputs.input_names()
+        )
+        assert not any(spec.required for spec in inputs.inputs)  # every fact is optional
+        assert model.metadata.get_output_schema() is not None
+        example = pd.DataFrame(model.input_example)
+        assert len(example) >= 1 and example["title"].notna().all()
+        assert "revenue" not in example.columns and "id" not in example.columns
+        scores = np.asarray(model.predict(example), dtype=np.float64)
+        assert np.all(np.isfinite(scores))
+        # A client that knows only a few facts is served too.
+        sparse = pd.DataFrame([{"title": "Only a few facts", "budget": 5e6, "genres": ["Drama"]}])
+        assert np.all(np.isfinite(np.asarray(model.predict(sparse), dtype=np.float64)))
+
+
+def test_each_version_has_a_reference_profile(
+    run: tuple[Path, Path, list[TrainedModel]],
+) -> None:
+    from app.ml import drift
+
+    root, _, trained = run
+    for t in trained:
+        assert t.card.profile is not None
+        path = root / t.name / t.version / t.card.profile.file
+        assert artifacts.sha256_file(path) == t.card.profile.sha256
+        profile, note = drift.read_profile(path.parent, t.card.profile)
+        assert profile is not None and note == ""
+        assert profile["films"] == t.card.profile.films == t.card.data.rows  # refit on all
+        assert set(profile["inputs"]) == {m.name for m in drift.MONITORED_INPUTS}
+        budget = profile["inputs"]["budget"]
+        assert len(budget["proportions"]) == len(budget["edges"]) + 1
+        assert math.isclose(sum(budget["proportions"]), 1.0)
+        assert 0 <= budget["missing_rate"] < 1
+        genres = profile["inputs"]["genres"]
+        assert "Drama" in genres["proportions"] and genres["counts"]["Drama"] > 0
+        assert profile["output"]["kind"] == "numeric" and profile["output"]["missing_rate"] == 0
 
 
 # --- data sources and the command line ----------------------------------------------------------

@@ -25,6 +25,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from app.ml.features import FilmFeatures
+from app.ml.targets import is_hit
 
 Records = Sequence[dict[str, Any]]
 Array = npt.NDArray[np.float64]
@@ -66,7 +67,7 @@ def log_revenue(records: Records) -> Array:
 
 
 def hit_label(records: Records) -> Array:
-    return np.asarray([float(r["revenue"] >= 2 * r["budget"]) for r in records], dtype=np.float64)
+    return np.asarray([float(is_hit(r["revenue"], r["budget"])) for r in records], dtype=np.float64)
 
 
 REVENUE = Task(

@@ -108,6 +108,7 @@ def train_command(
         tracking_uri=tracking_uri,
         mlflow_dir=settings.local_db_dir / "mlruns",
         threads=threads,
+        activated_by=activated_by(),
     )
     try:
         trained = train_models(dataset, artifacts_dir or settings.artifacts_dir, options, say)
@@ -148,7 +149,7 @@ def record_activations(settings: Settings, active: list[tuple[str, str]], say: S
     from app.db import open_db
     from app.services import model_versions
 
-    by = f"training ({_user()}@{socket.gethostname()})"
+    by = activated_by()
 
     async def go() -> None:
         async with open_db(settings) as db:
@@ -165,6 +166,11 @@ def record_activations(settings: Settings, active: list[tuple[str, str]], say: S
         return False
     say("recorded as active in the database: running services switch within seconds")
     return True
+
+
+def activated_by() -> str:
+    """Who a training run's activation is recorded as (database and MLflow)."""
+    return f"training ({_user()}@{socket.gethostname()})"
 
 
 def _user() -> str:

@@ -1,5 +1,8 @@
 """MLflow tracking: one run per trained model (with a nested run per candidate), the report
-and card as artifacts, and the pipeline logged and registered as `tmdb-analytics-<model>`.
+and card as artifacts, and the pipeline logged and registered as `tmdb-analytics-<model>`
+with a signature (the canonical film record, every field optional) and an input example, so
+that pyfunc users and `mlflow models serve` know what to send. A version training activates
+becomes the registered model's `champion` (`app.ml.mlflow_link`).
 
 The store defaults to SQLite under the project's data directory (`.data/mlruns/mlflow.db`,
 artifacts beside it), so a fresh clone tracks locally with no server; `MLFLOW_TRACKING_URI`
@@ -11,17 +14,24 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sklearn.pipeline import Pipeline
 
-from app.ml import artifacts
+from app.ml import artifacts, mlflow_link
 from app.ml.card import MlflowInfo, ModelCard
+from app.ml.features import LIST_FIELDS
 from training.candidates import Task
 from training.types import Evaluation
 
-REGISTERED_PREFIX = "tmdb-analytics-"
+# Fields of the canonical record (`app.ml.features.film_record`) that the pipeline reads.
+STRING_FIELDS = ("title", "release_date", "original_language")
+NUMBER_FIELDS = ("budget", "runtime")
+FLAG_FIELDS = ("homepage", "tagline", "belongs_to_collection")
+PEOPLE_FIELDS = ("directors", "actors")
+EXAMPLE_FILMS = 2
 
 
 def default_tracking_uri(mlflow_dir: Path) -> str:
@@ -74,8 +84,19 @@ class Tracker:
         else:
             self.experiment_id = found.experiment_id
 
+    def set_champion(self, info: MlflowInfo, by: str) -> None:
+        """The version just activated is MLflow's `champion` too."""
+        if info.registered_model and info.registered_version:
+            mlflow_link.set_champion(self.uri, info.registered_model, info.registered_version, by)
+
     def log(
-        self, task: Task, card: ModelCard, ev: Evaluation, pipeline: Pipeline, staging: Path
+        self,
+        task: Task,
+        card: ModelCard,
+        ev: Evaluation,
+        pipeline: Pipeline,
+        staging: Path,
+        films: Sequence[dict[str, Any]],
     ) -> MlflowInfo:
         import mlflow
         import mlflow.sklearn
@@ -119,13 +140,16 @@ class Tracker:
             if report.exists():
                 mlflow.log_artifact(str(report))
             mlflow.log_dict(card.model_dump(mode="json"), artifacts.CARD_FILE)
-            registered = REGISTERED_PREFIX + task.name
+            registered = mlflow_link.registered_name(task.name)
+            example = input_example(films)
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "no signature": inputs are film records
+                warnings.simplefilter("ignore")  # e.g. the pickle format's caution
                 info = mlflow.sklearn.log_model(
                     pipeline,
                     name="model",
                     registered_model_name=registered,
+                    signature=signature(task, pipeline, example),
+                    input_example=example,
                     # Pinned from this environment: skips MLflow's requirement inference,
                     # which reloads the model in a subprocess (slow) and cannot see that
                     # the pickle needs the `app` package.
@@ -150,3 +174,36 @@ class Tracker:
                 registered_model=registered,
                 registered_version=str(version) if version is not None else None,
             )
+
+
+def input_example(films: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A few training films as the pipeline takes them (outcome and id left out; the films
+    come oldest first). Films with every scalar fact known: MLflow turns a missing string
+    into the text "None" when it checks the example against the signature."""
+    complete = [
+        f for f in films if all(f.get(k) is not None for k in (*STRING_FIELDS, *NUMBER_FIELDS))
+    ]
+    chosen = (complete or list(films))[-EXAMPLE_FILMS:]  # the newest: films look like that now
+    return [{k: v for k, v in f.items() if k not in ("revenue", "id")} for f in chosen]
+
+
+def signature(task: Task, pipeline: Pipeline, example: list[dict[str, Any]]) -> Any:
+    """Inputs: the canonical film record, every field optional (the model was trained to live
+    with unknown facts); outputs: what the pyfunc predict returns on the example."""
+    import pandas as pd
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
+    from mlflow.types.schema import Array
+
+    columns: list[ColSpec | TensorSpec] = [
+        *(ColSpec(DataType.string, f, required=False) for f in STRING_FIELDS),
+        *(ColSpec(DataType.double, f, required=False) for f in NUMBER_FIELDS),
+        *(ColSpec(Array(DataType.string), f, required=False) for f in LIST_FIELDS),
+        *(ColSpec(DataType.boolean, f, required=False) for f in FLAG_FIELDS),
+        *(ColSpec(Array(DataType.string), f, required=False) for f in PEOPLE_FIELDS),
+    ]
+    frame = pd.DataFrame(example)
+    output = (
+        pipeline.predict_proba(frame) if task.kind == "classification" else pipeline.predict(frame)
+    )
+    return ModelSignature(inputs=Schema(columns), outputs=infer_signature(frame, output).outputs)

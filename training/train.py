@@ -24,6 +24,7 @@ from typing import Any
 import joblib
 import numpy as np
 import numpy.typing as npt
+import orjson
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
@@ -34,7 +35,9 @@ from app.ml.card import (
     DataInfo,
     IntervalSpec,
     ModelCard,
+    ProfileInfo,
 )
+from app.ml.drift import PROFILE_FILE, InputReader, build_profile
 from app.ml.explain import GroupOcclusion
 from app.ml.fastpath import pipeline_scorer
 from app.ml.features import FEATURE_SCHEMA_VERSION, LIST_FIELDS, FilmFeatures
@@ -383,13 +386,17 @@ def _write_version(
             ),
             training_seconds=0.0,
         )
+        fitted_on = [*ev.split.train, *ev.split.validation]
+        if options.refit_all:
+            fitted_on.extend(ev.split.test)
+        card.profile = _write_profile(task, pipeline, fitted_on, staging, options.seed)
         report_path = staging / artifacts.REPORT_FILE
         if options.report:
             from training.report import write_report
 
             write_report(report_path, card, ev)
         if tracker is not None:
-            card.mlflow = tracker.log(task, card, ev, pipeline, staging)
+            card.mlflow = tracker.log(task, card, ev, pipeline, staging, fitted_on)
         card.training_seconds = round(time.perf_counter() - started, 2)
         (staging / artifacts.CARD_FILE).write_text(card.model_dump_json(indent=2), encoding="utf-8")
         final = artifacts.version_dir(artifacts_dir, task.name, version)
@@ -399,8 +406,24 @@ def _write_version(
         raise
     if options.activate:
         artifacts.write_active(artifacts_dir, task.name, version)
+        if tracker is not None and card.mlflow is not None:
+            tracker.set_champion(card.mlflow, options.activated_by)
     say(f"{task.name}: wrote {final} ({_summary(card)})" + (", active" if options.activate else ""))
     return TrainedModel(task.name, version, final, card, options.activate)
+
+
+def _write_profile(
+    task: Task, pipeline: Pipeline, records: Sequence[dict[str, Any]], staging: Path, seed: int
+) -> ProfileInfo:
+    """The reference profile of the served model: its monitored inputs and its output over
+    the films it was fitted on, as the service computes them for a request (no dropout)."""
+    features: FilmFeatures = pipeline[0]
+    X = features.transform(records)
+    scores = pipeline_scorer(pipeline, task.kind == "classification")(X)
+    rows = InputReader(features.feature_names_).rows(X, records)
+    path = staging / PROFILE_FILE
+    path.write_bytes(orjson.dumps(build_profile(rows, scores, seed)))
+    return ProfileInfo(file=PROFILE_FILE, sha256=artifacts.sha256_file(path), films=len(records))
 
 
 def _summary(card: ModelCard) -> str:

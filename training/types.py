@@ -30,6 +30,8 @@ class TrainOptions:
     tracking_uri: str | None = None
     mlflow_dir: Path = Path(".data/mlruns")
     experiment: str = "tmdb-analytics"
+    # Who activates what this run trains (MLflow's `champion` alias records it).
+    activated_by: str = "training"
     threads: int = 1
 
 

@@ -60,6 +60,15 @@ class ArtifactInfo(BaseModel):
     bytes: int
 
 
+class ProfileInfo(BaseModel):
+    """The reference profile beside the model (`app.ml.drift`): what drift is measured
+    against."""
+
+    file: str = Field(examples=["profile.json"])
+    sha256: str
+    films: int = Field(description="Training films it describes (the served fit's films)")
+
+
 class MlflowInfo(BaseModel):
     tracking_uri: str | None = Field(
         default=None,
@@ -95,6 +104,11 @@ class ModelCard(BaseModel):
     final_fit: str = Field(description="What the served model was fitted on")
     library_versions: dict[str, str]
     artifact: ArtifactInfo
+    profile: ProfileInfo | None = Field(
+        default=None,
+        description="Distribution of the monitored inputs and of the output over the training "
+        "films (absent from versions trained before drift monitoring)",
+    )
     mlflow: MlflowInfo | None = None
     training_seconds: float
 

@@ -33,6 +33,8 @@ import numpy.typing as npt
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from app.ml.targets import HIT_RATIO
+
 # Bump whenever the meaning or order of the output columns changes.
 FEATURE_SCHEMA_VERSION = 1
 LEAD_ACTORS = 3
@@ -46,7 +48,7 @@ LIST_FIELDS = (
 # Kaggle's TMDB 5000 quirk, handled the same way as the importer (normalize.py): an amount
 # below this is in millions.
 MILLIONS_THRESHOLD = 1000
-HIT_LOG_MULTIPLE = math.log(2.0)  # a hit earns at least twice its budget
+HIT_LOG_MULTIPLE = math.log(HIT_RATIO)  # a hit earns at least twice its budget
 _SEQUEL_CUE = re.compile(r"(?:\b(?:[2-9]|1[0-9]|ii|iii|iv|v|vi|vii|part)\b|:)", re.IGNORECASE)
 
 FloatMatrix = npt.NDArray[np.float64]

@@ -50,6 +50,7 @@ from sklearn.pipeline import Pipeline
 from app.db import Document
 from app.ml import artifacts
 from app.ml.card import ModelCard
+from app.ml.drift import InputReader, read_profile
 from app.ml.explain import GroupOcclusion
 from app.ml.fastpath import Scorer, compile_tail, pipeline_scorer, verified
 from app.ml.features import FEATURE_SCHEMA_VERSION, FilmFeatures, film_record
@@ -116,9 +117,14 @@ class LoadedModel:
     fast_scorer: Scorer | None
     occlusion: GroupOcclusion
     path: Path
+    # What drift is measured against (`app.ml.drift`); None for versions trained without one,
+    # which serve all the same (`profile_note` says why there is none).
+    profile: dict[str, Any] | None = None
+    profile_note: str = ""
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     feature_names: tuple[str, ...] = field(init=False)
     feature_index: dict[str, int] = field(init=False)
+    input_reader: InputReader = field(init=False)  # the monitored inputs, for the log
 
     @property
     def classifier(self) -> bool:
@@ -128,6 +134,7 @@ class LoadedModel:
         # Derived once: requests use these on every call.
         self.feature_names = tuple(self.features.feature_names_)
         self.feature_index = {n: i for i, n in enumerate(self.feature_names)}
+        self.input_reader = InputReader(self.feature_names)
 
     def score_matrix(self, X: FloatMatrix) -> FloatVector:
         if self.fast_scorer is not None and X.shape[0] <= FAST_MAX_ROWS:
@@ -222,6 +229,9 @@ def _assemble(
     if fast is not None and not verified(fast, reference, X):
         log.warning("%s %s: compiled scorer disagrees with scikit-learn; not used", name, version)
         fast = None
+    profile, note = read_profile(directory, card.profile)
+    if note and card.profile is not None:
+        log.warning("%s %s: %s; drift is not measured for it", name, version, note)
     return LoadedModel(
         name=name,
         version=version,
@@ -232,6 +242,8 @@ def _assemble(
         fast_scorer=fast,
         occlusion=GroupOcclusion(features.feature_groups_, features.reference_),
         path=directory,
+        profile=profile,
+        profile_note=note,
     )
 
 

@@ -32,6 +32,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails
 from typing_extensions import TypedDict
 
 from app.ml.card import ModelCard
+from app.models.monitoring import DriftSummary, MlflowSync
 
 MAX_ITEMS = 1000
 
@@ -201,6 +202,12 @@ class Film(BaseModel):
         },
     )
 
+    id: int | None = Field(
+        default=None,
+        ge=1,
+        description="TMDB id, when the film has one: logged with the prediction, so that its "
+        "actual revenue, once known, measures the model's live accuracy",
+    )
     title: str | None = Field(default=None, max_length=500)
     budget: float | None = Field(
         default=None,
@@ -368,6 +375,11 @@ class ModelSummary(BaseModel):
         description="Why the model is unavailable, or why this process serves another "
         "version than the database names",
     )
+    drift: DriftSummary | None = Field(
+        default=None,
+        description="The serving version's last drift check in this process (null until the "
+        "first one; GET /v1/models/{name}/drift for the details)",
+    )
 
 
 class ModelList(BaseModel):
@@ -405,6 +417,11 @@ class ModelDetail(BaseModel):
     monitoring: dict[str, Any] = Field(
         description="Per version: requests, predictions, input feature and output summaries"
     )
+    prediction_log: dict[str, Any] | None = Field(
+        default=None,
+        description="This process's prediction log writer: sample rate, predictions written, "
+        "dropped (buffer full or stopped) and waiting, and whether writes are failing",
+    )
 
 
 class ActivateRequest(BaseModel):
@@ -415,3 +432,6 @@ class ActivationResult(BaseModel):
     name: Literal["revenue", "hit"]
     active_version: str
     previous_version: str | None
+    mlflow: MlflowSync | None = Field(
+        default=None, description="Whether MLflow's `champion` alias followed the switch"
+    )

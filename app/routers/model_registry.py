@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import Registry
+from app.deps import State
 from app.errors import problem_responses
 from app.models.predict import ActivateRequest, ActivationResult, ModelDetail, ModelList
 from app.security import CurrentPrincipal, Role
@@ -21,10 +21,11 @@ admin_router = APIRouter(prefix="/v1/models", tags=["models (admin)"])
     response_model=ModelList,
     responses=problem_responses(500, 503),
 )
-async def list_models(registry: Registry, principal: CurrentPrincipal) -> ModelList:
-    """Each model with its active version and test metrics, or why it is unavailable."""
+async def list_models(state: State, principal: CurrentPrincipal) -> ModelList:
+    """Each model with its active version, test metrics and drift status, or why it is
+    unavailable."""
     internals = principal.role.includes(Role.admin)  # load errors may name paths
-    return service.list_models(registry, internals=internals)
+    return service.list_models(state.registry, internals=internals, drift=state.drift.summary)
 
 
 @router.get(
@@ -33,10 +34,16 @@ async def list_models(registry: Registry, principal: CurrentPrincipal) -> ModelL
     response_model=ModelDetail,
     responses=problem_responses(404, 500, 503),
 )
-async def get_model(name: str, registry: Registry, principal: CurrentPrincipal) -> ModelDetail:
-    """The active version's card, its versions on disk, and live prediction monitoring."""
+async def get_model(name: str, state: State, principal: CurrentPrincipal) -> ModelDetail:
+    """The active version's card, its versions on disk, live prediction monitoring, and this
+    process's prediction log writer."""
     internals = principal.role.includes(Role.admin)  # e.g. the MLflow tracking URI
-    return service.model_detail(registry, name, internals=internals)
+    return service.model_detail(
+        state.registry,
+        name,
+        internals=internals,
+        prediction_log=state.prediction_log.stats(name),
+    )
 
 
 @admin_router.post(
@@ -45,11 +52,10 @@ async def get_model(name: str, registry: Registry, principal: CurrentPrincipal) 
     response_model=ActivationResult,
     responses=problem_responses(404, 409, 500, 503),
 )
-async def reload_model(
-    name: str, registry: Registry, principal: CurrentPrincipal
-) -> ActivationResult:
-    """Serve the version `ACTIVE` names in every process; a bad artifact is refused (409)."""
-    return await service.reload_model(registry, name, str(principal))
+async def reload_model(name: str, state: State, principal: CurrentPrincipal) -> ActivationResult:
+    """Serve the version `ACTIVE` names in every process; a bad artifact is refused (409).
+    MLflow's `champion` alias follows."""
+    return await service.reload_model(state.registry, name, str(principal), state.champion)
 
 
 @admin_router.post(
@@ -59,7 +65,10 @@ async def reload_model(
     responses=problem_responses(404, 409, 422, 500, 503),
 )
 async def activate_model(
-    name: str, body: ActivateRequest, registry: Registry, principal: CurrentPrincipal
+    name: str, body: ActivateRequest, state: State, principal: CurrentPrincipal
 ) -> ActivationResult:
-    """Serve the given version in every process; a bad artifact is refused (409)."""
-    return await service.activate_model(registry, name, body.version, str(principal))
+    """Serve the given version in every process; a bad artifact is refused (409). MLflow's
+    `champion` alias follows."""
+    return await service.activate_model(
+        state.registry, name, body.version, str(principal), state.champion
+    )

@@ -8,10 +8,13 @@ import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app.deps import AppSettings, Registry
+from app.deps import AppSettings, PredictionLog, Registry
 from app.errors import problem_responses
 from app.models.predict import HitResponse, PredictRequest, RevenueResponse
+from app.observability import REQUEST_ID
+from app.security import CurrentPrincipal
 from app.services import predict as service
+from app.services.prediction_log import LogContext
 
 router = APIRouter(prefix="/v1/predict", tags=["predictions"])
 
@@ -37,10 +40,23 @@ def _json(body: dict[str, object]) -> Response:
     responses=ERRORS,
 )
 async def predict_revenue(
-    body: PredictRequest, registry: Registry, settings: AppSettings, explain: Explain = False
+    body: PredictRequest,
+    registry: Registry,
+    settings: AppSettings,
+    prediction_log: PredictionLog,
+    principal: CurrentPrincipal,
+    explain: Explain = False,
 ) -> Response:
     """Expected worldwide revenue (USD) with an 80% interval for each film, in order."""
-    result = await service.predict(registry, "revenue", body, explain, settings.max_batch_size)
+    result = await service.predict(
+        registry,
+        "revenue",
+        body,
+        explain,
+        settings.max_batch_size,
+        prediction_log,
+        LogContext(REQUEST_ID.get(), str(principal)),
+    )
     return _json(result)
 
 
@@ -51,8 +67,21 @@ async def predict_revenue(
     responses=ERRORS,
 )
 async def predict_hit(
-    body: PredictRequest, registry: Registry, settings: AppSettings, explain: Explain = False
+    body: PredictRequest,
+    registry: Registry,
+    settings: AppSettings,
+    prediction_log: PredictionLog,
+    principal: CurrentPrincipal,
+    explain: Explain = False,
 ) -> Response:
     """Probability that each film earns at least twice its budget, and the yes/no call."""
-    result = await service.predict(registry, "hit", body, explain, settings.max_batch_size)
+    result = await service.predict(
+        registry,
+        "hit",
+        body,
+        explain,
+        settings.max_batch_size,
+        prediction_log,
+        LogContext(REQUEST_ID.get(), str(principal)),
+    )
     return _json(result)

@@ -9,11 +9,13 @@ that reads or writes `meta`:
   (`app.services.movies_write_lock`).
 * `movies_swap` (`at`): a staging copy of `movies` is whole and being swapped in
   (`app.services.movies_rewrite`).
+* `job:<name>` (`at`, `by`): when a periodic job last ran, so that one process at a time runs
+  it (`claim_job`; e.g. the prediction log's retention).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
@@ -116,3 +118,21 @@ async def mark_swap(db: AsyncDatabase[Document]) -> None:
 
 async def clear_swap_mark(db: AsyncDatabase[Document]) -> None:
     await db[META].delete_one({"_id": SWAP_MARKER})
+
+
+# --- periodic jobs --------------------------------------------------------------------------
+
+
+async def claim_job(db: AsyncDatabase[Document], job: str, every: timedelta, holder: str) -> bool:
+    """Whether `holder` may run `job` now: true for one caller per `every` across every
+    process on the database (document `job:<job>`: `at`, `by`), false for the others."""
+    now = datetime.now(UTC)
+    try:
+        result = await db[META].update_one(
+            {"_id": f"job:{job}", "at": {"$lt": now - every}},
+            {"$set": {"at": now, "by": holder}},
+            upsert=True,
+        )
+    except DuplicateKeyError:  # the document is there and recent: someone else ran it
+        return False
+    return result.matched_count > 0 or result.upserted_id is not None

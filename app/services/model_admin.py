@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from app.errors import DomainError, NotFoundError, UnavailableError
 from app.ml import artifacts
 from app.ml.monitoring import MONITORED_FEATURES
 from app.ml.registry import ArtifactError, LoadedModel, ModelRegistry
+from app.models.monitoring import DriftSummary
 from app.models.predict import (
     ActivationInfo,
     ActivationResult,
@@ -15,6 +17,7 @@ from app.models.predict import (
     ModelList,
     ModelSummary,
 )
+from app.services.mlflow_sync import ChampionSync
 from app.services.model_versions import ActiveRecord
 
 
@@ -34,12 +37,18 @@ def serving_model(registry: ModelRegistry, name: str) -> LoadedModel:
     return model
 
 
-def _known(name: str) -> None:
+def known_model(name: str) -> None:
+    """404 for a name that is no model."""
     if name not in artifacts.MODEL_NAMES:
         raise NotFoundError(f"no model {name!r}; models: {', '.join(artifacts.MODEL_NAMES)}")
 
 
-def list_models(registry: ModelRegistry, *, internals: bool = False) -> ModelList:
+def list_models(
+    registry: ModelRegistry,
+    *,
+    internals: bool = False,
+    drift: Callable[[str], DriftSummary | None] | None = None,
+) -> ModelList:
     reg = registry
     out = []
     for name in reg.names:
@@ -64,14 +73,21 @@ def list_models(registry: ModelRegistry, *, internals: bool = False) -> ModelLis
                 metrics=model.card.metrics,
                 versions=reg.versions(name),
                 problem=reg.behind(name, reason=internals),
+                drift=drift(name) if drift is not None else None,
             )
         )
     return ModelList(models=out)
 
 
-def model_detail(registry: ModelRegistry, name: str, *, internals: bool = False) -> ModelDetail:
+def model_detail(
+    registry: ModelRegistry,
+    name: str,
+    *,
+    internals: bool = False,
+    prediction_log: Mapping[str, Any] | None = None,
+) -> ModelDetail:
     """The model's detail; `internals` (admins) adds what the card keeps from others."""
-    _known(name)
+    known_model(name)
     reg = registry
     model = serving_model(reg, name)
     reference = {
@@ -89,6 +105,7 @@ def model_detail(registry: ModelRegistry, name: str, *, internals: bool = False)
         problem=reg.behind(name, reason=internals),
         card=model.card if internals else model.card.without_internals(),
         monitoring=reg.monitor.snapshot(name, reference),
+        prediction_log=dict(prediction_log) if prediction_log is not None else None,
     )
 
 
@@ -103,24 +120,35 @@ def _activation(record: ActiveRecord | None) -> ActivationInfo | None:
     )
 
 
-async def reload_model(registry: ModelRegistry, name: str, by: str) -> ActivationResult:
-    _known(name)
-    return await _switch(registry, name, lambda: registry.reload(name, by))
+async def reload_model(
+    registry: ModelRegistry, name: str, by: str, champion: ChampionSync | None = None
+) -> ActivationResult:
+    known_model(name)
+    return await _switch(registry, name, lambda: registry.reload(name, by), champion, by)
 
 
 async def activate_model(
-    registry: ModelRegistry, name: str, version: str, by: str
+    registry: ModelRegistry,
+    name: str,
+    version: str,
+    by: str,
+    champion: ChampionSync | None = None,
 ) -> ActivationResult:
-    _known(name)
+    known_model(name)
     if version not in registry.versions(name):
         raise NotFoundError(f"model {name} has no version {version}")
-    return await _switch(registry, name, lambda: registry.activate(name, version, by))
+    return await _switch(registry, name, lambda: registry.activate(name, version, by), champion, by)
 
 
 async def _switch(
-    registry: ModelRegistry, name: str, load: Callable[[], Awaitable[LoadedModel]]
+    registry: ModelRegistry,
+    name: str,
+    load: Callable[[], Awaitable[LoadedModel]],
+    champion: ChampionSync | None,
+    by: str,
 ) -> ActivationResult:
-    """Serve what `load` loads; a rejected artifact leaves the serving version as it was."""
+    """Serve what `load` loads; a rejected artifact leaves the serving version as it was.
+    Then MLflow's `champion` follows (never undoing the switch when it cannot)."""
     previous = registry.get(name)
     try:
         model = await load()
@@ -130,6 +158,7 @@ async def _switch(
         name=model.card.name,
         active_version=model.version,
         previous_version=previous.version if previous else None,
+        mlflow=await champion.follow(model.card, by) if champion is not None else None,
     )
 
 

@@ -1,5 +1,6 @@
 """Idempotent writes of films: upsert by TMDB id, classify each as inserted/updated/unchanged
-by a content hash, bump the data version once per batch that changed anything.
+by a content hash, bump the data version once per batch that changed anything, and hand the
+revenues of predicted films to `outcomes` (live accuracy).
 
 On FerretDB every write to `movies` runs under `movies_write_lock` (see there why); updates
 of many films at once rewrite the collection (`movies_rewrite`)."""
@@ -16,7 +17,7 @@ from pymongo.errors import BulkWriteError
 
 from app.db import Document
 from app.models.movie import ImdbInfo, MovieDocument
-from app.services import meta_repo
+from app.services import meta_repo, outcomes
 from app.services.movies_repo import content_hash_of, insert_movies, movie_key, scan
 from app.services.movies_rewrite import apply_updates_locked
 from app.services.movies_write_lock import movies_write_lock
@@ -108,7 +109,11 @@ async def upsert_movies(
     if not latest:
         return WriteSummary()
     async with movies_write_lock(db):
-        return await _upsert(db, latest, known)
+        summary = await _upsert(db, latest, known)
+    # A revenue that arrives for a film the service predicted is that prediction's outcome
+    # (live accuracy). Unchanged films count too: the prediction may be newer than the film.
+    await outcomes.record_from_catalogue(db, {i: d.get("revenue") for i, d in latest.items()})
+    return summary
 
 
 async def _upsert(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from app.models.predict import (
 )
 from app.observability import PREDICT_ITEMS_DROPPED, PREDICTIONS
 from app.services.model_admin import serving_model
+from app.services.prediction_log import LogContext, PredictionLogWriter, entries
 
 FloatMatrix = npt.NDArray[np.float64]
 FloatVector = npt.NDArray[np.float64]
@@ -104,11 +106,26 @@ def _dropped_warnings(films: Sequence[Film], predictions: list[dict[str, Any]]) 
     return total
 
 
+@dataclass
+class ToLog:
+    """What the prediction log keeps of a request's logged films (built with the answer)."""
+
+    ids: list[int | None]
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+
+
 def _score(
-    model: LoadedModel, films: Sequence[Film], explain: bool, monitor: PredictionMonitor
-) -> dict[str, Any]:
-    """Everything CPU-bound for one request: features, scores, explanations, the body."""
-    X = model.transform([film_record(film_document(f)) for f in films])
+    model: LoadedModel,
+    films: Sequence[Film],
+    explain: bool,
+    monitor: PredictionMonitor,
+    logged: Sequence[int] = (),
+) -> tuple[dict[str, Any], ToLog | None]:
+    """Everything CPU-bound for one request: features, scores, explanations, the body, and
+    the log records of the films at positions `logged`."""
+    records = [film_record(film_document(f)) for f in films]
+    X = model.transform(records)
     if explain:
         scores, contrib = model.explain(X)
     else:
@@ -153,7 +170,27 @@ def _score(
     body["dropped_items"] = _dropped_warnings(films, predictions)
     monitor.record(model.name, model.version, X, model.feature_names, scores)
     PREDICTIONS.labels(model=model.name, version=model.version).inc(len(films))
-    return body
+    if not logged:
+        return body, None
+    picked = list(logged)
+    to_log = ToLog(
+        ids=[films[i].id for i in picked],
+        inputs=model.input_reader.rows(X[picked], [records[i] for i in picked]),
+        outputs=[_logged_output(scores[i], outputs[i], extra) for i in picked],
+    )
+    return body, to_log
+
+
+def _logged_output(score: float, output: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    if "interval" in output:
+        interval = output["interval"]
+        return {
+            "score": float(score),
+            "revenue": output["revenue"],
+            "low": interval["low"],
+            "high": interval["high"],
+        }
+    return {"score": float(score), **output, **extra}
 
 
 async def predict(
@@ -162,11 +199,31 @@ async def predict(
     request: PredictRequest,
     explain: bool,
     max_batch: int,
+    prediction_log: PredictionLogWriter | None = None,
+    context: LogContext | None = None,
 ) -> dict[str, Any]:
     if len(request.items) > max_batch:
         raise BatchTooLargeError(f"{len(request.items)} films; at most {max_batch} per request")
     # Taken once: a reload during this request does not change the model that answers it.
     model = serving_model(registry, name)
-    if len(request.items) <= INLINE_MAX_ROWS and not explain:
-        return _score(model, request.items, explain, registry.monitor)
-    return await run_in_threadpool(_score, model, request.items, explain, registry.monitor)
+    films = request.items
+    logged = prediction_log.choose(len(films)) if prediction_log is not None else []
+    if len(films) <= INLINE_MAX_ROWS and not explain:
+        body, to_log = _score(model, films, explain, registry.monitor, logged)
+    else:
+        body, to_log = await run_in_threadpool(
+            _score, model, films, explain, registry.monitor, logged
+        )
+    if to_log is not None and prediction_log is not None:
+        # Queued only: the writer task writes it later, the answer never waits for the log.
+        prediction_log.submit(
+            entries(
+                model.name,
+                model.version,
+                context or LogContext(None, None),
+                to_log.ids,
+                to_log.inputs,
+                to_log.outputs,
+            )
+        )
+    return body

@@ -1,0 +1,130 @@
+"""`tmdb-analytics monitor`: the served models judged from the prediction log, for schedulers
+(`check`) and for MLflow (`report`). Both read the database and the artifacts directory like
+the service does; neither needs the service to run.
+
+Exit codes (`check`): 0 nothing to do, 1 retraining advised (the reasons are printed), 2 the
+models could not be judged (database unreachable, no version). `report`: 0 logged, 2 some
+model's figures could not be judged or logged (MLflow unreachable, not installed, or a
+version not tracked there); serving is never affected.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from pymongo.errors import PyMongoError
+
+from app.cli.common import console, run
+from app.db import open_db
+from app.ml import artifacts, mlflow_link
+from app.services.mlflow_sync import tracking_uri
+from app.services.monitoring import Assessment, assess, mlflow_metrics
+from app.settings import Settings, get_settings
+
+monitor_app = typer.Typer(help="Drift and live accuracy of the served models.")
+
+Models = Annotated[
+    list[str] | None,
+    typer.Option("--model", "-m", help="Only this model (repeatable): revenue, hit"),
+]
+ADVISED, UNJUDGED = 1, 2
+
+
+def _models(model: list[str] | None) -> list[str]:
+    chosen = list(model or artifacts.MODEL_NAMES)
+    unknown = [m for m in chosen if m not in artifacts.MODEL_NAMES]
+    if unknown:
+        raise typer.BadParameter(f"unknown model(s) {unknown}", param_hint="--model")
+    return chosen
+
+
+async def _assess_all(settings: Settings, names: list[str]) -> dict[str, Assessment | str]:
+    """Per model, its assessment or why there is none."""
+    out: dict[str, Assessment | str] = {}
+    async with open_db(settings) as db:
+        for name in names:
+            try:
+                out[name] = await assess(db, settings, name)
+            except ValueError as exc:
+                out[name] = str(exc)
+            except PyMongoError as exc:
+                out[name] = f"{name}: database unreachable ({exc.__class__.__name__})"
+    return out
+
+
+def _describe(a: Assessment) -> str:
+    entry = a.version_live
+    live = (
+        ", ".join(f"{k} {v:.3f}" for k, v in entry.metrics.items() if isinstance(v, float))
+        if entry is not None and entry.n
+        else "no outcomes yet"
+    )
+    return (
+        f"{a.watched.name} {a.watched.version}: drift {a.drift.status} over {a.drift.n} "
+        f"predictions; live accuracy over {entry.n if entry else 0} films: {live}"
+    )
+
+
+@monitor_app.command("check")
+def check(model: Models = None) -> None:
+    """Exit 1 when a served model drifts or its live accuracy is worse than its test accuracy
+    by more than MONITOR_ACCURACY_MARGIN (so a scheduler can run `tmdb-analytics train`)."""
+    names = _models(model)
+    found = run(lambda settings: _assess_all(settings, names))
+    code = 0
+    for name in names:
+        result = found[name]
+        if isinstance(result, str):
+            console.print(f"[red]cannot judge[/red] {result}")
+            code = max(code, UNJUDGED)
+            continue
+        console.print(_describe(result))
+        if result.drift.note and result.drift.n:
+            console.print(f"  note: {result.drift.note}")
+        for reason in result.reasons:
+            typer.echo(f"RETRAIN {reason}")  # stdout: what a scheduler's mail shows
+        if result.reasons:
+            code = max(code, ADVISED)
+    if code == 0:
+        typer.echo("ok: no retraining advised")
+    raise typer.Exit(code)
+
+
+@monitor_app.command("report")
+def report(model: Models = None) -> None:
+    """Log the served versions' drift and live accuracy as metrics of their MLflow runs
+    (`live_*` beside training's `test_*`)."""
+    names = _models(model)
+    found = run(lambda settings: _assess_all(settings, names))
+    settings = get_settings()  # the same object `run` used (cached)
+    mlflow_link.fail_fast(settings.mlflow_timeout_seconds)
+    code = 0
+    for name in names:
+        result = found[name]
+        if isinstance(result, str):
+            console.print(f"[red]cannot judge[/red] {result}")
+            code = UNJUDGED
+            continue
+        console.print(_describe(result))
+        card = result.watched.card
+        uri = tracking_uri(settings, card)
+        if card.mlflow is None or uri is None:
+            console.print(f"  {name} {card.version}: not tracked in MLflow; nothing logged")
+            code = UNJUDGED
+            continue
+        metrics = mlflow_metrics(result)
+        try:
+            mlflow_link.log_metrics(uri, card.mlflow.run_id, metrics)
+        except Exception as exc:  # any MLflow failure: say so, serving is unaffected
+            console.print(
+                f"[red]MLflow unreachable or refused[/red] ({exc.__class__.__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}): {name} figures not "
+                "logged; serving is unaffected"
+            )
+            code = UNJUDGED
+            continue
+        typer.echo(
+            f"{name} {card.version}: {len(metrics)} live metrics logged to run {card.mlflow.run_id}"
+        )
+    raise typer.Exit(code)

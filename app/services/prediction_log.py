@@ -1,0 +1,423 @@
+"""The prediction log: what each model was asked and answered, for drift and live accuracy.
+
+The only module that reads or writes `prediction_log` (one document per logged prediction)
+and `predicted_films` (one per TMDB id that was predicted, `_id` = the id as a string, so
+that an incoming outcome is checked against it cheaply; see `app.services.outcomes`).
+
+A logged prediction: `at` (UTC), `model`, `version`, `request_id`, `principal`, `id` (the
+TMDB id when the caller gave one), `inputs` (the monitored inputs as the model saw them, by
+name: `app.ml.drift.MONITORED_INPUTS`) and `output` (`score`; revenue: `revenue`, `low`,
+`high`; hit: `probability`, `hit`, `threshold`).
+
+Writes never hold up a prediction. Requests hand their documents to `PredictionLogWriter`,
+which keeps them in a bounded in-memory buffer and writes them in batches from a background
+task owned by the lifespan: a full buffer drops new documents and counts them; while the
+database is down the writer retries with backoff and the buffer keeps what fits, so the log
+catches up after the outage. Each document carries its `_id` from the start, so a batch
+retried after a half-done insert is written once. Documents older than
+`PREDICTION_LOG_DAYS` are deleted every hour, by one process at a time (FerretDB has no TTL
+indexes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections import Counter as Tally
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from typing import Any
+
+from bson import ObjectId
+from prometheus_client import Counter, Gauge
+from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from app.db import Document, create_missing_indexes, is_ferretdb
+from app.services import meta_repo
+
+PREDICTION_LOG = "prediction_log"
+PREDICTED_FILMS = "predicted_films"
+LOG_INDEXES = [
+    IndexModel([("model", ASCENDING), ("at", ASCENDING)], name="model_at"),
+    IndexModel([("id", ASCENDING)], name="id"),
+    IndexModel([("at", ASCENDING)], name="at"),
+]
+PRUNE_JOB = "prediction_log_prune"
+BATCH_SIZE = 500
+FLUSH_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 10.0
+# `predicted_films` is refreshed at most this often per id by one process.
+REFRESH_IDS_SECONDS = 86_400.0
+REMEMBERED_IDS = 100_000
+
+log = logging.getLogger("app.services.prediction_log")
+
+LOG_WRITTEN = Counter(
+    "prediction_log_written_total", "Predictions written to the prediction log.", ["model"]
+)
+LOG_DROPPED = Counter(
+    "prediction_log_dropped_total",
+    "Predictions not logged: the log's buffer was full (database down or slow) or the "
+    "service stopped before they were written.",
+    ["model"],
+)
+LOG_BUFFERED = Gauge("prediction_log_buffered", "Predictions waiting in memory to be logged.")
+LOG_WRITE_FAILURES = Counter(
+    "prediction_log_write_failures_total", "Failed attempts to write a batch of the log."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LogContext:
+    """Who asked, in which request."""
+
+    request_id: str | None
+    principal: str | None
+
+
+def entries(
+    model: str,
+    version: str,
+    context: LogContext,
+    ids: Sequence[int | None],
+    inputs: Sequence[dict[str, Any]],
+    outputs: Sequence[dict[str, Any]],
+) -> list[Document]:
+    """The log documents of one request's logged films."""
+    at = datetime.now(UTC)
+    return [
+        {
+            "_id": ObjectId(),
+            "at": at,
+            "model": model,
+            "version": version,
+            "request_id": context.request_id,
+            "principal": context.principal,
+            "id": film_id,
+            "inputs": row,
+            "output": output,
+        }
+        for film_id, row, output in zip(ids, inputs, outputs, strict=True)
+    ]
+
+
+class PredictionLogWriter:
+    """The bounded buffer and the background task that writes it (see the module doc)."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        *,
+        sample: float = 1.0,
+        capacity: int = 20_000,
+        retention_days: float = 90.0,
+        batch_size: int = BATCH_SIZE,
+        flush_seconds: float = FLUSH_SECONDS,
+        prune_every: float = 3600.0,
+    ) -> None:
+        self._db = db
+        self.sample = sample
+        self.capacity = capacity
+        self.retention = timedelta(days=retention_days)
+        self._batch_size = batch_size
+        self._flush_seconds = flush_seconds
+        self._prune_every = prune_every
+        self._buffer: deque[Document] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._ids_seen: dict[int, float] = {}
+        self._next_prune = 0.0
+        self._holder = f"{socket.gethostname()} pid {os.getpid()}"
+        self.written: Tally[str] = Tally()
+        self.dropped: Tally[str] = Tally()
+        self.failing_since: datetime | None = None
+        self.last_error: str | None = None
+        self.last_written_at: datetime | None = None
+
+    # --- the request side (on the event loop; microseconds) ---------------------------------
+
+    def choose(self, n: int) -> list[int]:
+        """Which of `n` films of a request to log (all of them at sample 1, none at 0)."""
+        if self.sample >= 1.0:
+            return list(range(n))
+        if self.sample <= 0.0:
+            return []
+        return [i for i in range(n) if random.random() < self.sample]
+
+    def submit(self, docs: Sequence[Document]) -> int:
+        """Queue documents for writing; what does not fit is dropped and counted."""
+        room = self.capacity - len(self._buffer)
+        accepted = docs if len(docs) <= room else docs[: max(room, 0)]
+        self._buffer.extend(accepted)
+        if len(accepted) < len(docs):
+            for doc in docs[len(accepted) :]:
+                self.dropped[doc["model"]] += 1
+                LOG_DROPPED.labels(doc["model"]).inc()
+        LOG_BUFFERED.set(len(self._buffer))
+        if len(self._buffer) >= self._batch_size:
+            self._wake.set()
+        return len(accepted)
+
+    def stats(self, model: str) -> dict[str, Any]:
+        """What `GET /v1/models/{name}` shows of this process's log writer."""
+        return {
+            "sample": self.sample,
+            "written": self.written[model],
+            "dropped": self.dropped[model],
+            "buffered": len(self._buffer),
+            "capacity": self.capacity,
+            "failing_since": self.failing_since.isoformat() if self.failing_since else None,
+            "last_error": self.last_error,
+            "last_written_at": self.last_written_at.isoformat() if self.last_written_at else None,
+        }
+
+    # --- the background task ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        with contextlib.suppress(PyMongoError):  # a database down at startup: indexes later
+            await ensure_indexes(self._db)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def flush(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
+        """Wait until everything queued so far is written (tests, shutdown); False if the
+        buffer is still not empty after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self._buffer and time.monotonic() < deadline:
+            self._wake.set()
+            await asyncio.sleep(0.02)
+        return not self._buffer
+
+    async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Write what is buffered (for at most `timeout` seconds), then stop; what could not
+        be written is counted as dropped."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout)
+            self._task = None
+        if self._buffer:
+            lost = Tally(doc["model"] for doc in self._buffer)
+            for model, n in lost.items():
+                self.dropped[model] += n
+                LOG_DROPPED.labels(model).inc(n)
+            log.warning("prediction log: %d predictions not written at shutdown", len(self._buffer))
+            self._buffer.clear()
+        LOG_BUFFERED.set(0)
+
+    async def _run(self) -> None:
+        this = asyncio.current_task()
+        backoff = 0.0
+        while True:
+            # A cancel landing inside a driver call can be swallowed there (see the registry).
+            if this is not None and this.cancelling():
+                raise asyncio.CancelledError
+            if self._closing and not self._buffer:
+                return
+            if backoff or (not self._buffer and not self._closing):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), backoff or self._flush_seconds)
+            self._wake.clear()
+            if await self._write_buffer():
+                backoff = 0.0
+            else:
+                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF_SECONDS)
+            if not self._closing:
+                await self._maybe_prune()
+
+    async def _write_buffer(self) -> bool:
+        """Write the buffer batch by batch; False when the database refused (kept for later)."""
+        while self._buffer:
+            batch = list(islice(self._buffer, self._batch_size))
+            try:
+                await _insert(self._db, batch)
+                await self._record_ids(batch)
+            except PyMongoError as exc:
+                LOG_WRITE_FAILURES.inc()
+                if self.failing_since is None:
+                    self.failing_since = datetime.now(UTC)
+                    log.warning(
+                        "prediction log: writes failing (%s); buffering up to %d predictions",
+                        exc.__class__.__name__,
+                        self.capacity,
+                    )
+                self.last_error = exc.__class__.__name__
+                return False
+            # Only the request side appends, at the right: the batch is the buffer's head.
+            for _ in batch:
+                self._buffer.popleft()
+            for model, n in Tally(doc["model"] for doc in batch).items():
+                self.written[model] += n
+                LOG_WRITTEN.labels(model).inc(n)
+            self.last_written_at = datetime.now(UTC)
+            LOG_BUFFERED.set(len(self._buffer))
+            if self.failing_since is not None:
+                log.info("prediction log: writes work again; %d waiting", len(self._buffer))
+                self.failing_since = None
+        return True
+
+    async def _record_ids(self, batch: Sequence[Document]) -> None:
+        now = time.monotonic()
+        fresh = {
+            int(doc["id"]): doc["at"]
+            for doc in batch
+            if doc.get("id") is not None
+            and now - self._ids_seen.get(int(doc["id"]), -REFRESH_IDS_SECONDS)
+            >= REFRESH_IDS_SECONDS
+        }
+        if not fresh:
+            return
+        await mark_predicted(self._db, fresh)
+        if len(self._ids_seen) > REMEMBERED_IDS:
+            self._ids_seen.clear()
+        self._ids_seen.update(dict.fromkeys(fresh, now))
+
+    async def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self._prune_every
+        try:
+            if await meta_repo.claim_job(
+                self._db, PRUNE_JOB, timedelta(seconds=self._prune_every), self._holder
+            ):
+                removed = await prune(self._db, datetime.now(UTC) - self.retention)
+                if removed:
+                    log.info("prediction log: %d predictions past retention deleted", removed)
+        except PyMongoError as exc:
+            log.warning("prediction log: pruning failed (%s)", exc.__class__.__name__)
+            self._next_prune = now + 60.0
+
+
+# --- the collections ----------------------------------------------------------------------
+
+
+async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
+    await create_missing_indexes(db, PREDICTION_LOG, LOG_INDEXES)
+
+
+async def _insert(db: AsyncDatabase[Document], batch: list[Document]) -> None:
+    try:
+        await db[PREDICTION_LOG].insert_many(batch, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        # Written by an earlier attempt whose answer was lost: the same `_id`s, done.
+        if not errors or any(e.get("code") != 11000 for e in errors):
+            raise
+
+
+async def mark_predicted(db: AsyncDatabase[Document], ids: dict[int, datetime]) -> None:
+    """Remember that these TMDB ids were predicted (last at the given times)."""
+    await db[PREDICTED_FILMS].bulk_write(
+        [
+            UpdateOne(
+                {"_id": str(film_id)},
+                {"$set": {"id": film_id, "last_at": at}, "$setOnInsert": {"first_at": at}},
+                upsert=True,
+            )
+            for film_id, at in ids.items()
+        ],
+        ordered=False,
+    )
+
+
+async def predicted_among(db: AsyncDatabase[Document], ids: Iterable[int]) -> set[int]:
+    """The ids among `ids` that some logged prediction named (within retention)."""
+    wanted = {int(i) for i in ids}
+    if not wanted:
+        return set()
+    if len(wanted) <= 20:  # `_id` equality: indexed on MongoDB, pushed down on FerretDB
+        found: set[int] = set()
+        for film_id in wanted:
+            if await db[PREDICTED_FILMS].find_one({"_id": str(film_id)}, {"_id": 1}):
+                found.add(film_id)
+        return found
+    # FerretDB v1 tests a large `$in` per document, slowly: there the ids are filtered here.
+    query: Document = (
+        {} if await is_ferretdb(db) else {"_id": {"$in": [str(i) for i in sorted(wanted)]}}
+    )
+    cursor = db[PREDICTED_FILMS].find(query, {"_id": 0, "id": 1})
+    return {int(doc["id"]) async for doc in cursor if int(doc["id"]) in wanted}
+
+
+async def prune(db: AsyncDatabase[Document], before: datetime) -> int:
+    """Delete logged predictions (and predicted ids) older than `before`."""
+    result = await db[PREDICTION_LOG].delete_many({"at": {"$lt": before}})
+    await db[PREDICTED_FILMS].delete_many({"last_at": {"$lt": before}})
+    return int(result.deleted_count)
+
+
+def _window(
+    model: str, since: datetime | None, until: datetime | None, version: str | None = None
+) -> Document:
+    query: Document = {"model": model}
+    if version is not None:
+        query["version"] = version
+    span: Document = {}
+    if since is not None:
+        span["$gte"] = since
+    if until is not None:
+        span["$lt"] = until
+    if span:
+        query["at"] = span
+    return query
+
+
+async def read_inputs(
+    db: AsyncDatabase[Document],
+    model: str,
+    version: str,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> list[Document]:
+    """The newest `limit` logged predictions of a version in [since, until): inputs, score."""
+    cursor = (
+        db[PREDICTION_LOG]
+        .find(
+            _window(model, since, until, version),
+            {"_id": 0, "inputs": 1, "output.score": 1},
+        )
+        .sort("at", -1)
+        .limit(limit)
+    )
+    return [doc async for doc in cursor]
+
+
+async def read_identified(
+    db: AsyncDatabase[Document],
+    model: str,
+    ids: Iterable[int],
+    since: datetime | None,
+    until: datetime | None,
+) -> list[Document]:
+    """Logged predictions of `model` in [since, until) that name one of `ids`, oldest first."""
+    wanted = {int(i) for i in ids}
+    if not wanted:
+        return []
+    query = _window(model, since, until)
+    # FerretDB v1 tests a large `$in` per document, slowly; there the ids are filtered here.
+    query["id"] = {"$ne": None} if await is_ferretdb(db) else {"$in": sorted(wanted)}
+    cursor = db[PREDICTION_LOG].find(
+        query,
+        {"_id": 0, "at": 1, "version": 1, "id": 1, "output": 1, "inputs.budget": 1},
+    )
+    found = [doc async for doc in cursor if doc.get("id") in wanted]
+    found.sort(key=lambda d: d["at"])
+    return found
+
+
+async def count(db: AsyncDatabase[Document], model: str | None = None) -> int:
+    return await db[PREDICTION_LOG].count_documents({"model": model} if model else {})

@@ -1,0 +1,503 @@
+"""Model monitoring against the real local database and quick-trained models: the prediction
+log, drift that is (and is not) there, live accuracy joined to outcomes exactly once, the
+retraining advice of `monitor check`, the monitoring page, and who may call what.
+
+(The log through a database outage and a restart: tests/test_monitoring_outage.py; MLflow
+following activations: tests/test_monitoring_mlflow.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import math
+import random
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from typer.testing import CliRunner
+
+from app.cli import app as cli_app
+from app.db import Document
+from app.ml import drift
+from app.ml.targets import is_hit
+from app.security import Role
+from app.services import credentials, outcomes, prediction_log
+from app.services.csv_io import import_tmdb_csv
+from app.services.prediction_log import PredictionLogWriter, entries
+from app.settings import Settings, get_settings
+from tests.ml_support import app_settings, copy_artifacts, serve, small_dataset, trained_artifacts
+from tests.support import PROBLEM, TMDB_TRAIN_CSV, assert_problem, require_shared
+
+LOG_TIMEOUT_S = 60.0
+
+
+def film_body(rec: dict[str, Any], film_id: int | None = None) -> dict[str, Any]:
+    """A training record (canonical form) as a client sends the film: TMDB field names, the
+    people as credits, the flags as the facts they stand for."""
+    body: dict[str, Any] = {
+        "title": rec["title"],
+        "budget": rec["budget"],
+        "runtime": rec["runtime"],
+        "release_date": rec["release_date"],
+        "genres": rec["genres"],
+        "original_language": rec["original_language"],
+        "production_companies": rec["production_companies"],
+        "production_countries": rec["production_countries"],
+        "spoken_languages": rec["spoken_languages"],
+        "keywords": rec["keywords"],
+        "homepage": "https://example.org" if rec["homepage"] else None,
+        "tagline": "A tagline." if rec["tagline"] else None,
+        "belongs_to_collection": "A collection" if rec["belongs_to_collection"] else None,
+        "cast": rec["actors"],
+        "crew": [{"name": d, "job": "Director"} for d in rec["directors"]],
+    }
+    if film_id is not None:
+        body["id"] = film_id
+    return body
+
+
+def training_films(n: int, seed: int) -> list[dict[str, Any]]:
+    """`n` films the served revenue model was fitted on (those with a known revenue)."""
+    fitted = [r for r in small_dataset().records if r.get("revenue") is not None]
+    return random.Random(seed).sample(fitted, n)
+
+
+async def wait_logged(db: AsyncDatabase[Document], model: str, n: int) -> None:
+    """Until the log writer has written `n` predictions of `model`."""
+    deadline = time.monotonic() + LOG_TIMEOUT_S
+    while (found := await prediction_log.count(db, model)) < n:
+        assert time.monotonic() < deadline, f"{found} of {n} predictions logged"
+        await asyncio.sleep(0.1)
+
+
+async def predict_all(
+    http: httpx.AsyncClient, model: str, films: Sequence[dict[str, Any]], batch: int = 100
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(films), batch):
+        response = await http.post(
+            f"/v1/predict/{model}", json={"items": list(films[start : start + batch])}
+        )
+        assert response.status_code == 200, response.text
+        out.extend(response.json()["predictions"])
+    return out
+
+
+def by_feature(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["feature"]: f for f in report["features"]}
+
+
+@pytest.fixture
+def mongo(client: AsyncMongoClient[Document]) -> AsyncMongoClient[Document]:
+    return client
+
+
+# --- the arithmetic, without the service ------------------------------------------------------
+
+
+def test_same_population_is_ok_shifted_one_drifts() -> None:
+    """The statistics alone: a sample of the reference population is ok on every input; a
+    tenfold budget is drift on the budget only."""
+    rng = np.random.default_rng(3)
+    rows: list[dict[str, Any]] = [
+        {"budget": float(b), "genres": [str(g)]}
+        for b, g in zip(
+            rng.lognormal(16, 1.5, 3000), rng.choice(["A", "B", "C"], 3000), strict=True
+        )
+    ]
+    profile = {
+        "inputs": {
+            "budget": drift.numeric_profile(drift.numeric_values(rows, "budget"), rng),
+            "genres": drift.category_profile(drift.category_values(rows, "genres")),
+        }
+    }
+    limits = drift.Thresholds()
+    same = [dict(r) for r in random.Random(1).sample(rows, 500)]
+    results = {e["feature"]: e for e in drift.compare(profile, same, np.zeros(0), limits)}
+    assert {e["status"] for e in results.values()} == {"ok"}, results
+    shifted = [{**r, "budget": r["budget"] * 10} for r in same]
+    results = {e["feature"]: e for e in drift.compare(profile, shifted, np.zeros(0), limits)}
+    assert results["budget"]["status"] == "drift" and results["budget"]["p_value"] < 1e-6
+    assert results["genres"]["status"] == "ok"
+    # Fewer predictions than the minimum are never judged.
+    few = drift.compare(profile, shifted[:50], np.zeros(0), limits)
+    assert {e["status"] for e in few} == {"ok"}
+
+
+# --- drift through the service ----------------------------------------------------------------
+
+
+async def test_drift_absent_on_training_films_and_present_when_shifted(
+    mongodb_uri: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    mongo: AsyncMongoClient[Document],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, _ = trained_artifacts(tmp_path_factory)
+    workdir = tmp_path_factory.mktemp("drift")
+    settings = app_settings(mongodb_uri, root, workdir)
+    db = mongo[settings.mongodb_db]
+    plain = [film_body(r) for r in training_films(400, seed=7)]
+    # The same kind of films, but budgets twenty times larger and every film a documentary.
+    shifted = [
+        {
+            **film_body(r),
+            "budget": r["budget"] * 20 if r["budget"] else None,
+            "genres": ["Documentary"],
+        }
+        for r in training_films(300, seed=8)
+    ]
+    async with serve(settings) as http:
+        empty = await http.get("/v1/models/revenue/drift")
+        assert empty.status_code == 200, empty.text
+        assert empty.json()["n"] == 0 and empty.json()["status"] == "ok"
+
+        await predict_all(http, "revenue", plain)
+        await wait_logged(db, "revenue", len(plain))
+        between = datetime.now(UTC)
+        await asyncio.sleep(0.01)
+        await predict_all(http, "revenue", shifted)
+        await wait_logged(db, "revenue", len(plain) + len(shifted))
+
+        before = (
+            await http.get("/v1/models/revenue/drift", params={"until": between.isoformat()})
+        ).json()
+        assert before["n"] == len(plain)
+        assert before["status"] == "ok", [f for f in before["features"] if f["status"] != "ok"]
+        features = by_feature(before)
+        assert {"budget", "runtime", "genres", "original_language", "output"} <= set(features)
+        assert "release_year" not in features  # always "drifts": films come after training
+        assert all(f["psi"] is not None and f["psi"] < 0.1 for f in features.values())
+
+        after = (
+            await http.get("/v1/models/revenue/drift", params={"since": between.isoformat()})
+        ).json()
+        assert after["n"] == len(shifted) and after["status"] == "drift"
+        features = by_feature(after)
+        assert features["budget"]["status"] == "drift" and features["budget"]["p_value"] < 1e-6
+        assert features["genres"]["status"] == "drift" and features["genres"]["p_value"] < 1e-6
+        assert features["runtime"]["status"] == "ok"
+        assert features["original_language"]["status"] == "ok"
+
+        # The default window (both batches) refreshes the list's status and the gauges.
+        whole = (await http.get("/v1/models/revenue/drift")).json()
+        assert whole["n"] == len(plain) + len(shifted) and whole["status"] == "drift"
+        listing = {m["name"]: m for m in (await http.get("/v1/models")).json()["models"]}
+        assert listing["revenue"]["drift"]["status"] == "drift"
+        assert "budget" in listing["revenue"]["drift"]["drifting"]
+        version = whole["version"]
+        metrics = (await http.get("/metrics")).text
+        assert (
+            f'model_drift_status{{feature="budget",model="revenue",version="{version}"}} 2.0'
+            in metrics
+        )
+        assert f'model_drift_predictions{{model="revenue",version="{version}"}} 700.0' in metrics
+
+        page = await http.get("/v1/models/revenue/monitoring")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "<script" not in page.text and "src=" not in page.text  # self-contained
+        assert "Retraining advised" in page.text and "budget" in page.text
+
+        # Bad windows are the caller's mistake, never a 500.
+        assert_problem(
+            await http.get(
+                "/v1/models/revenue/drift",
+                params={
+                    "since": between.isoformat(),
+                    "until": (between - timedelta(1)).isoformat(),
+                },
+            ),
+            400,
+        )
+        assert_problem(await http.get("/v1/models/nope/drift"), 404)
+        assert_problem(await http.get("/v1/models/revenue/drift", params={"since": "soon"}), 422)
+
+        # A scheduler's `monitor check` sees the same drift and says why.
+        result = await run_cli(monkeypatch, settings, ["monitor", "check", "--model", "revenue"])
+        assert result.exit_code == 1, result.output
+        assert "RETRAIN revenue" in result.output and "budget" in result.output
+
+
+async def run_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings, args: list[str]) -> Any:
+    """`tmdb-analytics ARGS` against this test's database and artifacts."""
+    monkeypatch.setenv("MONGODB_URI", settings.mongodb_uri or "")
+    monkeypatch.setenv("MONGODB_DB", settings.mongodb_db)
+    monkeypatch.setenv("ARTIFACTS_DIR", str(settings.artifacts_dir))
+    monkeypatch.setenv("LOCAL_DB_DIR", str(settings.local_db_dir))
+    monkeypatch.setenv("APP_ENV", "test")
+    monkeypatch.setenv("COLUMNS", "300")
+    if settings.mlflow_tracking_uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    get_settings.cache_clear()
+    try:
+        return await asyncio.to_thread(CliRunner().invoke, cli_app, args)
+    finally:
+        get_settings.cache_clear()
+
+
+# --- live accuracy ----------------------------------------------------------------------------
+
+LISTS = ("genres", "keywords", "production_companies", "production_countries", "spoken_languages")
+
+
+def released_films(n: int) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and `n` rows of the train CSV whose budget and revenue are known in dollars
+    (no "millions" quirk), films the quick models were not fitted on."""
+    with require_shared(TMDB_TRAIN_CSV).open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        rows = [
+            r
+            for r in reader
+            if float(r["budget"] or 0) >= 1000 and float(r["revenue"] or 0) >= 1000
+        ]
+        header = list(reader.fieldnames or [])
+    return header, rows[-n:]  # the end of the file: beyond the 1,200 the models learnt from
+
+
+def as_prediction_request(row: dict[str, str]) -> dict[str, Any]:
+    film: dict[str, Any] = {k: json.loads(row[k]) for k in LISTS}
+    film.update(
+        id=int(row["id"]),
+        title=row["title"],
+        budget=float(row["budget"]),
+        runtime=float(row["runtime"]) if row["runtime"] else None,
+        release_date=row["release_date"] or None,
+        original_language=row["original_language"],
+    )
+    return film
+
+
+def write_csv(path: Path, header: list[str], rows: list[dict[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+async def test_outcomes_join_once_even_when_imported_twice(
+    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory, mongo: AsyncMongoClient[Document]
+) -> None:
+    root, _ = trained_artifacts(tmp_path_factory)
+    workdir = tmp_path_factory.mktemp("outcomes")
+    settings = app_settings(mongodb_uri, root, workdir)
+    db = mongo[settings.mongodb_db]
+    header, rows = released_films(40)
+    films = [as_prediction_request(r) for r in rows]
+    truth = {int(r["id"]): float(r["revenue"]) for r in rows}
+    budgets = {int(r["id"]): float(r["budget"]) for r in rows}
+    async with serve(settings) as http:
+        revenue = await predict_all(http, "revenue", films, batch=15)
+        hit = await predict_all(http, "hit", films, batch=15)
+        # The first film predicted twice more: it still counts once.
+        await predict_all(http, "revenue", [films[0], films[0]])
+        await predict_all(http, "hit", [films[0]])
+        # And a film without an id, which nothing can join.
+        await predict_all(http, "revenue", [{**films[1], "id": None}])
+        await wait_logged(db, "revenue", len(films) + 3)
+        await wait_logged(db, "hit", len(films) + 1)
+
+        nothing = (await http.get("/v1/models/revenue/performance")).json()
+        assert (
+            nothing["n"] == 0
+            and nothing["by_version"] == []
+            and nothing["metrics"]["rmsle"] is None
+        )
+
+        subset = write_csv(workdir / "released.csv", header, rows)
+        for _ in range(2):  # the same figures imported twice
+            report = await import_tmdb_csv(db, subset)
+            assert not report.errors
+        assert await outcomes.read(db) == truth
+
+        perf = (await http.get("/v1/models/revenue/performance")).json()
+        assert perf["model"] == "revenue" and perf["n"] == len(films)
+        [version] = perf["by_version"]
+        assert version["n"] == len(films) and version["test_metrics"]["rmsle"] > 0
+        assert [m["month"] for m in perf["by_month"]] == [datetime.now(UTC).strftime("%Y-%m")]
+        y = np.asarray([truth[f["id"]] for f in films])
+        p = np.asarray([r["revenue"] for r in revenue])
+        expected_rmsle = math.sqrt(float(np.mean((np.log1p(y) - np.log1p(p)) ** 2)))
+        assert perf["metrics"]["rmsle"] == pytest.approx(expected_rmsle, rel=1e-6)
+        inside = [
+            r["interval"]["low"] <= t <= r["interval"]["high"]
+            for r, t in zip(revenue, y, strict=True)
+        ]
+        assert perf["metrics"]["interval_coverage"] == pytest.approx(sum(inside) / len(inside))
+
+        hits = (await http.get("/v1/models/hit/performance")).json()
+        assert hits["n"] == len(films)
+        actual = [is_hit(truth[f["id"]], budgets[f["id"]]) for f in films]
+        called = [h["hit"] for h in hit]
+        cm = hits["metrics"]["confusion_matrix"]
+        assert cm["tp"] == sum(a and c for a, c in zip(actual, called, strict=True))
+        assert cm["fn"] == sum(a and not c for a, c in zip(actual, called, strict=True))
+        assert sum(cm.values()) == len(films)
+        assert hits["metrics"]["roc_auc"] is None or 0 <= hits["metrics"]["roc_auc"] <= 1
+
+        # A partner's figure replaces the imported one; an unpredicted film joins nothing.
+        first = films[0]["id"]
+        posted = await http.post(
+            "/v1/predictions/outcomes",
+            json={
+                "items": [
+                    {"id": first, "revenue": 123_456_789.0},
+                    {"id": 999_999_999, "revenue": 5e6},
+                ]
+            },
+        )
+        assert posted.status_code == 200, posted.text
+        assert posted.json() == {"recorded": 2, "new": 1, "predicted": 1}
+        again = (await http.get("/v1/models/revenue/performance")).json()
+        assert again["n"] == len(films) and again["metrics"]["rmsle"] != perf["metrics"]["rmsle"]
+
+        window = (
+            await http.get(
+                "/v1/models/revenue/performance",
+                params={
+                    "since": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+                    "until": (datetime.now(UTC) + timedelta(hours=2)).isoformat(),
+                },
+            )
+        ).json()
+        assert window["n"] == 0
+
+        assert_problem(await http.post("/v1/predictions/outcomes", json={"items": []}), 422)
+        bad = await http.post(
+            "/v1/predictions/outcomes", json={"items": [{"id": 1, "revenue": -3}]}
+        )
+        assert_problem(bad, 422)
+
+
+async def test_log_writer_drops_and_counts_when_full_and_prunes_by_age(
+    db: AsyncDatabase[Document],
+) -> None:
+    context = prediction_log.LogContext("req-1", "key:abc")
+
+    def docs(ids: list[int], version: str = "v1") -> list[Document]:
+        return entries(
+            "revenue", version, context, ids, [{}] * len(ids), [{"score": 1.0}] * len(ids)
+        )
+
+    # A writer that cannot write (never started): the buffer keeps 5, drops 2, never waits;
+    # what is still buffered when it stops is counted as dropped too.
+    full = PredictionLogWriter(db, capacity=5)
+    assert full.submit(docs([1, 2, 3, 4, 5, 6, 7])) == 5
+    assert full.stats("revenue")["dropped"] == 2 and full.stats("revenue")["buffered"] == 5
+    await full.close(timeout=1)
+    assert full.stats("revenue")["dropped"] == 7 and full.stats("revenue")["written"] == 0
+
+    # Retention: a prediction older than PREDICTION_LOG_DAYS goes at the next pruning.
+    writer = PredictionLogWriter(db, retention_days=30, flush_seconds=60, prune_every=0.0)
+    old = docs([8], "v0")
+    old[0]["at"] = datetime.now(UTC) - timedelta(days=45)
+    writer.submit([*docs([1, 2, 3]), *old])
+    await writer.start()
+    assert await writer.flush(timeout=30)
+    deadline = time.monotonic() + 30
+    while await prediction_log.count(db, "revenue") != 3:  # written, and the old one pruned
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    await writer.close()
+    assert writer.stats("revenue")["written"] == 4
+    assert await prediction_log.predicted_among(db, [1, 2, 3, 4, 8]) == {1, 2, 3}
+    logged = await db["prediction_log"].find_one({"id": 1})
+    assert logged is not None
+    assert logged["request_id"] == "req-1" and logged["principal"] == "key:abc"
+    assert logged["model"] == "revenue" and logged["version"] == "v1"
+
+
+async def test_sample_and_logged_record(
+    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory, mongo: AsyncMongoClient[Document]
+) -> None:
+    """A logged prediction holds who asked, the inputs as the model saw them and the output;
+    PREDICTION_LOG_SAMPLE=0 logs nothing."""
+    root, _ = trained_artifacts(tmp_path_factory)
+    workdir = tmp_path_factory.mktemp("sample")
+    settings = app_settings(mongodb_uri, root, workdir)
+    db = mongo[settings.mongodb_db]
+    film = film_body(training_films(1, seed=3)[0], film_id=42)
+    async with serve(settings) as http:
+        answer = await http.post("/v1/predict/revenue", json={"items": [film]})
+        assert answer.status_code == 200
+        await wait_logged(db, "revenue", 1)
+        doc = await db["prediction_log"].find_one({"model": "revenue"})
+        assert doc is not None
+        assert doc["id"] == 42 and doc["request_id"] == answer.headers["x-request-id"]
+        assert doc["principal"] == "admin_key:admin-key"
+        assert doc["version"] == answer.json()["model_version"]
+        assert doc["output"]["revenue"] == answer.json()["predictions"][0]["revenue"]
+        assert doc["inputs"]["budget"] == pytest.approx(film["budget"], rel=1e-6)
+        assert sorted(doc["inputs"]["genres"]) == sorted(film["genres"])
+        detail = (await http.get("/v1/models/revenue")).json()
+        assert detail["prediction_log"]["written"] >= 1
+
+    off = app_settings(mongodb_uri, root, workdir).model_copy(update={"prediction_log_sample": 0.0})
+    db_off = mongo[off.mongodb_db]
+    async with serve(off) as http:
+        assert (
+            await http.post("/v1/predict/revenue", json={"items": [film] * 5})
+        ).status_code == 200
+        await asyncio.sleep(1.0)
+        assert await prediction_log.count(db_off) == 0
+
+
+async def test_a_version_without_profile_serves_and_reports_ok_with_a_note(
+    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory, mongo: AsyncMongoClient[Document]
+) -> None:
+    root = copy_artifacts(tmp_path_factory)
+    version = sorted(p.name for p in (root / "revenue").iterdir() if p.is_dir())[-1]
+    card_path = root / "revenue" / version / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card.pop("profile")  # as versions trained before profiles existed
+    card_path.write_text(json.dumps(card))
+    (root / "revenue" / version / drift.PROFILE_FILE).unlink()
+    settings = app_settings(mongodb_uri, root, tmp_path_factory.mktemp("no-profile"))
+    async with serve(settings) as http:
+        await predict_all(http, "revenue", [film_body(r) for r in training_films(5, seed=1)])
+        await wait_logged(mongo[settings.mongodb_db], "revenue", 5)
+        report = (await http.get("/v1/models/revenue/drift")).json()
+        assert report["version"] == version
+        assert report["status"] == "ok" and report["n"] == 5 and report["features"] == []
+        assert "retrain" in report["note"]
+
+
+async def test_who_may_call_the_monitoring_endpoints(
+    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory, mongo: AsyncMongoClient[Document]
+) -> None:
+    root, _ = trained_artifacts(tmp_path_factory)
+    settings = app_settings(mongodb_uri, root, tmp_path_factory.mktemp("auth"))
+    db = mongo[settings.mongodb_db]
+    keys = {role: (await credentials.create_api_key(db, role.value, role))[1] for role in Role}
+    outcome = {"items": [{"id": 5, "revenue": 1e6}]}
+    reads = ("/v1/models/revenue/drift", "/v1/models/hit/performance", "/v1/models/hit/monitoring")
+    async with serve(settings) as http:
+        for path in reads:
+            assert_problem(await http.get(path, headers={"X-API-Key": ""}), 401)
+            anonymous = await http.get(path, headers={"X-API-Key": "tmdb_nope"})
+            assert anonymous.status_code == 401
+            for role in Role:
+                answer = await http.get(path, headers={"X-API-Key": keys[role]})
+                assert answer.status_code == 200, (path, role, answer.text)
+        assert_problem(
+            await http.post("/v1/predictions/outcomes", json=outcome, headers={"X-API-Key": ""}),
+            401,
+        )
+        viewer = await http.post(
+            "/v1/predictions/outcomes", json=outcome, headers={"X-API-Key": keys[Role.viewer]}
+        )
+        assert viewer.status_code == 403 and viewer.headers["content-type"].startswith(PROBLEM)
+        for role in (Role.predictor, Role.admin):
+            answer = await http.post(
+                "/v1/predictions/outcomes", json=outcome, headers={"X-API-Key": keys[role]}
+            )
+            assert answer.status_code == 200, (role, answer.text)
