@@ -36,6 +36,10 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 
+# scheme://host[:port], the host a name or an IPv4 or bracketed IPv6 address.
+_ORIGIN_RE = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
@@ -92,6 +96,13 @@ class Settings(BaseSettings):
     # 503 when no response has started within this many seconds (0 disables the guard).
     request_timeout_seconds: float = Field(default=30.0, ge=0)
     log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
+    # Browser frontends on other origins (issue 11): comma-separated origins allowed to call
+    # the API through CORS (`https://app.example.org,http://localhost:5173`), `*` for any;
+    # empty (the default) sends no CORS headers at all.
+    cors_origins: str = ""
+    # `Cache-Control: private, max-age=N, must-revalidate` on analytics and film search: how
+    # long a browser may reuse an answer before it revalidates with its ETag (0: always).
+    http_cache_seconds: int = Field(default=60, ge=0, le=86_400)
 
     _generated_jwt_secret: str | None = PrivateAttr(default=None)
 
@@ -140,6 +151,24 @@ class Settings(BaseSettings):
     def cursor_key(self) -> bytes:
         """The key that signs new `/v1/movies` cursors."""
         return self.cursor_keys[0]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """`CORS_ORIGINS` as a list of origins (see `_check_cors_origins`)."""
+        parts = (p.strip().rstrip("/").lower() for p in self.cors_origins.split(","))
+        return [p for p in parts if p]
+
+    @model_validator(mode="after")
+    def _check_cors_origins(self) -> Settings:
+        # A browser sends `Origin: scheme://host[:port]`, nothing more: a path or a missing
+        # scheme would never match, so a typo is refused here rather than failing silently.
+        for origin in self.cors_origin_list:
+            if origin != "*" and not _ORIGIN_RE.match(origin):
+                raise ValueError(
+                    f"CORS_ORIGINS: {origin!r} is not an origin; give scheme://host[:port] "
+                    "(e.g. https://app.example.org), comma-separated, or *"
+                )
+        return self
 
     @property
     def jwt_secret_is_ephemeral(self) -> bool:
