@@ -361,9 +361,9 @@ class Authenticator:
                     self._refreshing[key] = task
                     task.add_done_callback(lambda _: self._refreshing.pop(key, None))
                 return found
-        found = await credentials.find_api_key(self._db, key)
-        self._remember(key, found)
-        return found
+        looked_up = await credentials.find_api_key(self._db, key)
+        self._remember(key, looked_up)
+        return looked_up
 
     async def _refresh(self, key: str) -> None:
         try:

@@ -93,9 +93,7 @@ class User(BaseModel):
         """Whether the password is older than `max_age_days` (0: passwords never expire)."""
         if max_age_days <= 0:
             return False
-        return (now or datetime.now(UTC)) - self.password_changed_at > timedelta(
-            days=max_age_days
-        )
+        return (now or datetime.now(UTC)) - self.password_changed_at > timedelta(days=max_age_days)
 
 
 @dataclass(frozen=True, slots=True)
