@@ -123,6 +123,16 @@ class Principal:
         # What the access log records: never a secret, always enough to find the credential.
         return f"key:{self.key_id}" if self.key_id else f"{self.method}:{self.subject}"
 
+    @property
+    def actor(self) -> str:
+        """Who acts, as the audit log names it: `user:NAME`, `key:ID` or `admin-key` (never a
+        secret; the same forms as dashboard owners)."""
+        if self.method == "api_key" and self.key_id:
+            return f"key:{self.key_id}"
+        if self.method == "admin_key":
+            return "admin-key"
+        return f"user:{self.subject}"
+
 
 # --- JWTs ----------------------------------------------------------------------------------
 
@@ -279,7 +289,7 @@ class Authenticator:
     async def bearer_principal(self, token: str) -> Principal:
         """The token's principal when its signature, expiry and version hold (401 otherwise)."""
         principal = decode_token(self.settings, token)
-        state = await self._token_state(principal.subject)
+        state = await self._token_state(principal.subject, principal.token_version or 0)
         if isinstance(state, _Unknown):
             return principal
         if state is None or state.disabled or state.version != principal.token_version:
@@ -295,10 +305,19 @@ class Authenticator:
             self._users.pop(next(iter(self._users)))
         self._users[username] = _UserEntry(state, time.monotonic() + ttl)
 
-    async def _token_state(self, username: str) -> TokenState | _Unknown | None:
+    async def _token_state(self, username: str, version: int) -> TokenState | _Unknown | None:
+        """The user's token state, from the cache while fresh. A token newer than the cached
+        version (or of a user cached as unknown) reads again at once: another process changed
+        the user (a password change, a new account) and issued it, and only we can sign, so
+        this costs a forger nothing they could exploit."""
         entry = self._users.get(username)
         now = time.monotonic()
-        if entry is not None and now < entry.fresh_until:
+        if (
+            entry is not None
+            and now < entry.fresh_until
+            and entry.state is not None
+            and entry.state.version >= version
+        ):
             return entry.state
         if now < self._db_down_until:
             return entry.state if entry is not None else _UNKNOWN

@@ -43,6 +43,7 @@ __all__ = [
     "RequestOrigin",
     "Role",
     "UnauthorizedError",
+    "client_host",
     "current_principal",
     "is_admin",
     "issue_token",
@@ -130,13 +131,19 @@ async def current_principal(principal: AnyPrincipal) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
+def client_host(request: Request) -> str | None:
+    """The client's address as the audit log records it (the proxy's view with
+    `--proxy-headers`)."""
+    return request.client.host if request.client else None
+
+
 async def request_origin(request: Request, principal: AnyPrincipal) -> Origin:
     """Who is acting and from where, for the audit log."""
-    client = request.client
     return Origin(
-        actor=str(principal),
-        source_ip=client.host if client else None,
+        actor=principal.actor,
+        source_ip=client_host(request),
         username=principal.subject if principal.method == "bearer" else None,
+        request_id=getattr(request.state, "request_id", None),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -60,7 +61,8 @@ class Settings(BaseSettings):
 
     # Unset (or empty): a random key made for this process; see `jwt_secret_is_ephemeral`.
     jwt_secret: str = ""
-    # Several signing keys with ids, `kid1:secret1,kid2:secret2` (a bare `secret` gets the id
+    # Several signing keys with ids, `kid1:secret1,kid2:secret2` or a JSON object
+    # `{"kid1": "secret1", "kid2": "secret2"}` (a bare `secret` in the comma form gets the id
     # derived from its hash, as JWT_SECRET alone does): the first signs, all verify. See
     # `signing_keys`.
     jwt_secrets: str = ""
@@ -71,7 +73,7 @@ class Settings(BaseSettings):
     password_max_age_days: int = Field(default=90, ge=0)
     # How long a user's token version is trusted before it is read again: revoking a user's
     # tokens lands within this many seconds (0 = read on every request).
-    token_revocation_cache_seconds: float = Field(default=10.0, ge=0)
+    token_revocation_cache_seconds: float = Field(default=5.0, ge=0)
     admin_api_key: str | None = None
     rate_limit_per_minute: int = Field(default=600, ge=1)
     # Password guessing: failed logins allowed per client address and per username (a burst of
@@ -111,8 +113,8 @@ class Settings(BaseSettings):
         keys = parse_signing_keys(self.jwt_secrets, "") if self.jwt_secrets.strip() else ()
         if keys and self.jwt_secret and self.jwt_secret not in {k.secret for k in keys}:
             raise ValueError(
-                "JWT_SECRET is not among JWT_SECRETS: list it there (bare, so that its tokens "
-                "keep their key id) or unset it"
+                "JWT_SECRET is not among JWT_SECRETS: list it there (bare, or under the key id "
+                f"{derived_kid(self.jwt_secret)}, so that its tokens keep verifying) or unset it"
             )
         secrets_in_use = [k.secret for k in keys] or [self.jwt_secret]
         placeholder = any(s.strip().lower() in PLACEHOLDER_SECRETS for s in secrets_in_use)
@@ -202,23 +204,35 @@ def derived_kid(secret: str) -> str:
 
 @lru_cache(maxsize=32)
 def parse_signing_keys(jwt_secrets: str, jwt_secret: str) -> tuple[SigningKey, ...]:
-    """`kid1:secret1,kid2:secret2` (an entry without `kid:` gets `derived_kid`) when
-    `jwt_secrets` is set, else `jwt_secret` alone. Raises ValueError on a malformed list."""
+    """`kid1:secret1,kid2:secret2` (an entry without `kid:` gets `derived_kid`) or the JSON
+    object `{"kid1": "secret1", ...}` (for secrets holding `,` or `:`) when `jwt_secrets` is
+    set, in order; else `jwt_secret` alone. Raises ValueError on a malformed list."""
     if not jwt_secrets.strip():
         return (SigningKey(derived_kid(jwt_secret), jwt_secret),)
+    malformed = ValueError(
+        "JWT_SECRETS: each entry is `kid:secret` (kid: 1-64 of A-Z a-z 0-9 _ . -) or a bare "
+        'secret, separated by commas; or a JSON object {"kid": "secret", ...}'
+    )
+    pairs: list[tuple[str, str]] = []
+    if jwt_secrets.lstrip().startswith("{"):
+        try:
+            loaded = json.loads(jwt_secrets)
+        except ValueError:
+            raise malformed from None
+        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+            raise malformed
+        pairs = list(loaded.items())
+    else:
+        for entry in jwt_secrets.split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            kid, sep, secret = entry.partition(":")
+            pairs.append((kid, secret) if sep else (derived_kid(entry), entry))
     keys: list[SigningKey] = []
-    for entry in jwt_secrets.split(","):
-        entry = entry.strip()
-        if not entry:
-            continue
-        kid, sep, secret = entry.partition(":")
-        if not sep:
-            kid, secret = derived_kid(entry), entry
+    for kid, secret in pairs:
         if not KID_RE.match(kid) or not secret:
-            raise ValueError(
-                "JWT_SECRETS: each entry is `kid:secret` (kid: 1-64 of A-Z a-z 0-9 _ . -) or a "
-                "bare secret; entries are separated by commas"
-            )
+            raise malformed
         keys.append(SigningKey(kid, secret))
     if not keys:
         raise ValueError("JWT_SECRETS lists no key")

@@ -16,6 +16,7 @@ OWNERS = {
     "users": ("app.services.credentials", "USERS"),
     "api_keys": ("app.services.credentials", "API_KEYS"),
     "model_versions": ("app.services.model_versions", "MODEL_VERSIONS"),
+    "audit": ("app.services.audit", "AUDIT"),
 }
 COLLECTION_CALLS = {"get_collection", "drop_collection", "create_collection", "rename"}
 

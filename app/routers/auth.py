@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request, Response
 from pydantic import BaseModel, Field
+from pymongo.errors import PyMongoError
 
 from app.authn import ForbiddenError
 from app.deps import State
@@ -19,17 +20,19 @@ from app.security import (
     Principal,
     RequestOrigin,
     UnauthorizedError,
+    client_host,
     issue_token,
     require_role,
 )
 from app.services import accounts, audit
+from app.services.audit import Origin
 from app.services.credentials import (
     MAX_PASSWORD,
-    USERNAME_RE,
     Role,
     TokenState,
     User,
     authenticate_user,
+    user_exists,
 )
 
 router = APIRouter(tags=["auth"])
@@ -80,32 +83,50 @@ async def token(
     """Exchange a username and password for a short-lived bearer token (past the password's
     maximum age, a token good only for changing it)."""
     guard = state.login_guard
-    source = request.client.host if request.client else None
-    shown = username if USERNAME_RE.match(username) else "<not a username>"
     async with guard.attempt(client_ip(request.scope), username) as attempt:
         user = await authenticate_user(state.db, username, password, guard.executor)
         if user is None:
             attempt.failed = True
-            audit.record(
-                state.db,
-                action="auth.login",
-                actor=shown,
-                outcome="failure",
-                target=shown,
-                source_ip=source,
-            )
+            await _audit_failed_login(request, state, username)
             # One answer for unknown user and wrong password: no account enumeration.
             raise UnauthorizedError("incorrect username or password", reason="bad_password")
     expired = user.password_expired(state.settings.password_max_age_days)
-    audit.record(
+    audit.record_as(
         state.db,
-        action="auth.login",
-        actor=user.username,
+        _login_origin(request, user.username),
+        "auth.login",
         target=user.username,
-        source_ip=source,
         details={"password_expired": True} if expired else None,
     )
     return _token_response(state, response, user, password_change_only=expired)
+
+
+def _login_origin(request: Request, username: str) -> Origin:
+    return Origin(
+        actor=f"user:{username}",
+        source_ip=client_host(request),
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+async def _audit_failed_login(request: Request, state: State, username: str) -> None:
+    """A refused password, under the username when it names an account. Otherwise as
+    `<unknown user>`: what is typed there may be a password typed in the wrong field, and no
+    secret enters the audit log. (Throttled attempts, 429, are not recorded: they check no
+    password, and a flood of them would only fill the log.)"""
+    try:
+        known = await user_exists(state.db, username)
+    except PyMongoError:
+        known = False
+    shown = username if known else "<unknown user>"
+    audit.record_as(
+        state.db,
+        _login_origin(request, shown),
+        "auth.login",
+        outcome="failure",
+        target=shown,
+        details={"reason": "incorrect username or password"},
+    )
 
 
 def _token_response(
@@ -165,7 +186,6 @@ async def change_password(
         except accounts.WrongPasswordError:
             attempt.failed = True  # guessing the current password is guessing a password
             raise
-    assert user is not None
     state.authenticator.forget_user(username)
     return _token_response(state, response, user)
 

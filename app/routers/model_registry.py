@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import Registry
+from app.deps import Db, Registry
 from app.errors import problem_responses
 from app.models.predict import ActivateRequest, ActivationResult, ModelDetail, ModelList
-from app.security import CurrentPrincipal, Role
+from app.security import CurrentPrincipal, RequestOrigin, Role
 from app.services import model_admin as service
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -46,10 +46,10 @@ async def get_model(name: str, registry: Registry, principal: CurrentPrincipal) 
     responses=problem_responses(404, 409, 500, 503),
 )
 async def reload_model(
-    name: str, registry: Registry, principal: CurrentPrincipal
+    name: str, registry: Registry, principal: CurrentPrincipal, db: Db, origin: RequestOrigin
 ) -> ActivationResult:
     """Serve the version `ACTIVE` names in every process; a bad artifact is refused (409)."""
-    return await service.reload_model(registry, name, str(principal))
+    return await service.reload_model(registry, name, str(principal), (db, origin))
 
 
 @admin_router.post(
@@ -59,7 +59,12 @@ async def reload_model(
     responses=problem_responses(404, 409, 422, 500, 503),
 )
 async def activate_model(
-    name: str, body: ActivateRequest, registry: Registry, principal: CurrentPrincipal
+    name: str,
+    body: ActivateRequest,
+    registry: Registry,
+    principal: CurrentPrincipal,
+    db: Db,
+    origin: RequestOrigin,
 ) -> ActivationResult:
     """Serve the given version in every process; a bad artifact is refused (409)."""
-    return await service.activate_model(registry, name, body.version, str(principal))
+    return await service.activate_model(registry, name, body.version, str(principal), (db, origin))

@@ -68,6 +68,7 @@ async def create_user(
     password: str,
     *,
     min_password_length: int,
+    executor: Executor | None = None,
 ) -> User:
     return await _audited(
         db,
@@ -75,7 +76,12 @@ async def create_user(
         "user.create",
         username,
         credentials.create_user(
-            db, username, role, password, min_password_length=min_password_length
+            db,
+            username,
+            role,
+            password,
+            min_password_length=min_password_length,
+            executor=executor,
         ),
         {"role": role.value},
     )
@@ -133,17 +139,24 @@ async def set_password(
     new_password: str,
     *,
     min_password_length: int,
+    executor: Executor | None = None,
 ) -> User:
-    """An administrator sets a user's password (`users passwd`); the user's tokens die."""
+    """An administrator sets a user's password (`users set-password`, `POST
+    /v1/users/{name}/password`); the user's tokens die. The new password starts its age now:
+    an administrator who wants the user to choose their own sets a temporary one and tells
+    them to change it (see the README)."""
     return await _audited(
         db,
         origin,
-        "user.password_change",
+        "user.password_set",
         username,
         credentials.change_password(
-            db, username, new_password, min_password_length=min_password_length
+            db,
+            username,
+            new_password,
+            min_password_length=min_password_length,
+            executor=executor,
         ),
-        {"self": False},
     )
 
 
@@ -156,11 +169,12 @@ async def change_own_password(
     *,
     min_password_length: int,
     executor: Executor | None = None,
-) -> User | None:
-    """A user changes their own password, proving the current one. None when the current
-    password is wrong (audited; the caller counts it as a failed login)."""
+) -> User:
+    """A user changes their own password, proving the current one: `WrongPasswordError` when
+    it is wrong (audited; the caller counts it as a failed login), `WeakPasswordError` when the
+    policy refuses the new one. Every token issued before dies."""
 
-    async def change() -> User | None:
+    async def change() -> User:
         if await credentials.authenticate_user(db, username, current_password, executor) is None:
             raise WrongPasswordError("the current password is wrong")
         if new_password == current_password:
@@ -173,7 +187,7 @@ async def change_own_password(
             executor=executor,
         )
 
-    return await _audited(db, origin, "user.password_change", username, change(), {"self": True})
+    return await _audited(db, origin, "auth.password_change", username, change())
 
 
 # --- API keys ------------------------------------------------------------------------------

@@ -5,28 +5,41 @@ Record an event from anywhere, in a coroutine (request handler, service, command
 
     audit.record(
         db,
-        action="model.activate",       # what: a dotted name, area first
-        actor="bearer:alice",          # who: str(principal), or cli_actor() in a command
+        action="model.activate",       # what: a dotted name, area first (see ACTIONS)
+        actor="user:alice",            # who: Origin.actor (`user:NAME`, `key:ID`, `admin-key`,
+                                       # `cli:OS-USER`)
         outcome="success",             # "success" or "failure"
         target="revenue",              # what it was done to (a username, key id, model, file)
         source_ip="203.0.113.7",       # from where: the client address, or "cli"
         details={"version": "v3"},     # anything else worth keeping: counts, reasons
     )
 
-`record` never blocks and never raises: it puts the entry on a short bounded queue that one
-background task per database writes in batches (like a log shipper). A full queue or a failed
-write drops the entry, counted in `audit_entries_dropped_total`, and logged. It returns an
-awaitable that ends with True once the entry is stored (False if dropped): a request handler
-ignores it; a command may await it, and `app.cli.common.run` waits for every queued entry
-before the command's event loop ends anyway.
+or `record_as(db, origin, action, ...)` with an `Origin` (`app.security.RequestOrigin` in a
+route, `cli_origin()` in a command).
 
-Never pass a secret (password, key, token) in any field: the log is read by admins and kept.
+**Never blocks, never raises (a choice).** `record` puts the entry on a bounded queue that one
+background task per database writes in batches, like a log shipper: a login or a key check
+never waits for the audit write, and an audit database error never fails what it records (a
+login keeps working while `audit` cannot be written). The price: an entry can be lost. A full
+queue (`QUEUE_SIZE`), a failed write or a process killed before the queue drains (normally a
+few milliseconds) drops entries; every drop is counted in `audit_entries_dropped_total{reason}`
+and logged at WARNING, so alert on that counter. `record` returns an awaitable that ends with
+True once the entry is stored (False if dropped): a request handler ignores it; a caller that
+must know (a backup job, say) awaits it. Commands and the service flush the queue before their
+database client closes (`close`, `close_all`).
+
+**No secrets.** Never pass a password, key, token or hash in any field: the log is read by
+admins and kept. As a second line of defence, `details` values under secret-sounding names
+(`password`, `new_password`, `secret`, `token`, `api_key`, `key_hash`, ...) are replaced by
+`[redacted]`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
+import hashlib
+import json
 import logging
 import re
 import secrets
@@ -42,40 +55,66 @@ from pymongo.errors import PyMongoError
 
 from app.db import Document, create_missing_indexes
 from app.errors import InvalidQueryError
+from app.services import signed_cursor
 
 AUDIT = "audit"
 Outcome = Literal["success", "failure"]
+# What is recorded (README "Audit log" lists them with their details).
+ACTIONS = (
+    "auth.login",
+    "auth.password_change",
+    "user.create",
+    "user.update",
+    "user.delete",
+    "user.password_set",
+    "user.revoke_tokens",
+    "key.create",
+    "key.revoke",
+    "key.delete",
+    "key.rotate",
+    "model.activate",
+    "model.rollback",
+    "model.reload",
+    "data.import",
+    "data.ingest",
+)
 QUEUE_SIZE = 1000  # entries waiting to be written, per database; beyond, dropped
 BATCH_SIZE = 100
 FLUSH_SECONDS = 5.0  # how long closing waits for queued entries
 MAX_PAGE = 500
-# `_id`: the time to the microsecond then a random suffix, so that sorting by `_id` (the one
-# sort FerretDB serves well) is newest first, and a page cursor is simply the last `_id`.
+# `_id`: the UTC time to the microsecond then a random suffix, so that sorting by `_id` (the
+# one sort FerretDB serves well) is newest first, a time range is an `_id` range, and a page
+# cursor carries the last `_id`.
 _ID_RE = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{8}$")
 _INDEXES = [
     IndexModel([("action", ASCENDING), ("_id", DESCENDING)], name="action_id"),
     IndexModel([("actor", ASCENDING), ("_id", DESCENDING)], name="actor_id"),
 ]
+# `details` keys whose values are never stored (see the module doc).
+_SECRET_NAME = re.compile(r"^(.*_)?(password|secret|token|key|hash)$", re.IGNORECASE)
+REDACTED = "[redacted]"
 
 log = logging.getLogger("app.audit")
 WRITTEN = Counter("audit_entries_written_total", "Audit entries stored.")
 DROPPED = Counter(
     "audit_entries_dropped_total",
-    "Audit entries lost: the queue was full, or the database refused the write.",
+    "Audit entries lost: the queue was full, the write failed, or the process stopped first.",
     ["reason"],
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Who acts and from where: `str(principal)` and the client address over HTTP,
-    `cli_origin()` in a command."""
+    """Who acts and from where: over HTTP `app.security.request_origin` makes it from the
+    credential and the client address; in a command, `cli_origin()`."""
 
     actor: str
     source_ip: str | None
     # The user acting, when a user's token is behind `actor` (so that admins cannot lock
     # themselves out by mistake).
     username: str | None = None
+    # The request's X-Request-ID: finds its access-log line.
+    request_id: str | None = None
 
 
 def cli_origin() -> Origin:
@@ -129,16 +168,17 @@ class AuditWriter:
             stored = False
             try:
                 if not self.indexed:
+                    self.indexed = True  # one try: indexes speed reads, writes need none
                     try:
                         await create_missing_indexes(self.db, AUDIT, _INDEXES)
-                    finally:
-                        self.indexed = True  # one try: indexes speed reads, writes need none
+                    except PyMongoError as exc:
+                        log.warning("audit: indexes not created: %s", exc.__class__.__name__)
                 await self.db[AUDIT].insert_many([doc for doc, _ in batch], ordered=False)
                 stored = True
                 WRITTEN.inc(len(batch))
-            except PyMongoError as exc:
+            except Exception as exc:  # the writer outlives any one batch (database, encoding)
                 DROPPED.labels("write_failed").inc(len(batch))
-                log.warning("audit: %d entries not written: %s", len(batch), exc)
+                log.warning("audit: %d entries not written: %r", len(batch), exc)
             finally:
                 for _, done in batch:
                     if not done.done():
@@ -178,8 +218,14 @@ def _writer(db: AsyncDatabase[Document]) -> AuditWriter:
     return writer
 
 
+def _redacted(details: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: REDACTED if _SECRET_NAME.match(k) and v is not None else v for k, v in details.items()
+    }
+
+
 def _new_id(at: datetime) -> str:
-    return f"{at:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(4)}"
+    return f"{_id_prefix(at)}-{secrets.token_hex(4)}"
 
 
 def record(
@@ -191,6 +237,7 @@ def record(
     target: str | None = None,
     source_ip: str | None = None,
     details: Mapping[str, Any] | None = None,
+    request_id: str | None = None,
 ) -> asyncio.Future[bool] | _Settled:
     """Queue one audit entry (never blocks, never raises; see the module doc). `details` must
     hold plain values (str, numbers, bools, None, lists and dicts of them, datetimes)."""
@@ -204,7 +251,8 @@ def record(
             "outcome": outcome,
             "target": target,
             "source_ip": source_ip,
-            "details": dict(details or {}),
+            "request_id": request_id,
+            "details": _redacted(details or {}),
         }
         return _writer(db).submit(doc)
     except Exception:  # an audit entry must never fail what it records
@@ -231,6 +279,7 @@ def record_as(
         target=target,
         source_ip=origin.source_ip,
         details=details,
+        request_id=origin.request_id,
     )
 
 
@@ -248,6 +297,14 @@ async def close(db: AsyncDatabase[Document]) -> None:
         await writer.close()
 
 
+async def flush_all() -> None:
+    """`flush` every writer of this event loop (tests, before reading what a request wrote)."""
+    loop = asyncio.get_running_loop()
+    for writer in list(_writers.values()):
+        if writer.loop is loop:
+            await writer.flush()
+
+
 async def close_all() -> None:
     """`close` every writer of this event loop (a command's last step)."""
     loop = asyncio.get_running_loop()
@@ -262,48 +319,100 @@ async def close_all() -> None:
 
 @dataclass(frozen=True, slots=True)
 class AuditQuery:
+    """Filters of a listing: exact `action`, `actor`, `outcome`; `since` inclusive, `until`
+    exclusive; pages of `limit`, the next one after `cursor` (from the previous page)."""
+
     action: str | None = None
     actor: str | None = None
-    outcome: str | None = None
+    outcome: Outcome | None = None
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 50
-    offset: int = 0
     cursor: str | None = None
+
+    def fingerprint(self) -> str:
+        """What a cursor is bound to: the filters (not the page size, which may change)."""
+        blob = json.dumps(
+            [self.action, self.actor, self.outcome, _stamp(self.since), _stamp(self.until)]
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def _stamp(value: datetime | None) -> str | None:
+    """A time as the `_id` prefix its entries carry (UTC, to the microsecond): `_id` order is
+    time order, so a time range is an `_id` range, which the `_id` index serves."""
+    if value is None:
+        return None
+    try:
+        at = _aware(value).astimezone(UTC)
+    except OverflowError:  # within a day of year 1 or 9999 in another zone
+        at = datetime.min.replace(tzinfo=UTC) if value.year == 1 else datetime.max
+    return _id_prefix(at)
+
+
+def _id_prefix(at: datetime) -> str:
+    # Spelled out: strftime's %Y does not pad years before 1000 on every platform.
+    return (
+        f"{at.year:04d}{at.month:02d}{at.day:02d}T{at.hour:02d}{at.minute:02d}{at.second:02d}"
+        f"{at.microsecond:06d}Z"
+    )
+
+
+def _after(query: AuditQuery, keys: signed_cursor.Keys) -> str | None:
+    """The last `_id` of the previous page, from a cursor this service signed for these
+    filters; a 400 for any other."""
+    if query.cursor is None:
+        return None
+    malformed = InvalidQueryError("cursor: invalid; use next_cursor as returned, or start over")
+    try:
+        data = signed_cursor.decode(query.cursor, keys)
+    except ValueError:
+        raise malformed from None
+    if not isinstance(data, dict) or data.keys() != {"a", "f"}:
+        raise malformed
+    if data["f"] != query.fingerprint():
+        raise InvalidQueryError("cursor: issued for different filters; start over")
+    last = data["a"]
+    if not isinstance(last, str) or not _ID_RE.match(last):
+        raise malformed
+    return last
+
+
 async def list_entries(
-    db: AsyncDatabase[Document], query: AuditQuery
+    db: AsyncDatabase[Document], query: AuditQuery, cursor_keys: signed_cursor.Keys
 ) -> tuple[list[Document], str | None]:
-    """A page of entries, newest first, and the cursor of the next page (None at the end).
-    `since` is inclusive, `until` exclusive; page with `cursor` (or `offset`, not both)."""
-    if query.cursor is not None and query.offset:
-        raise InvalidQueryError("give either offset or cursor, not both")
+    """A page of entries, newest first, and the signed cursor of the next page (None at the
+    end). The first of `cursor_keys` signs it, any verifies (`Settings.cursor_keys`)."""
     if not 1 <= query.limit <= MAX_PAGE:
         raise InvalidQueryError(f"limit: 1-{MAX_PAGE}")
+    since, until = _stamp(query.since), _stamp(query.until)
+    if since is not None and until is not None and since >= until:
+        raise InvalidQueryError("since must be before until")
     where: dict[str, Any] = {}
     for name in ("action", "actor", "outcome"):
         value = getattr(query, name)
         if value is not None:
             where[name] = value
-    at: dict[str, datetime] = {}
-    if query.since is not None:
-        at["$gte"] = _aware(query.since)
-    if query.until is not None:
-        at["$lt"] = _aware(query.until)
-    if at:
-        where["at"] = at
-    if query.cursor is not None:
-        if not _ID_RE.match(query.cursor):
-            raise InvalidQueryError("cursor: invalid; use next_cursor as returned, or start over")
-        where["_id"] = {"$lt": query.cursor}
-    found = db[AUDIT].find(where).sort("_id", DESCENDING).skip(query.offset)
-    docs = [doc async for doc in found.limit(query.limit + 1)]
+    ids: dict[str, str] = {}
+    if since is not None:
+        ids["$gte"] = since
+    if until is not None:
+        ids["$lt"] = until
+    last = _after(query, cursor_keys)
+    if last is not None:
+        ids["$lt"] = min(last, ids.get("$lt", last))
+    if ids:
+        where["_id"] = ids
+    found = db[AUDIT].find(where).sort("_id", DESCENDING).limit(query.limit + 1)
+    docs = [doc async for doc in found]
     more = len(docs) > query.limit
     docs = docs[: query.limit]
-    next_cursor = str(docs[-1]["_id"]) if more and docs else None
+    next_cursor = None
+    if more and docs:
+        signer = cursor_keys if isinstance(cursor_keys, bytes) else cursor_keys[0]
+        next_cursor = signed_cursor.encode({"f": query.fingerprint(), "a": docs[-1]["_id"]}, signer)
     return docs, next_cursor

@@ -53,6 +53,11 @@ _KEY_RE = re.compile(rf"^{API_KEY_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})
 MAX_PASSWORD = MAX_PASSWORD_LENGTH
 DEFAULT_MIN_PASSWORD = 12
 DURATION_RE = re.compile(r"^\s*(\d{1,6})\s*([dhm])\s*$")
+# A duration as the API takes it (`90d`, `24h`, `30m`), and the longest ones allowed.
+DURATION_PATTERN = r"^[0-9]{1,6}[dhm]$"
+MAX_KEY_LIFETIME = timedelta(days=3650)
+MAX_ROTATION_GRACE = timedelta(days=30)
+DEFAULT_ROTATION_GRACE = timedelta(hours=24)
 _UNITS = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
 
 _hasher = PasswordHasher()
@@ -144,12 +149,16 @@ class VerifiedKey:
         return self.valid_until is None or now < self.valid_until
 
 
-def parse_duration(text: str, *, what: str = "duration") -> timedelta:
-    """`90d`, `24h`, `30m` (days, hours, minutes) as a timedelta; InvalidQueryError otherwise."""
+def parse_duration(text: str, *, what: str = "duration", maximum: timedelta) -> timedelta:
+    """`90d`, `24h`, `30m` (days, hours, minutes) as a timedelta of at most `maximum`;
+    InvalidQueryError otherwise."""
     match = DURATION_RE.match(text)
     if match is None:
         raise InvalidQueryError(f"{what}: give a number and a unit, d, h or m (e.g. 90d, 24h, 30m)")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    value = int(match.group(1)) * _UNITS[match.group(2)]
+    if value > maximum:
+        raise InvalidQueryError(f"{what}: at most {maximum.days} days")
+    return value
 
 
 def _aware(value: Any) -> datetime | None:
@@ -235,14 +244,16 @@ async def create_user(
     password: str,
     *,
     min_password_length: int = DEFAULT_MIN_PASSWORD,
+    executor: Executor | None = None,
 ) -> User:
+    """A new user (409 when the name is taken; 400 when the policy refuses the password)."""
     validate_username(username)
     check_password(username, password, min_password_length)
     now = _now()
     doc = {
         "_id": username,
         "role": role.value,
-        "password_hash": await hash_password(password),
+        "password_hash": await hash_password(password, executor),
         "created_at": now,
         "password_changed_at": now,
         "token_version": _first_token_version(),
@@ -275,6 +286,12 @@ async def authenticate_user(
             await db[USERS].update_one({"_id": username}, {"$set": {"password_hash": new_hash}})
     user = _user(doc)
     return None if user.disabled else user
+
+
+async def user_exists(db: AsyncDatabase[Document], username: str) -> bool:
+    if not USERNAME_RE.match(username):
+        return False
+    return await db[USERS].find_one({"_id": username}, {"_id": 1}) is not None
 
 
 async def get_user(db: AsyncDatabase[Document], username: str) -> User:
@@ -412,8 +429,8 @@ async def create_api_key(
     name = name.strip()
     if not 1 <= len(name) <= 100:
         raise InvalidQueryError("key name must be 1-100 characters")
-    if expires_in is not None and expires_in <= timedelta(0):
-        raise InvalidQueryError("expires_in must be positive")
+    if expires_in is not None and not timedelta(0) < expires_in <= MAX_KEY_LIFETIME:
+        raise InvalidQueryError(f"expires_in: more than 0 and at most {MAX_KEY_LIFETIME.days} days")
     key_id = secrets.token_hex(6)
     key = _new_secret(key_id)
     now = _now()
@@ -493,8 +510,8 @@ async def rotate_api_key(
     """A new secret for the same key (id, name, role, expiry); the previous secret keeps
     working for `grace` (0: not at all), then is refused. A secret replaced before that, by an
     earlier rotation, is refused at once. Returns the record and the new plaintext key."""
-    if grace < timedelta(0):
-        raise InvalidQueryError("grace must not be negative")
+    if not timedelta(0) <= grace <= MAX_ROTATION_GRACE:
+        raise InvalidQueryError(f"grace: 0 to {MAX_ROTATION_GRACE.days} days")
     record = await get_api_key(db, key_id)
     status = record.status()
     if status != "active":
