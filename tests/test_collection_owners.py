@@ -15,6 +15,7 @@ OWNERS = {
     "meta": ("app.services.meta_repo", "META"),
     "users": ("app.services.credentials", "USERS"),
     "api_keys": ("app.services.credentials", "API_KEYS"),
+    "api_key_uses": ("app.services.credentials", "API_KEY_USES"),
     "model_versions": ("app.services.model_versions", "MODEL_VERSIONS"),
     "audit": ("app.services.audit", "AUDIT"),
 }
