@@ -8,8 +8,9 @@ So every answer served from the analytics snapshot is remembered here by what se
 headers of its 304. A later GET naming that tag in `If-None-Match` is answered 304 by this
 middleware when, and only when:
 
-* its credential verifies with the same functions the routes use (`Authenticator`,
-  `decode_token`), its role includes `viewer` (what `/v1/analytics/*` and `/v1/movies`
+* its credential verifies with the same functions the routes use (`Authenticator`: API
+  keys, and bearer tokens with their user's token version), it is not a token good only for
+  a password change, its role includes `viewer` (what `/v1/analytics/*` and `/v1/movies`
   need), and its rate budget has a token, which it spends as a routed request would;
 * the engine's current snapshot (after its periodic version check) is the one remembered.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 from pymongo.errors import PyMongoError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.authn import Principal, UnauthorizedError, decode_token
+from app.authn import Principal, UnauthorizedError
 from app.conditional_memo import ConditionalMemo, header
 from app.http_cache import NOT_MODIFIED, none_match
 from app.services.credentials import Role
@@ -42,11 +43,13 @@ async def viewer(scope: Scope, state: AppState) -> Principal | None:
             scheme, _, token = authorization.decode("latin-1").partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 return None
-            principal = decode_token(state.settings, token.strip())
+            principal = await state.authenticator.bearer_principal(token.strip())
         else:
             return None
     except (UnauthorizedError, PyMongoError):
         return None
+    if principal.password_change_only:
+        return None  # the routed request answers its 403
     return principal if principal.role.includes(Role.viewer) else None
 
 

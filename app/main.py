@@ -21,7 +21,9 @@ from app.limits import RequestRateLimiter, install_limits
 from app.ml.registry import ModelRegistry
 from app.observability import install_observability, metrics_router
 from app.routers import (
+    accounts,
     analytics,
+    audit,
     auth,
     dashboards,
     health,
@@ -33,6 +35,7 @@ from app.routers import (
     ui,
 )
 from app.security import Role, protected
+from app.services import audit as audit_log
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.health import database_check
 from app.services.mlflow_sync import ChampionSync
@@ -103,12 +106,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         drift = DriftWatch(db, registry, settings)
         drift.start()
         login_guard = LoginGuard(settings)
+        authenticator = Authenticator(settings, db)
         app.state.app_state = AppState(
             settings=settings,
             client=client,
             db=db,
             limiter=limiter,
-            authenticator=Authenticator(settings, db),
+            authenticator=authenticator,
             login_guard=login_guard,
             analytics=engine,
             registry=registry,
@@ -132,6 +136,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await prediction_log.close()
             await engine.close()
             login_guard.close()
+            # Queued key uses and audit entries are written before the client closes.
+            await authenticator.close()
+            await audit_log.close(db)
             await client.close()
 
     app = FastAPI(
@@ -170,5 +177,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboards.router, **protected(Role.viewer))
     app.include_router(reports.router, **protected(Role.viewer))
     app.include_router(reports.models_router, **protected(Role.viewer))
+    app.include_router(accounts.users_router, **protected(Role.admin))
+    app.include_router(accounts.keys_router, **protected(Role.admin))
+    app.include_router(audit.router, **protected(Role.admin))
     app.include_router(ui.router)  # public HTML; its data comes from the API above
     return app

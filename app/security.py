@@ -19,7 +19,6 @@ from app.authn import (
     Principal,
     RateLimitedError,
     UnauthorizedError,
-    decode_token,
     issue_token,
 )
 from app.deps import State
@@ -32,14 +31,19 @@ from app.limits import (
     retry_after_header,
 )
 from app.observability import RATE_LIMITED
+from app.services.audit import Origin
 from app.services.credentials import Role
 
 __all__ = [
+    "PASSWORD_URL",
     "TOKEN_URL",
+    "AnyPrincipal",
     "CurrentPrincipal",
     "Principal",
+    "RequestOrigin",
     "Role",
     "UnauthorizedError",
+    "client_host",
     "current_principal",
     "is_admin",
     "issue_token",
@@ -48,6 +52,7 @@ __all__ = [
 ]
 
 TOKEN_URL = TOKEN_PATH
+PASSWORD_URL = "/v1/auth/password"
 
 
 # --- FastAPI dependencies ------------------------------------------------------------------
@@ -79,18 +84,20 @@ def _limit(limiter: RequestRateLimiter, key: str, kind: str) -> None:
         )
 
 
-async def current_principal(
+async def any_principal(
     request: Request,
     state: State,
     token: Annotated[str | None, Depends(oauth2_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Principal:
-    """The verified caller (X-API-Key wins over a bearer token); 401 otherwise."""
+    """The verified caller (X-API-Key wins over a bearer token), a token good only for the
+    password change included; 401 otherwise. Only `POST /v1/auth/password` takes it as is;
+    every other route goes through `current_principal`."""
     try:
         if api_key:
             principal = await state.authenticator.api_key_principal(api_key)
         elif token:
-            principal = decode_token(state.settings, token)
+            principal = await state.authenticator.bearer_principal(token)
         else:
             raise UnauthorizedError(
                 "credentials required: an `Authorization: Bearer <token>` from "
@@ -108,7 +115,39 @@ async def current_principal(
     return principal
 
 
+AnyPrincipal = Annotated[Principal, Depends(any_principal)]
+
+
+async def current_principal(principal: AnyPrincipal) -> Principal:
+    """The verified caller; 403 for a token that may only change its user's password."""
+    if principal.password_change_only:
+        raise ForbiddenError(
+            "your password has expired: change it with POST "
+            f"{PASSWORD_URL} (current and new password) before doing anything else"
+        )
+    return principal
+
+
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def client_host(request: Request) -> str | None:
+    """The client's address as the audit log records it (the proxy's view with
+    `--proxy-headers`)."""
+    return request.client.host if request.client else None
+
+
+async def request_origin(request: Request, principal: AnyPrincipal) -> Origin:
+    """Who is acting and from where, for the audit log."""
+    return Origin(
+        actor=principal.actor,
+        source_ip=client_host(request),
+        username=principal.subject if principal.method == "bearer" else None,
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+RequestOrigin = Annotated[Origin, Depends(request_origin)]
 
 
 async def is_admin(request: Request, state: State) -> bool:
@@ -128,7 +167,7 @@ async def is_admin(request: Request, state: State) -> bool:
         if api_key:
             principal = await state.authenticator.api_key_principal(api_key)
         elif scheme.lower() == "bearer" and token:
-            principal = decode_token(state.settings, token.strip())
+            principal = await state.authenticator.bearer_principal(token.strip())
         else:
             return False
     except UnauthorizedError:
@@ -136,7 +175,7 @@ async def is_admin(request: Request, state: State) -> bool:
         return False
     except PyMongoError:
         return False  # the database is down: /ready says so in its public form
-    return principal.role.includes(Role.admin)
+    return principal.role.includes(Role.admin) and not principal.password_change_only
 
 
 def require_role(role: Role | str) -> Callable[[Principal], Awaitable[Principal]]:

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_PASSWORD_LENGTH = 1024
+# A signing key id: what a token's `kid` header may name.
+KID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 # Values printed in docs and examples: anyone can mint tokens signed with them. Refused as
 # JWT_SECRET everywhere but APP_ENV=test.
@@ -55,7 +61,19 @@ class Settings(BaseSettings):
 
     # Unset (or empty): a random key made for this process; see `jwt_secret_is_ephemeral`.
     jwt_secret: str = ""
+    # Several signing keys with ids, `kid1:secret1,kid2:secret2` or a JSON object
+    # `{"kid1": "secret1", "kid2": "secret2"}` (a bare `secret` in the comma form gets the id
+    # derived from its hash, as JWT_SECRET alone does): the first signs, all verify. See
+    # `signing_keys`.
+    jwt_secrets: str = ""
     jwt_expire_minutes: int = Field(default=30, ge=1)
+    # Password policy (issue 13): minimum length, and the age past which a login only lets the
+    # user change the password (0 = passwords never expire).
+    password_min_length: int = Field(default=12, ge=8, le=MAX_PASSWORD_LENGTH)
+    password_max_age_days: int = Field(default=90, ge=0)
+    # How long a user's token version is trusted before it is read again: revoking a user's
+    # tokens lands within this many seconds (0 = read on every request).
+    token_revocation_cache_seconds: float = Field(default=5.0, ge=0)
     admin_api_key: str | None = None
     rate_limit_per_minute: int = Field(default=600, ge=1)
     # Password guessing: failed logins allowed per client address and per username (a burst of
@@ -115,22 +133,28 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_jwt_secret(self) -> Settings:
-        secret = self.jwt_secret
-        placeholder = secret.strip().lower() in PLACEHOLDER_SECRETS
+        keys = parse_signing_keys(self.jwt_secrets, "") if self.jwt_secrets.strip() else ()
+        if keys and self.jwt_secret and self.jwt_secret not in {k.secret for k in keys}:
+            raise ValueError(
+                "JWT_SECRET is not among JWT_SECRETS: list it there (bare, or under the key id "
+                f"{derived_kid(self.jwt_secret)}, so that its tokens keep verifying) or unset it"
+            )
+        secrets_in_use = [k.secret for k in keys] or [self.jwt_secret]
+        placeholder = any(s.strip().lower() in PLACEHOLDER_SECRETS for s in secrets_in_use)
         if self.app_env == "production":
-            if placeholder or len(secret) < 32:
+            if placeholder or min(len(s) for s in secrets_in_use) < 32:
                 raise ValueError(
-                    "JWT_SECRET must be set to a random value of at least 32 characters "
-                    "when APP_ENV=production"
+                    "JWT_SECRET (and every key of JWT_SECRETS) must be set to a random value "
+                    "of at least 32 characters when APP_ENV=production"
                 )
-        elif not secret:
+        elif not keys and not self.jwt_secret:
             # No published fallback: a deployment that forgets APP_ENV=production must not
             # accept tokens anyone can mint. The price: tokens die with the process.
             self.jwt_secret = self._generated_jwt_secret = secrets.token_urlsafe(48)
         elif placeholder and self.app_env != "test":
             raise ValueError(
-                "JWT_SECRET is a published placeholder: set a random value of at least 32 "
-                "characters, or unset it for a random key per process"
+                "JWT_SECRET (or a key of JWT_SECRETS) is a published placeholder: set a random "
+                "value of at least 32 characters, or unset it for a random key per process"
             )
         return self
 
@@ -148,11 +172,23 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def signing_keys(self) -> tuple[SigningKey, ...]:
+        """The token signing keys: JWT_SECRETS in order when set (the first signs, every one
+        verifies), else JWT_SECRET alone with a key id derived from its hash."""
+        return parse_signing_keys(self.jwt_secrets, self.jwt_secret)
+
+    @property
+    def cursor_keys(self) -> tuple[bytes, ...]:
+        """Sign `/v1/movies` cursors (the first) and check them (any): one per signing key,
+        derived from it (so, like tokens, cursors span workers, and a cursor signed before a
+        signing-key rotation keeps working while its key is listed), under its own label so
+        that a cursor signature can never pass for a token signature."""
+        return tuple(cursor_key_of(k.secret) for k in self.signing_keys)
+
+    @property
     def cursor_key(self) -> bytes:
-        """Signs `/v1/movies` cursors. Derived from JWT_SECRET (so, like tokens, cursors span
-        workers when JWT_SECRET is set), under its own label so that a cursor signature can
-        never pass for a token signature."""
-        return hmac.new(self.jwt_secret.encode(), b"movie-cursor-v1", hashlib.sha256).digest()
+        """The key that signs new `/v1/movies` cursors."""
+        return self.cursor_keys[0]
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -175,7 +211,7 @@ class Settings(BaseSettings):
     @property
     def jwt_secret_is_ephemeral(self) -> bool:
         """Whether the signing key was made up for this process (JWT_SECRET unset)."""
-        return self.jwt_secret == self._generated_jwt_secret
+        return not self.jwt_secrets.strip() and self.jwt_secret == self._generated_jwt_secret
 
     @model_validator(mode="after")
     def _refuse_weak_admin_key_in_production(self) -> Settings:
@@ -186,6 +222,63 @@ class Settings(BaseSettings):
                 "(or unset) when APP_ENV=production"
             )
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A token signing key and its id (the `kid` header of the tokens it signs)."""
+
+    kid: str
+    secret: str = field(repr=False)
+
+
+def derived_kid(secret: str) -> str:
+    """The key id of a secret given without one: a prefix of its SHA-256 (public, and says
+    nothing usable about the secret)."""
+    return "k" + hashlib.sha256(secret.encode()).hexdigest()[:11]
+
+
+@lru_cache(maxsize=32)
+def parse_signing_keys(jwt_secrets: str, jwt_secret: str) -> tuple[SigningKey, ...]:
+    """`kid1:secret1,kid2:secret2` (an entry without `kid:` gets `derived_kid`) or the JSON
+    object `{"kid1": "secret1", ...}` (for secrets holding `,` or `:`) when `jwt_secrets` is
+    set, in order; else `jwt_secret` alone. Raises ValueError on a malformed list."""
+    if not jwt_secrets.strip():
+        return (SigningKey(derived_kid(jwt_secret), jwt_secret),)
+    malformed = ValueError(
+        "JWT_SECRETS: each entry is `kid:secret` (kid: 1-64 of A-Z a-z 0-9 _ . -) or a bare "
+        'secret, separated by commas; or a JSON object {"kid": "secret", ...}'
+    )
+    pairs: list[tuple[str, str]] = []
+    if jwt_secrets.lstrip().startswith("{"):
+        try:
+            loaded = json.loads(jwt_secrets)
+        except ValueError:
+            raise malformed from None
+        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+            raise malformed
+        pairs = list(loaded.items())
+    else:
+        for entry in jwt_secrets.split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            kid, sep, secret = entry.partition(":")
+            pairs.append((kid, secret) if sep else (derived_kid(entry), entry))
+    keys: list[SigningKey] = []
+    for kid, secret in pairs:
+        if not KID_RE.match(kid) or not secret:
+            raise malformed
+        keys.append(SigningKey(kid, secret))
+    if not keys:
+        raise ValueError("JWT_SECRETS lists no key")
+    if len({k.kid for k in keys}) != len(keys):
+        raise ValueError("JWT_SECRETS: key ids must be unique")
+    return tuple(keys)
+
+
+def cursor_key_of(secret: str) -> bytes:
+    return hmac.new(secret.encode(), b"movie-cursor-v1", hashlib.sha256).digest()
 
 
 @lru_cache(maxsize=1)

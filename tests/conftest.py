@@ -14,6 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from app.db import Document
 from app.localdb import LocalServer, free_port
+from app.services import audit
 from app.settings import Settings, get_settings
 from tests.analytics_support import Catalogue, real_catalogue
 
@@ -91,11 +92,13 @@ async def client(mongodb_uri: str) -> AsyncIterator[AsyncMongoClient[Document]]:
 async def db(
     client: AsyncMongoClient[Document], db_name: str
 ) -> AsyncIterator[AsyncDatabase[Document]]:
-    """A fresh database per test, dropped afterwards."""
+    """A fresh database per test, dropped afterwards (after the audit entries the test queued
+    are written, so that none lands in a dropped database and makes it again)."""
     database = client[db_name]
     try:
         yield database
     finally:
+        await audit.close_all()
         await client.drop_database(db_name)
 
 

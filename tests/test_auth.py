@@ -351,6 +351,41 @@ async def test_api_key_takes_precedence_over_bearer(
     assert (await api.get("/v1/auth/me", headers=headers)).json()["role"] == "viewer"
 
 
+ADMIN_AREAS = ("/v1/users", "/v1/keys", "/v1/audit")
+
+
+async def test_admin_routes_refuse_every_other_role(
+    api: httpx.AsyncClient, users: dict[Role, str], keys: dict[Role, str]
+) -> None:
+    """The matrix for the admin API, read from the real OpenAPI (routes added later there are
+    covered too): viewers and predictors, by token or key, get 403 on every operation; an
+    admin gets past the role check (an answer that is neither 401 nor 403)."""
+    spec = (await api.get("/openapi.json")).json()
+    operations = [
+        (method.upper(), re.sub(r"\{[^}]+\}", lambda m: "0" * 12, template))
+        for template, item in spec["paths"].items()
+        if template.startswith(ADMIN_AREAS)
+        for method in item
+    ]
+    assert len(operations) >= 14, operations
+    callers = {
+        f"{how} {role.value}": headers
+        for role in (Role.viewer, Role.predictor)
+        for how, headers in (
+            ("token", bearer(await login(api, users[role]))),
+            ("key", api_key(keys[role])),
+        )
+    }
+    admin = bearer(await login(api, users[Role.admin]))
+    for method, path in operations:
+        for who, headers in callers.items():
+            refused = await api.request(method, path, headers=headers, json={})
+            body = assert_problem(refused, 403)
+            assert "admin" in body["detail"], (who, method, path)
+        answer = await api.request(method, path, headers=admin, json={})
+        assert answer.status_code not in (401, 403), (method, path, answer.text)
+
+
 # --- what is public, what is not -----------------------------------------------------------
 
 

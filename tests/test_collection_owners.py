@@ -15,10 +15,12 @@ OWNERS = {
     "meta": ("app.services.meta_repo", "META"),
     "users": ("app.services.credentials", "USERS"),
     "api_keys": ("app.services.credentials", "API_KEYS"),
+    "api_key_uses": ("app.services.credentials", "API_KEY_USES"),
     "model_versions": ("app.services.model_versions", "MODEL_VERSIONS"),
     "prediction_log": ("app.services.prediction_log", "PREDICTION_LOG"),
     "predicted_films": ("app.services.prediction_log", "PREDICTED_FILMS"),
     "outcomes": ("app.services.outcomes", "OUTCOMES"),
+    "audit": ("app.services.audit", "AUDIT"),
 }
 COLLECTION_CALLS = {"get_collection", "drop_collection", "create_collection", "rename"}
 

@@ -29,7 +29,7 @@ async def test_a_local_admin_is_made_once_in_development(
     user = await credentials.authenticate_user(db, admin.username, admin.password)
     assert user is not None and user.role is Role.admin
     key = await credentials.find_api_key(db, admin.api_key)
-    assert key is not None and key.role is Role.admin
+    assert key is not None and key.record.role is Role.admin
     saved = admin.saved_to.read_text()
     assert admin.password in saved and admin.api_key in saved
     assert stat.S_IMODE(admin.saved_to.stat().st_mode) == 0o600

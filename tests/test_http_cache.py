@@ -18,7 +18,7 @@ from app.db import Document
 from app.http_cache import NOT_MODIFIED, entity_tag, negotiate, none_match
 from app.main import create_app
 from app.models.movie import MovieDocument
-from app.services.credentials import Role, create_api_key, revoke_api_key
+from app.services.credentials import Role, create_api_key, create_user, revoke_api_key
 from app.services.movies_store import upsert_movies
 from app.services.normalize import to_movie
 from app.services.tabular import cell
@@ -430,7 +430,10 @@ async def test_304_before_routing_checks_the_credential(
         assert hit.status_code == 304 and hit.content == b""
         assert NOT_MODIFIED.labels("memo")._value.get() == before_routing + 1
         assert hit.headers["etag"] == tag and hit.headers["x-request-id"]
-        token, _ = issue_token(app.state.app_state.settings, "ann", Role.viewer)
+        ann = await create_user(db, "ann", Role.viewer, "correct horse battery staple")
+        token, _ = issue_token(
+            app.state.app_state.settings, "ann", Role.viewer, version=ann.token_version
+        )
         assert (
             await http.get(path, headers={**bearer(token), "If-None-Match": tag})
         ).status_code == 304

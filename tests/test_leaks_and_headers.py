@@ -111,11 +111,13 @@ def artifacts_with_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def test_model_card_shows_the_tracking_uri_to_admins_only(
-    settings: Settings, artifacts_with_mlflow: Path
+    settings: Settings, db: AsyncDatabase[Document], artifacts_with_mlflow: Path
 ) -> None:
     app_settings = security_settings(settings, artifacts_dir=artifacts_with_mlflow)
-    viewer_token, _ = issue_token(app_settings, "vic", Role.viewer)
-    predictor_token, _ = issue_token(app_settings, "pat", Role.predictor)
+    vic = await credentials.create_user(db, "vic", Role.viewer, PASSWORD)
+    pat = await credentials.create_user(db, "pat", Role.predictor, PASSWORD)
+    viewer_token, _ = issue_token(app_settings, "vic", Role.viewer, version=vic.token_version)
+    predictor_token, _ = issue_token(app_settings, "pat", Role.predictor, version=pat.token_version)
     async with serve(make_app(app_settings)) as api:
         for headers in (bearer(viewer_token), bearer(predictor_token)):
             response = await api.get("/v1/models/revenue", headers=headers)

@@ -147,14 +147,24 @@ def record_activations(settings: Settings, active: list[tuple[str, str]], say: S
     from pymongo.errors import PyMongoError
 
     from app.db import open_db
-    from app.services import model_versions
+    from app.services import audit, model_versions
 
     by = activated_by()
 
     async def go() -> None:
         async with open_db(settings) as db:
-            for name, version in active:
-                await model_versions.record(db, name, version, by, "training")
+            try:
+                for name, version in active:
+                    await model_versions.record(db, name, version, by, "training")
+                    audit.record_as(
+                        db,
+                        audit.cli_origin(),
+                        "model.activate",
+                        target=name,
+                        details={"version": version, "source": "training"},
+                    )
+            finally:
+                await audit.close(db)  # written before the client closes
 
     try:
         asyncio.run(go())

@@ -5,11 +5,13 @@ command's coroutine."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pymongo.asynchronous.database import AsyncDatabase
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -22,7 +24,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from app.db import ensure_local_db
+from app import db as database
+from app.db import Document, ensure_local_db
+from app.services import audit
 from app.settings import Settings, get_settings
 
 console = Console(stderr=True)
@@ -35,6 +39,17 @@ def run(factory: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     settings = get_settings()
     ensure_local_db(settings)
     return asyncio.run(factory(settings))
+
+
+@asynccontextmanager
+async def open_db(settings: Settings) -> AsyncIterator[AsyncDatabase[Document]]:
+    """`app.db.open_db` for a command: the audit entries it queued are written (or counted as
+    dropped) before its client closes."""
+    async with database.open_db(settings) as db:
+        try:
+            yield db
+        finally:
+            await audit.close(db)
 
 
 def report_migration(migrated: int) -> None:

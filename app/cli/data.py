@@ -4,21 +4,25 @@ that `make run` calls, `bootstrap` (start the database, load data, train once) a
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pymongo.asynchronous.database import AsyncDatabase
 
 from app.cli.common import (
     console,
+    open_db,
     print_errors,
     print_summary,
     progress_bar,
     report_migration,
     run,
 )
-from app.db import ensure_local_db, open_db
+from app.db import Document, ensure_local_db
 from app.settings import Settings, get_settings
 from training.cli import train_command
 
@@ -30,6 +34,34 @@ ingest_app = typer.Typer(help="Ingest films from the TMDB API.")
 # --- import / export ----------------------------------------------------------------------
 
 
+@asynccontextmanager
+async def audited(
+    db: AsyncDatabase[Document], action: str, target: Path | str
+) -> AsyncIterator[dict[str, Any]]:
+    """Audit the command's work (`data.import`, `data.ingest`) with the details it fills in:
+    a success when the block ends, a failure with the error's class and message when it
+    raises (the file name, never its content; no secret is in these messages)."""
+    from app.services import audit
+
+    details: dict[str, Any] = {}
+    name = target.name if isinstance(target, Path) else target
+    origin = audit.cli_origin()
+    try:
+        yield details
+    except (Exception, KeyboardInterrupt) as exc:
+        reason = f"{exc.__class__.__name__}: {exc}"[:500]
+        audit.record_as(
+            db,
+            origin,
+            action,
+            outcome="failure",
+            target=name,
+            details={**details, "reason": reason},
+        )
+        raise
+    audit.record_as(db, origin, action, target=name, details=details)
+
+
 @import_app.command("tmdb-csv")
 def import_tmdb(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
     """Import a TMDB 5000-format CSV (upserts by id; rerunnable)."""
@@ -37,11 +69,18 @@ def import_tmdb(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False
     from app.services.movies_rewrite import prepare_database
 
     async def go(settings: Settings) -> None:
-        async with open_db(settings) as db:
+        async with open_db(settings) as db, audited(db, "data.import", path) as details:
+            details["kind"] = "tmdb-csv"
             report_migration(await prepare_database(db))
             with progress_bar() as bar:
                 task = bar.add_task("import", total=None, rate="")
                 report = await import_tmdb_csv(db, path, progress=lambda n: bar.advance(task, n))
+            details.update(
+                rows=report.rows,
+                rejected_rows=len(report.errors),
+                imdb_updated=report.imdb_updated,
+                **report.summary.as_dict(),
+            )
         print_errors(report.errors, source=path.name, settings=settings)
         print_summary(
             f"{path.name}: {report.rows} rows",
@@ -57,8 +96,10 @@ def import_imdb(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False
     from app.services.csv_io import import_imdb_csv
 
     async def go(settings: Settings) -> None:
-        async with open_db(settings) as db:
+        async with open_db(settings) as db, audited(db, "data.import", path) as details:
+            details["kind"] = "imdb-csv"
             report = await import_imdb_csv(db, path)
+            details.update(report.as_dict())
         print_errors(report.errors, source=path.name, settings=settings)
         print_summary(f"{path.name}", report.as_dict())
 
@@ -163,7 +204,16 @@ def ingest_from_tmdb(
 
     async def go(settings: Settings) -> None:
         try:
-            async with open_db(settings) as db:
+            async with (
+                open_db(settings) as db,
+                audited(db, "data.ingest", "tmdb") as details,
+            ):
+                details.update(
+                    since=str(since) if since else None,
+                    incremental=incremental,
+                    ids_file=ids_file.name if ids_file else None,
+                    max_movies=max_movies,
+                )
                 report_migration(await prepare_database(db))
                 async with TmdbClient.from_settings(settings) as tmdb:
                     with progress_bar() as bar:
@@ -179,6 +229,13 @@ def ingest_from_tmdb(
                             bar.update(task, completed=p.completed, total=p.total, rate=rate)
 
                         summary = await ingest_tmdb(db, tmdb, options, progress=show)
+                details.update(
+                    run_id=summary.run_id,
+                    kind=summary.kind,
+                    status=summary.status,
+                    resumed=summary.resumed,
+                    **summary.as_dict(),
+                )
         except (TmdbAuthError, NoSyncPointError, IdsFileError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from exc

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli.common import console, run
-from app.db import open_db
+from app.cli.common import console, open_db, run
 from app.settings import Settings
 
 report_app = typer.Typer(help="Write reports as self-contained HTML files.")

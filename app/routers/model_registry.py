@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import State
+from app.deps import Db, State
 from app.errors import problem_responses
 from app.models.predict import ActivateRequest, ActivationResult, ModelDetail, ModelList
-from app.security import CurrentPrincipal, Role
+from app.security import CurrentPrincipal, RequestOrigin, Role
 from app.services import model_admin as service
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -52,10 +52,14 @@ async def get_model(name: str, state: State, principal: CurrentPrincipal) -> Mod
     response_model=ActivationResult,
     responses=problem_responses(404, 409, 500, 503),
 )
-async def reload_model(name: str, state: State, principal: CurrentPrincipal) -> ActivationResult:
+async def reload_model(
+    name: str, state: State, principal: CurrentPrincipal, db: Db, origin: RequestOrigin
+) -> ActivationResult:
     """Serve the version `ACTIVE` names in every process; a bad artifact is refused (409).
     MLflow's `champion` alias follows."""
-    return await service.reload_model(state.registry, name, str(principal), state.champion)
+    return await service.reload_model(
+        state.registry, name, str(principal), (db, origin), state.champion
+    )
 
 
 @admin_router.post(
@@ -65,10 +69,15 @@ async def reload_model(name: str, state: State, principal: CurrentPrincipal) -> 
     responses=problem_responses(404, 409, 422, 500, 503),
 )
 async def activate_model(
-    name: str, body: ActivateRequest, state: State, principal: CurrentPrincipal
+    name: str,
+    body: ActivateRequest,
+    state: State,
+    principal: CurrentPrincipal,
+    db: Db,
+    origin: RequestOrigin,
 ) -> ActivationResult:
     """Serve the given version in every process; a bad artifact is refused (409). MLflow's
     `champion` alias follows."""
     return await service.activate_model(
-        state.registry, name, body.version, str(principal), state.champion
+        state.registry, name, body.version, str(principal), (db, origin), state.champion
     )

@@ -93,7 +93,7 @@ async def list_movies(
     as JSON or CSV (one row per film of the page)."""
     search = prepare(
         MovieQuery(filters=filters, q=q, sort=sort, limit=limit, offset=offset, cursor=cursor),
-        settings.cursor_key,
+        settings.cursor_keys,
     )
     # Next-page cursors are signed: an answer's bytes depend on the signing key too.
     salt = hashlib.sha256(search.cursor_key).hexdigest()[:16]

@@ -1,10 +1,14 @@
-"""Model management behind `/v1/models/*`: what serves, its card, reload and activation."""
+"""Model management behind `/v1/models/*`: what serves, its card, reload and activation
+(every reload, activation and rollback audited, refused ones too)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from pymongo.asynchronous.database import AsyncDatabase
+
+from app.db import Document
 from app.errors import DomainError, NotFoundError, UnavailableError
 from app.ml import artifacts
 from app.ml.monitoring import MONITORED_FEATURES
@@ -17,8 +21,13 @@ from app.models.predict import (
     ModelList,
     ModelSummary,
 )
+from app.services import audit
+from app.services.audit import Origin
 from app.services.mlflow_sync import ChampionSync
 from app.services.model_versions import ActiveRecord
+
+# Where an activation is audited: the database and who acts from where.
+AuditTo = tuple[AsyncDatabase[Document], Origin]
 
 
 class ArtifactRejectedError(DomainError):
@@ -121,10 +130,23 @@ def _activation(record: ActiveRecord | None) -> ActivationInfo | None:
 
 
 async def reload_model(
-    registry: ModelRegistry, name: str, by: str, champion: ChampionSync | None = None
+    registry: ModelRegistry,
+    name: str,
+    by: str,
+    audit_to: AuditTo,
+    champion: ChampionSync | None = None,
 ) -> ActivationResult:
-    known_model(name)
-    return await _switch(registry, name, lambda: registry.reload(name, by), champion, by)
+    """Serve the version `ACTIVE` names (audited as `model.reload`); MLflow's `champion`
+    alias follows."""
+    db, origin = audit_to
+    try:
+        known_model(name)
+        result = await _switch(registry, name, lambda: registry.reload(name, by), champion, by)
+    except DomainError as exc:
+        _record(db, origin, "model.reload", name, outcome="failure", reason=exc.detail)
+        raise
+    _record(db, origin, "model.reload", name, result=result)
+    return result
 
 
 async def activate_model(
@@ -132,12 +154,48 @@ async def activate_model(
     name: str,
     version: str,
     by: str,
+    audit_to: AuditTo,
     champion: ChampionSync | None = None,
 ) -> ActivationResult:
-    known_model(name)
-    if version not in registry.versions(name):
-        raise NotFoundError(f"model {name} has no version {version}")
-    return await _switch(registry, name, lambda: registry.activate(name, version, by), champion, by)
+    """Serve `version` (MLflow's `champion` alias follows). Audited as `model.rollback` when
+    it is older than the version serving (versions are UTC timestamps, so older sorts first),
+    else as `model.activate`."""
+    db, origin = audit_to
+    serving = registry.get(name)
+    action = (
+        "model.rollback" if serving is not None and version < serving.version else "model.activate"
+    )
+    try:
+        known_model(name)
+        if version not in registry.versions(name):
+            raise NotFoundError(f"model {name} has no version {version}")
+        result = await _switch(
+            registry, name, lambda: registry.activate(name, version, by), champion, by
+        )
+    except DomainError as exc:
+        _record(db, origin, action, name, outcome="failure", reason=exc.detail, version=version)
+        raise
+    _record(db, origin, action, name, result=result)
+    return result
+
+
+def _record(
+    db: AsyncDatabase[Document],
+    origin: Origin,
+    action: str,
+    name: str,
+    *,
+    outcome: audit.Outcome = "success",
+    result: ActivationResult | None = None,
+    reason: str | None = None,
+    version: str | None = None,
+) -> None:
+    details: dict[str, str | None] = {}
+    if result is not None:
+        details = {"version": result.active_version, "previous_version": result.previous_version}
+    else:
+        details = {"version": version, "reason": reason}
+    audit.record_as(db, origin, action, outcome=outcome, target=name, details=details)
 
 
 async def _switch(

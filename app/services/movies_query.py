@@ -12,10 +12,7 @@ order, totals and cursors:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
 import json
 import math
 import re
@@ -28,6 +25,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from app.db import Document
 from app.errors import InvalidQueryError, NotFoundError
 from app.models.movies_api import MovieDetail, MovieList, MovieSummary, SortField
+from app.services import signed_cursor
 from app.services.filters import CatalogFilter
 from app.services.movies_repo import find_movie, find_page
 from app.services.normalize import normalize_title
@@ -132,45 +130,24 @@ def cursor_value(field: str, value: Any) -> SortValue:
     return float(value)
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _signature(key: bytes, payload: str) -> str:
-    return _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
-
-
 def encode_cursor(movie_id: int, value: SortValue, fingerprint: str, key: bytes) -> str:
-    """`<payload>.<HMAC-SHA256 of it>`: clients can read a cursor but not forge one."""
-    payload = _b64(json.dumps({"f": fingerprint, "i": movie_id, "v": value}).encode())
-    return f"{payload}.{_signature(key, payload)}"
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"not a number: {name}")
+    """A signed cursor (`app.services.signed_cursor`): clients can read it but not forge it."""
+    return signed_cursor.encode({"f": fingerprint, "i": movie_id, "v": value}, key)
 
 
 def decode_cursor(
-    cursor: str, fingerprint: str, sort_field: str, key: bytes
+    cursor: str, fingerprint: str, sort_field: str, keys: signed_cursor.Keys
 ) -> tuple[SortValue, int]:
-    """(last sort value, last id) from a cursor this service signed for this very query.
+    """(last sort value, last id) from a cursor this service signed (with one of `keys`) for
+    this very query.
 
     Anything else (unsigned, tampered, signed by another key, out of range) is a 400: the
     values end up in a database query, where e.g. an integer beyond 64 bits is a server error.
     """
     malformed = InvalidQueryError("cursor: invalid; use next_cursor as returned, or start over")
-    payload, _, signature = cursor.partition(".")
-    if not signature or not hmac.compare_digest(
-        signature.encode(), _signature(key, payload).encode()
-    ):
-        raise malformed
     try:
-        data = json.loads(_unb64(payload), parse_constant=_reject_constant)
-    except (binascii.Error, ValueError):
+        data = signed_cursor.decode(cursor, keys)
+    except ValueError:
         raise malformed from None
     if not isinstance(data, dict) or data.keys() != {"f", "i", "v"}:
         raise malformed
@@ -193,9 +170,9 @@ def _is_int64(value: object) -> bool:
     return type(value) is int and INT64_MIN <= value <= INT64_MAX
 
 
-def prepare(query: MovieQuery, cursor_key: bytes) -> PreparedSearch:
-    """Validate a query; raises `InvalidQueryError` naming the parameter. `cursor_key` signs
-    and checks cursors (`Settings.cursor_key`)."""
+def prepare(query: MovieQuery, cursor_keys: signed_cursor.Keys) -> PreparedSearch:
+    """Validate a query; raises `InvalidQueryError` naming the parameter. The first of
+    `cursor_keys` signs cursors, any checks them (`Settings.cursor_keys`)."""
     if query.cursor is not None and query.offset:
         raise InvalidQueryError("give either offset or cursor, not both")
     if query.offset > MAX_OFFSET:
@@ -205,7 +182,7 @@ def prepare(query: MovieQuery, cursor_key: bytes) -> PreparedSearch:
     fingerprint = _fingerprint(query.filters, needle, sort)
     after = None
     if query.cursor is not None:
-        after = decode_cursor(query.cursor, fingerprint, sort.field, cursor_key)
+        after = decode_cursor(query.cursor, fingerprint, sort.field, cursor_keys)
     return PreparedSearch(
         filters=query.filters,
         needle=needle,
@@ -214,7 +191,7 @@ def prepare(query: MovieQuery, cursor_key: bytes) -> PreparedSearch:
         offset=query.offset,
         after=after,
         fingerprint=fingerprint,
-        cursor_key=cursor_key,
+        cursor_key=cursor_keys if isinstance(cursor_keys, bytes) else cursor_keys[0],
     )
 
 
