@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values printed in docs and examples: anyone can mint tokens signed with them. Refused as
@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     artifacts_dir: Path = Path("artifacts")
     local_db_dir: Path = Path(".data")
     local_db_port: int = 27018
+    # Backups (`tmdb-analytics backup ...`): where they go, and the key of `--encrypt` (base64
+    # of 32 random bytes; checked when a backup command needs it).
+    backup_dir: Path = Path("backups")
+    backup_key: SecretStr | None = None
 
     # Unset (or empty): a random key made for this process; see `jwt_secret_is_ephemeral`.
     jwt_secret: str = ""

@@ -46,6 +46,16 @@ async def bump_data_version(db: AsyncDatabase[Document]) -> int:
     return int(doc.get("version", 0))
 
 
+async def bump_data_version_past(db: AsyncDatabase[Document], floor: int) -> int:
+    """Bump the data version to above both its current value and `floor` (what a database
+    held before a restore replaced its `meta`): no version number is ever reused for other
+    data, so caches and snapshots keyed on it are all rebuilt."""
+    await db[META].update_one(
+        {"_id": DATA_VERSION_ID}, {"$max": {"version": int(floor)}}, upsert=True
+    )
+    return await bump_data_version(db)
+
+
 async def get_data_version(db: AsyncDatabase[Document]) -> int:
     doc = await db[META].find_one({"_id": DATA_VERSION_ID})
     return int(doc["version"]) if doc else 0
