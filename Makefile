@@ -32,7 +32,7 @@ install: $(BIN)/tmdb-analytics  ## create .venv with the console script and buil
 	$(BIN)/python -c "from app.localdb import ferretdb_binary; print('FerretDB:', ferretdb_binary())"
 
 run: install  ## start the local database, load data from DATA_DIR or TMDB, serve on PORT
-	$(BIN)/tmdb-analytics bootstrap
+	$(BIN)/tmdb-analytics bootstrap --host $(HOST) --port $(PORT)
 	$(BIN)/tmdb-analytics serve --host $(HOST) --port $(PORT)
 
 test: install  ## the whole suite against a real local FerretDB

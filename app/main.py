@@ -11,17 +11,31 @@ from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
 from app.authn import Authenticator, LoginGuard
+from app.conditional import ConditionalGetMiddleware
+from app.conditional_memo import ConditionalMemo
+from app.cors import install_cors
 from app.db import make_client
 from app.docs_ui import install_docs
 from app.errors import add_problem_schema, install_handlers
 from app.limits import RequestRateLimiter, install_limits
 from app.ml.registry import ModelRegistry
 from app.observability import install_observability, metrics_router
-from app.routers import analytics, auth, dashboards, health, model_registry, movies, predict, ui
+from app.routers import (
+    analytics,
+    auth,
+    dashboards,
+    health,
+    model_registry,
+    movies,
+    predict,
+    reports,
+    ui,
+)
 from app.security import Role, protected
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.health import database_check
 from app.services.movies_rewrite import prepare_database
+from app.services.reports import EdaReports
 from app.settings import Settings, get_settings
 from app.state import AppState
 
@@ -44,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Built with the app: the anonymous-rate middleware holds it before any lifespan runs.
     limiter = RequestRateLimiter(settings.rate_limit_per_minute)
+    conditional = ConditionalMemo()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,10 +102,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "analytics": engine.readiness,
                 "models": registry.readiness,
             },
+            conditional=conditional,
+            reports=EdaReports(db, engine),
         )
         try:
             yield
         finally:
+            await app.state.app_state.reports.close()
             await registry.close()
             await engine.close()
             login_guard.close()
@@ -109,8 +127,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     add_problem_schema(app)
     # Starlette runs the middleware added last first: observability wraps the limits, so
-    # 413/429/503 answers get a request id, a log line and a metric like any other.
+    # 413/429/503 answers get a request id, a log line and a metric like any other. CORS sits
+    # in between: preflights are answered before any limit, and 429s carry CORS headers.
+    # Innermost: conditional GETs that hit are answered 304 before routing (app.conditional).
+    app.add_middleware(ConditionalGetMiddleware, memo=conditional)
     install_limits(app, settings, limiter)
+    install_cors(app, settings)
     install_observability(app, settings.log_level)
     # Public: /health, /ready, /metrics, /docs, /redoc, /openapi.json, POST /v1/auth/token.
     app.include_router(health.router)
@@ -124,5 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(model_registry.router, **protected(Role.viewer))
     app.include_router(model_registry.admin_router, **protected(Role.admin))
     app.include_router(dashboards.router, **protected(Role.viewer))
+    app.include_router(reports.router, **protected(Role.viewer))
+    app.include_router(reports.models_router, **protected(Role.viewer))
     app.include_router(ui.router)  # public HTML; its data comes from the API above
     return app

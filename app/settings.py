@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +29,10 @@ PLACEHOLDER_SECRETS = frozenset(
         "supersecret",
     }
 )
+
+
+# scheme://host[:port], the host a name or an IPv4 or bracketed IPv6 address.
+_ORIGIN_RE = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 
 class Settings(BaseSettings):
@@ -79,6 +84,13 @@ class Settings(BaseSettings):
     # 503 when no response has started within this many seconds (0 disables the guard).
     request_timeout_seconds: float = Field(default=30.0, ge=0)
     log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
+    # Browser frontends on other origins (issue 11): comma-separated origins allowed to call
+    # the API through CORS (`https://app.example.org,http://localhost:5173`), `*` for any;
+    # empty (the default) sends no CORS headers at all.
+    cors_origins: str = ""
+    # `Cache-Control: private, max-age=N, must-revalidate` on analytics and film search: how
+    # long a browser may reuse an answer before it revalidates with its ETag (0: always).
+    http_cache_seconds: int = Field(default=60, ge=0, le=86_400)
 
     _generated_jwt_secret: str | None = PrivateAttr(default=None)
 
@@ -109,6 +121,24 @@ class Settings(BaseSettings):
         workers when JWT_SECRET is set), under its own label so that a cursor signature can
         never pass for a token signature."""
         return hmac.new(self.jwt_secret.encode(), b"movie-cursor-v1", hashlib.sha256).digest()
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """`CORS_ORIGINS` as a list of origins (see `_check_cors_origins`)."""
+        parts = (p.strip().rstrip("/").lower() for p in self.cors_origins.split(","))
+        return [p for p in parts if p]
+
+    @model_validator(mode="after")
+    def _check_cors_origins(self) -> Settings:
+        # A browser sends `Origin: scheme://host[:port]`, nothing more: a path or a missing
+        # scheme would never match, so a typo is refused here rather than failing silently.
+        for origin in self.cors_origin_list:
+            if origin != "*" and not _ORIGIN_RE.match(origin):
+                raise ValueError(
+                    f"CORS_ORIGINS: {origin!r} is not an origin; give scheme://host[:port] "
+                    "(e.g. https://app.example.org), comma-separated, or *"
+                )
+        return self
 
     @property
     def jwt_secret_is_ephemeral(self) -> bool:

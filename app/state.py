@@ -9,11 +9,13 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.authn import Authenticator, LoginGuard
+from app.conditional_memo import ConditionalMemo
 from app.db import Document
 from app.limits import RequestRateLimiter
 from app.ml.registry import ModelRegistry
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.health import ReadinessCheck
+from app.services.reports import EdaReports
 from app.settings import Settings
 
 
@@ -30,3 +32,8 @@ class AppState:
     registry: ModelRegistry
     # What `/ready` checks, by name, in order.
     readiness_checks: Mapping[str, ReadinessCheck]
+    # Answers from the snapshot by query, for 304s before routing (shared with the
+    # middleware, which is built before the lifespan runs).
+    conditional: ConditionalMemo
+    # The data exploration report, one per data version (GET /v1/reports/eda).
+    reports: EdaReports

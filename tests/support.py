@@ -17,6 +17,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TMDB_TRAIN_CSV = SHARED_DATA / "tmdb_5000_movies.train.csv"
 IMDB_CSV = SHARED_DATA / "imdb_5000_movie_metadata.csv"
 PROBLEM = "application/problem+json"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 # A loaded 2-core machine may take a while to open the database, prepare it and load models.
 STARTUP_TIMEOUT_SECONDS = 60
 
@@ -60,3 +61,16 @@ def require_shared(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path} (place ../shared/data beside the repo)")
     return path
+
+
+def source_modules(packages: tuple[str, ...] = ("app", "training")) -> dict[str, Path]:
+    """Every module of the packages, by dotted name, and its file (a package is its
+    `__init__`): for tests that read the source (import graph, collection owners)."""
+    found: dict[str, Path] = {}
+    for package in packages:
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(REPO_ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join(parts)] = path
+    return found

@@ -5,10 +5,8 @@ Read from the source of `app` and `training` with `ast`."""
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("app", "training")
+from tests.support import source_modules
 
 # collection -> (owning module, the constant that names it there)
 OWNERS = {
@@ -20,17 +18,6 @@ OWNERS = {
     "model_versions": ("app.services.model_versions", "MODEL_VERSIONS"),
 }
 COLLECTION_CALLS = {"get_collection", "drop_collection", "create_collection", "rename"}
-
-
-def _sources() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
-            if parts[-1] == "__init__":
-                parts.pop()
-            found[".".join(parts)] = path
-    return found
 
 
 def _collection(node: ast.expr, aliases: dict[str, str]) -> str | None:
@@ -80,7 +67,7 @@ def trespasses(module: str, tree: ast.Module) -> list[str]:
 
 
 def test_only_the_owner_reads_or_writes_its_collection() -> None:
-    sources = _sources()
+    sources = source_modules()
     for owner, _constant in OWNERS.values():
         assert owner in sources, f"owner {owner} is gone: update OWNERS"
     found = [

@@ -7,20 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("app", "training")
-
-
-def _modules() -> dict[str, Path]:
-    """Every module of the packages: dotted name -> file (a package is its `__init__`)."""
-    found: dict[str, Path] = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
-            if parts[-1] == "__init__":
-                parts.pop()
-            found[".".join(parts)] = path
-    return found
+from tests.support import source_modules
 
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
@@ -80,7 +67,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    modules = _modules()
+    modules = source_modules()
     return {name: _imports(name, path, modules) for name, path in modules.items()}
 
 

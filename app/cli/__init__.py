@@ -1,7 +1,8 @@
 """`tmdb-analytics`: the command line (database, import/export, ingest, serve, accounts).
 
 One module per group of commands: `db` (the embedded database), `data` (import, export,
-ingest, bootstrap, serve), `accounts` (users and API keys); `common` holds what they share.
+ingest, bootstrap, serve), `accounts` (users and API keys), `reports` (reports as files);
+`common` holds what they share.
 `train` is training's own command (training/cli.py owns its options)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import typer
 from app.cli.accounts import keys_app, users_app
 from app.cli.data import bootstrap, export_app, import_app, ingest_app, serve
 from app.cli.db import db_app
+from app.cli.reports import report_app
 from training.cli import train_command
 
 app = typer.Typer(help="TMDB Analytics Service command line.", no_args_is_help=True)
@@ -25,6 +27,7 @@ app.add_typer(export_app, name="export")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(report_app, name="report")
 
 
 def main() -> None:

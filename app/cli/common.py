@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -54,11 +56,22 @@ def progress_bar() -> Progress:
     )
 
 
-def print_errors(errors: list[tuple[int, str]], limit: int = 50) -> None:
-    for line, reason in errors[:limit]:
+def print_errors(
+    errors: list[tuple[int, str]], *, source: str, settings: Settings, shown: int = 5
+) -> None:
+    """A count and the first few rejected or unmatched lines on the console; with more, the
+    whole list goes to a file beside the local data, named on the console."""
+    if not errors:
+        return
+    for line, reason in errors[:shown]:
         console.print(f"[yellow]line {line}[/yellow]: {reason}")
-    if len(errors) > limit:
-        console.print(f"... and {len(errors) - limit} more rejected rows")
+    if len(errors) <= shown:
+        return
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = settings.local_db_dir / "reports" / f"{Path(source).stem}-{stamp}.lines.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"line {n}: {reason}\n" for n, reason in errors), encoding="utf-8")
+    console.print(f"... {len(errors)} lines in all; every one is listed in {path}")
 
 
 def print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -42,7 +42,7 @@ def import_tmdb(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False
             with progress_bar() as bar:
                 task = bar.add_task("import", total=None, rate="")
                 report = await import_tmdb_csv(db, path, progress=lambda n: bar.advance(task, n))
-        print_errors(report.errors)
+        print_errors(report.errors, source=path.name, settings=settings)
         print_summary(
             f"{path.name}: {report.rows} rows",
             {**report.summary.as_dict(), "imdb_updated": report.imdb_updated},
@@ -59,7 +59,7 @@ def import_imdb(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False
     async def go(settings: Settings) -> None:
         async with open_db(settings) as db:
             report = await import_imdb_csv(db, path)
-        print_errors(report.errors)
+        print_errors(report.errors, source=path.name, settings=settings)
         print_summary(f"{path.name}", report.as_dict())
 
     run(go)
@@ -270,10 +270,26 @@ def _train_if_no_models(settings: Settings) -> None:
         console.print(f"[yellow]training failed ({exc!r}); predictions stay unavailable[/yellow]")
 
 
-def bootstrap() -> None:
-    """Start the local database and load data: CSVs in DATA_DIR, else TMDB when a token is set."""
+SHOWN_URLS = "Where `serve` will listen (for the URLs printed at the end)"
+
+
+def bootstrap(
+    host: Annotated[str, typer.Option(help="Where `serve` will listen (for the URLs shown)")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[
+        int, typer.Option(help="Where `serve` will listen (for the URLs shown)")
+    ] = 8000,
+) -> None:
+    """Start the local database and load data: CSVs in DATA_DIR, else TMDB when a token is set.
+    In development, make a local admin the first time and say how to log in."""
     settings = get_settings()
     ensure_local_db(settings)
+    _load_data(settings)
+    _welcome(settings, host, port)
+
+
+def _load_data(settings: Settings) -> None:
     tmdb_files = _find(settings.data_dir, TMDB_CSV_PATTERNS) if settings.data_dir.is_dir() else []
     imdb_files = _find(settings.data_dir, IMDB_CSV_PATTERNS) if settings.data_dir.is_dir() else []
     if tmdb_files:
@@ -297,3 +313,27 @@ def bootstrap() -> None:
         "`make run`, or run `make run DATA_DIR=../shared/data`, or set TMDB_API_TOKEN, or use "
         "`tmdb-analytics import tmdb-csv PATH`."
     )
+
+
+def _welcome(settings: Settings, host: str, port: int) -> None:
+    """Create the first-run admin (development only) and print, once, how to get in."""
+    from app.services.first_run import ensure_local_admin
+
+    async def go(settings: Settings) -> None:
+        async with open_db(settings) as db:
+            admin = await ensure_local_admin(db, settings)
+        base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        if admin is not None:
+            console.print(
+                f"\n[bold green]A local admin account was created (development only; shown "
+                f"once, also saved in {admin.saved_to}):[/bold green]\n"
+                f"  username: [bold]{admin.username}[/bold]\n"
+                f"  password: [bold]{admin.password}[/bold]\n"
+                f"  API key:  [bold]{admin.api_key}[/bold]\n"
+                f"Dashboards: {base}/ui (log in with the username and password)\n"
+                f"Swagger:    {base}/docs (Authorize: the username and password, or the API key)\n"
+            )
+        else:
+            console.print(f"\nDashboards: {base}/ui    Swagger: {base}/docs\n")
+
+    run(go)

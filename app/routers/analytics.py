@@ -1,14 +1,13 @@
-"""`/v1/analytics/*`: aggregates over the catalogue, all narrowed by the same filters."""
+"""`/v1/analytics/*`: aggregates over the catalogue, all narrowed by the same filters; each as
+JSON or CSV, with an ETag and 304 to a matching `If-None-Match` (app.routers.answers)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app.deps import Engine
-from app.errors import problem_responses
 from app.models.analytics import (
     CompaniesResponse,
     CorrelationsResponse,
@@ -24,32 +23,14 @@ from app.models.analytics import (
     TopResponse,
     TrendsResponse,
 )
+from app.routers.answers import ANALYTICS_HEADERS, Answerer, read_responses
 from app.routers.filters import Filters
 from app.services import analytics
-from app.services.analytics import Result
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 
 
-_HEADERS = {
-    "X-Data-Version": {
-        "description": "Catalogue version the answer was computed on",
-        "schema": {"type": "integer"},
-    },
-    "X-Analytics-Cache": {
-        "description": "`hit` when served from the result cache, else `miss`",
-        "schema": {"type": "string"},
-    },
-    "X-Data-Stale": {
-        "description": "`true` while the database is unreachable and the answer comes from "
-        "the last snapshot taken",
-        "schema": {"type": "string"},
-    },
-}
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"headers": _HEADERS},
-    **problem_responses(400, 422, 503),
-}
+RESPONSES = read_responses(ANALYTICS_HEADERS)
 N = Annotated[int, Query(ge=1, le=500, description="How many entries")]
 MinFilms = Annotated[int, Query(ge=1, le=100_000, description="Only groups with this many films")]
 Sort = Annotated[
@@ -58,45 +39,32 @@ Sort = Annotated[
 ]
 
 
-def respond(result: Result) -> Response:
-    # Cached JSON bytes go out as they are: no re-validation or re-serialization per request.
-    return Response(
-        content=result.body,
-        media_type="application/json",
-        headers={
-            "X-Data-Version": str(result.data_version),
-            "X-Analytics-Cache": "hit" if result.cache_hit else "miss",
-            **({"X-Data-Stale": "true"} if result.stale else {}),
-        },
-    )
-
-
 @router.get(
     "/summary", summary="Catalogue summary", response_model=SummaryResponse, responses=RESPONSES
 )
-async def summary(engine: Engine, filters: Filters) -> Response:
+async def summary(answer: Answerer, filters: Filters) -> Response:
     """Film counts, how many films know each field, and totals of budget, revenue and profit."""
-    return respond(await engine.run(analytics.summary, filters))
+    return await answer(analytics.summary, filters)
 
 
 @router.get(
     "/genres", summary="Genre economics", response_model=GenresResponse, responses=RESPONSES
 )
-async def genres(engine: Engine, filters: Filters) -> Response:
+async def genres(answer: Answerer, filters: Filters) -> Response:
     """Per genre: film count and stats of revenue, budget, profit, ROI, rating and runtime."""
-    return respond(await engine.run(analytics.genres, filters))
+    return await answer(analytics.genres, filters)
 
 
 @router.get(
     "/trends", summary="Trends over time", response_model=TrendsResponse, responses=RESPONSES
 )
 async def trends(
-    engine: Engine,
+    answer: Answerer,
     filters: Filters,
     by: Annotated[Literal["year", "month", "decade"], Query(description="Period")] = "year",
 ) -> Response:
     """Per release year, month (`YYYY-MM`) or decade: film count and the genre-style stats."""
-    return respond(await engine.run(analytics.trends, filters, by))
+    return await answer(analytics.trends, filters, by)
 
 
 @router.get(
@@ -105,21 +73,21 @@ async def trends(
     response_model=SeasonalityResponse,
     responses=RESPONSES,
 )
-async def seasonality(engine: Engine, filters: Filters) -> Response:
+async def seasonality(answer: Answerer, filters: Filters) -> Response:
     """Per calendar month of release (all years together): film count and stats."""
-    return respond(await engine.run(analytics.seasonality, filters))
+    return await answer(analytics.seasonality, filters)
 
 
 @router.get("/top", summary="Top films", response_model=TopResponse, responses=RESPONSES)
 async def top(
-    engine: Engine,
+    answer: Answerer,
     filters: Filters,
     metric: Annotated[TopMetric, Query(description="Ranked field")] = "revenue",
     n: Annotated[int, Query(ge=1, le=100, description="How many films")] = 10,
     order: Annotated[Literal["desc", "asc"], Query(description="Highest or lowest")] = "desc",
 ) -> Response:
     """The n films with the highest (or lowest) known value of a metric."""
-    return respond(await engine.run(analytics.top, filters, metric, n, order))
+    return await answer(analytics.top, filters, metric, n, order)
 
 
 @router.get(
@@ -129,7 +97,7 @@ async def top(
     responses=RESPONSES,
 )
 async def distribution(
-    engine: Engine,
+    answer: Answerer,
     filters: Filters,
     field: Annotated[NumericField, Query(description="Numeric field")] = "revenue",
     bins: Annotated[int, Query(ge=1, le=200, description="Number of bins")] = 20,
@@ -138,7 +106,7 @@ async def distribution(
     ] = "linear",
 ) -> Response:
     """Histogram (bin edges and counts) of the known values of a field, with its stats."""
-    return respond(await engine.run(analytics.distribution, filters, field, bins, scale))
+    return await answer(analytics.distribution, filters, field, bins, scale)
 
 
 @router.get(
@@ -148,7 +116,7 @@ async def distribution(
     responses=RESPONSES,
 )
 async def correlations(
-    engine: Engine,
+    answer: Answerer,
     filters: Filters,
     fields: Annotated[
         str | None,
@@ -165,14 +133,14 @@ async def correlations(
 ) -> Response:
     """Pairwise correlations over the films that know every requested field."""
     names = analytics.parse_fields(fields)
-    return respond(await engine.run(analytics.correlations, filters, names, method))
+    return await answer(analytics.correlations, filters, names, method)
 
 
 @router.get(
     "/people", summary="Directors and actors", response_model=PeopleResponse, responses=RESPONSES
 )
 async def people(
-    engine: Engine,
+    answer: Answerer,
     filters: Filters,
     role: Annotated[Literal["director", "actor"], Query(description="Credit")] = "director",
     sort: Sort = "films",
@@ -180,7 +148,7 @@ async def people(
     min_films: MinFilms = 1,
 ) -> Response:
     """Top people by films, total revenue or mean rating, from credits and IMDB enrichment."""
-    return respond(await engine.run(analytics.people, filters, role, sort, n, min_films))
+    return await answer(analytics.people, filters, role, sort, n, min_films)
 
 
 @router.get(
@@ -190,10 +158,10 @@ async def people(
     responses=RESPONSES,
 )
 async def companies(
-    engine: Engine, filters: Filters, sort: Sort = "films", n: N = 20, min_films: MinFilms = 1
+    answer: Answerer, filters: Filters, sort: Sort = "films", n: N = 20, min_films: MinFilms = 1
 ) -> Response:
     """Top production companies with film count and the genre-style stats."""
-    return respond(await engine.run(analytics.companies, filters, sort, n, min_films))
+    return await answer(analytics.companies, filters, sort, n, min_films)
 
 
 @router.get(
@@ -203,7 +171,7 @@ async def companies(
     responses=RESPONSES,
 )
 async def languages(
-    engine: Engine, filters: Filters, sort: Sort = "films", n: N = 100, min_films: MinFilms = 1
+    answer: Answerer, filters: Filters, sort: Sort = "films", n: N = 100, min_films: MinFilms = 1
 ) -> Response:
     """Per original language: film count and the genre-style stats."""
-    return respond(await engine.run(analytics.languages, filters, sort, n, min_films))
+    return await answer(analytics.languages, filters, sort, n, min_films)

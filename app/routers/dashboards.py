@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.responses import HTMLResponse
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from app.deps import Db
 from app.errors import problem_responses
@@ -31,9 +32,22 @@ from app.services import dashboard_export
 from app.services import dashboards as service
 from app.services.widget_catalog import WidgetCatalog
 
+
+class _DashboardIdConvertor(StringConvertor):
+    """Dashboard ids are 24 hex digits, so `/catalog` and `/default` are never taken for one:
+    a PUT to `/v1/dashboards/catalog` is not routed to "replace dashboard 'catalog'", and a
+    405 there names only the methods the documented path has."""
+
+    regex = "[0-9a-f]{24}"
+
+
+register_url_convertor("dashboard_id", _DashboardIdConvertor())
+
 router = APIRouter(prefix="/v1/dashboards", tags=["dashboards"])
 
-DashboardId = Annotated[str, Path(min_length=1, max_length=64, description="Dashboard id")]
+DashboardId = Annotated[
+    str, Path(pattern="^[0-9a-f]{24}$", description="Dashboard id (24 hex digits)")
+]
 IfMatch = Annotated[
     str | None,
     Header(
@@ -145,7 +159,7 @@ async def read_shared(
 
 
 @router.get(
-    "/{dashboard_id}",
+    "/{dashboard_id:dashboard_id}",
     summary="Read a dashboard",
     response_model=Dashboard,
     responses={200: {"headers": ETAG_HEADER}, **problem_responses(404, 503)},
@@ -158,7 +172,7 @@ async def read_dashboard(
 
 
 @router.put(
-    "/{dashboard_id}",
+    "/{dashboard_id:dashboard_id}",
     summary="Replace a dashboard",
     response_model=Dashboard,
     responses={200: {"headers": ETAG_HEADER}, **problem_responses(404, 412, 422, 428, 503)},
@@ -178,7 +192,7 @@ async def replace_dashboard(
 
 
 @router.delete(
-    "/{dashboard_id}",
+    "/{dashboard_id:dashboard_id}",
     status_code=204,
     summary="Delete a dashboard",
     response_class=Response,
@@ -192,7 +206,7 @@ async def delete_dashboard(
 
 
 @router.post(
-    "/{dashboard_id}/share",
+    "/{dashboard_id:dashboard_id}/share",
     summary="Share a dashboard by link",
     response_model=ShareLink,
     responses={201: {"description": "Link created"}, **problem_responses(404, 503)},
@@ -205,7 +219,7 @@ async def share(db: Db, owner: Owner, dashboard_id: DashboardId, response: Respo
 
 
 @router.delete(
-    "/{dashboard_id}/share",
+    "/{dashboard_id:dashboard_id}/share",
     status_code=204,
     summary="Revoke the share link",
     response_class=Response,
@@ -220,7 +234,7 @@ _FORWARDED = ("authorization", "x-api-key")
 
 
 @router.get(
-    "/{dashboard_id}/export",
+    "/{dashboard_id:dashboard_id}/export",
     summary="Export as one HTML file",
     response_class=HTMLResponse,
     responses={

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
 from app.db import is_ferretdb
-from app.deps import AppSettings, Db, get_engine
+from app.deps import AppSettings, Db
 from app.errors import problem_responses
 from app.models.movies_api import MovieDetail, MovieList
-from app.routers.analytics import respond
+from app.routers.answers import Answerer, read_responses
 from app.routers.filters import Filters
+from app.services.meta_repo import get_data_version
 from app.services.movies_query import (
     DEFAULT_SORT,
     MAX_LIMIT,
@@ -35,8 +37,8 @@ _SEARCH_HEADERS = {
         "schema": {"type": "string"},
     },
     "X-Data-Version": {
-        "description": "Catalogue version of a snapshot answer (it trails a write by the "
-        "seconds a rebuild takes)",
+        "description": "Catalogue version of the answer (a snapshot answer trails a write by "
+        "the seconds a rebuild takes)",
         "schema": {"type": "integer"},
     },
     "X-Analytics-Cache": {
@@ -55,10 +57,10 @@ _SEARCH_HEADERS = {
     "",
     summary="Search films",
     response_model=MovieList,
-    responses={200: {"headers": _SEARCH_HEADERS}, **problem_responses(400, 422, 503)},
+    responses=read_responses(_SEARCH_HEADERS),
 )
 async def list_movies(
-    request: Request,
+    answer: Answerer,
     db: Db,
     settings: AppSettings,
     filters: Filters,
@@ -87,20 +89,25 @@ async def list_movies(
         Query(max_length=512, description="`next_cursor` of the previous page"),
     ] = None,
 ) -> Response:
-    """Films matching the filters and title search, one page at a time, with the total."""
+    """Films matching the filters and title search, one page at a time, with the total;
+    as JSON or CSV (one row per film of the page)."""
     search = prepare(
         MovieQuery(filters=filters, q=q, sort=sort, limit=limit, offset=offset, cursor=cursor),
         settings.cursor_key,
     )
+    # Next-page cursors are signed: an answer's bytes depend on the signing key too.
+    salt = hashlib.sha256(search.cursor_key).hexdigest()[:16]
     backend = settings.movie_search
     if backend == "auto":
         backend = "snapshot" if await is_ferretdb(db) else "database"
     if backend == "snapshot":
-        engine = await get_engine(request)
-        response = respond(await engine.run(search_snapshot, search))
+        response = await answer(
+            search_snapshot, search, salt=salt, extra_headers={"X-Search-Backend": backend}
+        )
     else:
-        page = await search_movies(db, search)
-        response = Response(content=page.model_dump_json(), media_type="application/json")
+        version = await get_data_version(db)
+        key = ("search_movies", search, salt)
+        response = await answer.from_database(version, key, lambda: search_movies(db, search))
     response.headers["X-Search-Backend"] = backend
     return response
 

@@ -43,8 +43,8 @@ from app.services.movies_query import Sort
 
 ANALYTICS_PREFIX = "/v1/analytics/"
 SEARCH_ENDPOINT = "/v1/movies"
-# A page-continuation token means nothing in a saved query.
-EXCLUDED_PARAMS = {"cursor"}
+# A page-continuation token means nothing in a saved query; widgets draw JSON, never CSV.
+EXCLUDED_PARAMS = {"cursor", "format"}
 MAX_SERIES = 4
 
 # Paths preferred as defaults, in order.

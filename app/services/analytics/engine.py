@@ -45,7 +45,13 @@ class Result:
     stale: bool = False
 
 
-CacheKey = tuple[int, Callable[..., BaseModel], tuple[Hashable, ...]]
+# How an answer is serialized: JSON by default, CSV for `text/csv` (app.services.tabular).
+Render = Callable[[BaseModel], bytes]
+CacheKey = tuple[int, Callable[..., BaseModel], tuple[Hashable, ...], Render]
+
+
+def to_json(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode()
 
 
 class AnalyticsEngine:
@@ -168,21 +174,35 @@ class AnalyticsEngine:
                     await asyncio.wait_for(asyncio.shield(self._check), CHECK_TIMEOUT_SECONDS)
         return snap
 
-    async def run(self, compute: Callable[..., BaseModel], *args: Hashable) -> Result:
-        """`compute(snapshot, *args)` as JSON, cached per (snapshot, compute, args).
+    @property
+    def stale(self) -> bool:
+        """True while the database is failing (answers come from the last snapshot)."""
+        return self._check_failed
+
+    async def run(
+        self,
+        compute: Callable[..., BaseModel],
+        *args: Hashable,
+        snap: Snapshot | None = None,
+        render: Render = to_json,
+    ) -> Result:
+        """`compute(snapshot, *args)` serialized by `render` (JSON by default), cached per
+        (snapshot, compute, args, render). `snap`: answer from this snapshot (one taken with
+        `snapshot()` to decide a conditional request), else from the current one.
 
         Concurrent identical queries share one computation, which runs in a worker thread
         and completes (and is cached) even when the client that started it goes away.
         """
-        snap = await self.snapshot()
-        key: CacheKey = (snap.build_id, compute, args)
+        if snap is None:
+            snap = await self.snapshot()
+        key: CacheKey = (snap.build_id, compute, args, render)
         body = self._cache.get(key)
         if body is not None:
             self._cache.move_to_end(key)
             return Result(body, snap.version, True, self._check_failed)
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(self._compute(key, snap, compute, args))
+            task = asyncio.create_task(self._compute(key, snap, compute, args, render))
             self._inflight[key] = task
             task.add_done_callback(lambda _: self._inflight.pop(key, None))
         return Result(await asyncio.shield(task), snap.version, False, self._check_failed)
@@ -193,9 +213,10 @@ class AnalyticsEngine:
         snap: Snapshot,
         compute: Callable[..., BaseModel],
         args: tuple[Hashable, ...],
+        render: Render,
     ) -> bytes:
         def work() -> bytes:
-            return compute(snap, *args).model_dump_json().encode()
+            return render(compute(snap, *args))
 
         async with self._slots:
             body = await asyncio.to_thread(work)
