@@ -1,8 +1,8 @@
 """`tmdb-analytics`: the command line (database, import/export, ingest, serve, accounts).
 
 One module per group of commands: `db` (the embedded database), `data` (import, export,
-ingest, bootstrap, serve), `accounts` (users and API keys), `reports` (reports as files);
-`common` holds what they share.
+ingest, bootstrap, serve), `accounts` (users and API keys), `reports` (reports as files),
+`backup` (backups and restores); `common` holds what they share.
 `train` is training's own command (training/cli.py owns its options)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 import typer
 
 from app.cli.accounts import keys_app, users_app
+from app.cli.backup import backup_app
 from app.cli.data import bootstrap, export_app, import_app, ingest_app, serve
 from app.cli.db import db_app
 from app.cli.reports import report_app
@@ -28,6 +29,7 @@ app.add_typer(ingest_app, name="ingest")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(report_app, name="report")
+app.add_typer(backup_app, name="backup")
 
 
 def main() -> None:

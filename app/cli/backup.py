@@ -1,40 +1,52 @@
-"""`tmdb-analytics backup create|verify|restore|list`: backups of the database and the active
-model artifacts (`app.services.backup`). Progress and reasons go to stderr; `create` prints the
-path it wrote as the last line of stdout, and every refusal exits 1."""
+"""`tmdb-analytics backup create|verify|restore|list`: backups of the database and the active model
+artifacts (`app.services.backup`). Progress and reasons go to stderr; `create` prints the path it
+wrote as the last line of stdout, and every refusal exits 1 with the reason."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pymongo.errors import PyMongoError
 
 from app.cli.common import console, print_table, run
 from app.db import open_db
 from app.services.backup import (
+    BackupCryptoError,
     BackupError,
     Manifest,
     create_backup,
     list_backups,
     mongorestore_command,
+    parse_key,
     prune_backups,
     restore_backup,
     verify_backup,
 )
-from app.services.backup_crypto import BackupCryptoError, parse_key
 from app.settings import Settings, get_settings
 
 backup_app = typer.Typer(help="Back up, verify, restore and list backups of the database.")
+audit_log = logging.getLogger("app.audit")
+
+
+def backup_audit_hook(action: str, outcome: str, **details: object) -> None:
+    """The one call site through which backups and restores reach the audit log: every
+    `create` and `restore`, with its outcome, calls it once. Until the audit collection exists it
+    is a structured line on the `app.audit` logger; the audit log replaces this body."""
+    audit_log.info(json.dumps({"action": f"backup.{action}", "outcome": outcome, **details}))
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]{message}[/red]", soft_wrap=True, markup=False, style="red")
+    console.print(message, soft_wrap=True, markup=False, style="red")
     return typer.Exit(1)
 
 
 def _key(settings: Settings, required: bool) -> bytes | None:
-    """BACKUP_KEY as 32 bytes: required to encrypt; to read, only when it is set (an
-    encrypted backup without it is refused by the reader, saying so)."""
+    """BACKUP_KEY as 32 bytes: required to encrypt; to read, only when it is set (an encrypted
+    backup read without it is refused by the reader, saying so)."""
     secret = settings.backup_key.get_secret_value() if settings.backup_key else None
     if secret is None and not required:
         return None
@@ -47,14 +59,15 @@ def _key(settings: Settings, required: bool) -> bytes | None:
 def _describe(manifest: Manifest) -> None:
     console.print(
         f"database {manifest.database}, made {manifest.created_at.isoformat()} by "
-        f"tmdb-analytics {manifest.service_version}"
+        f"tmdb-analytics {manifest.service_version}",
+        markup=False,
     )
     for name, coll in manifest.collections.items():
-        console.print(f"  {name}: {coll.count} documents, {coll.indexes} indexes")
+        console.print(f"  {name}: {coll.count} documents, {coll.indexes} indexes", markup=False)
     for art in manifest.artifacts:
-        console.print(f"  model {art.model} {art.version}: {len(art.files)} files")
+        console.print(f"  model {art.model} {art.version}: {len(art.files)} files", markup=False)
     for warning in manifest.warnings:
-        console.print(f"  [yellow]warning:[/yellow] {warning}")
+        console.print(f"  warning: {warning}", markup=False, style="yellow")
 
 
 @backup_app.command("create")
@@ -83,22 +96,27 @@ def backup_create(
                 artifacts_dir=settings.artifacts_dir,
                 out_dir=directory,
                 key=key,
-                say=console.print,
+                say=lambda msg: console.print(msg, markup=False),
             )
 
     try:
         path, manifest = run(go)
-    except BackupError as exc:
+    except (BackupError, PyMongoError, OSError) as exc:
+        backup_audit_hook("create", "failed", database=settings.mongodb_db, reason=str(exc))
         raise _fail(f"backup failed: {exc}") from exc
     total = sum(c.count for c in manifest.collections.values())
     console.print(
         f"backup complete: {len(manifest.collections)} collections, {total} documents, "
         f"{len(manifest.artifacts)} model versions, {path.stat().st_size:,} bytes"
-        + (", encrypted" if key else "")
+        + (", encrypted" if key else ""),
+        markup=False,
+    )
+    backup_audit_hook(
+        "create", "ok", database=manifest.database, path=str(path), encrypted=key is not None
     )
     if keep is not None:
         for removed in prune_backups(directory, manifest.database, keep):
-            console.print(f"removed old backup {removed}")
+            console.print(f"removed old backup {removed}", markup=False)
     print(path)
 
 
@@ -114,6 +132,12 @@ def backup_verify(
     except BackupError as exc:
         raise _fail(f"backup rejected: {exc}") from exc
     _describe(manifest)
+    if not path.name.endswith(".enc"):
+        console.print(
+            f"MongoDB's own tools read it too: {mongorestore_command(path, manifest.database)}",
+            markup=False,
+            soft_wrap=True,
+        )
     print(f"ok: {path}")
 
 
@@ -127,36 +151,47 @@ def backup_restore(
         bool, typer.Option("--drop", help="Replace the contents of a non-empty database")
     ] = False,
 ) -> None:
-    """Restore a backup into a new database (--db NAME) or over an existing one (--drop),
-    after checking all of it; the model artifacts go to ARTIFACTS_DIR."""
+    """Restore a backup into a new database (--db NAME) or over an existing one (--drop), after
+    checking all of it; the model artifacts go to ARTIFACTS_DIR."""
     settings = get_settings()
     key = _key(settings, required=False)
     target = settings.model_copy(update={"mongodb_db": db}) if db else settings
 
-    async def go(settings: Settings) -> None:
-        async with open_db(settings) as database:
+    async def go(_settings: Settings) -> None:
+        async with open_db(target) as database:
             report = await restore_backup(
                 database,
                 path,
                 key=key,
-                artifacts_dir=settings.artifacts_dir,
+                artifacts_dir=target.artifacts_dir,
                 drop=drop,
-                say=console.print,
+                say=lambda msg: console.print(msg, markup=False),
             )
         total = sum(report.collections.values())
         console.print(
             f"restored {len(report.collections)} collections ({total} documents) into "
-            f"{report.database}; data version now {report.data_version}"
+            f"{report.database}; data version now {report.data_version}",
+            markup=False,
         )
         for label in report.artifacts_written:
-            console.print(f"  model {label} written to {settings.artifacts_dir}")
+            console.print(f"  model {label} written to {target.artifacts_dir}", markup=False)
         for label in report.artifacts_present:
-            console.print(f"  model {label} already in {settings.artifacts_dir} (identical)")
+            console.print(
+                f"  model {label} already in {target.artifacts_dir} (identical)", markup=False
+            )
 
     try:
-        run(lambda _settings: go(target))
+        run(go)
     except BackupError as exc:
+        backup_audit_hook("restore", "refused", database=target.mongodb_db, reason=str(exc))
         raise _fail(f"restore refused: {exc}") from exc
+    except (PyMongoError, OSError) as exc:
+        backup_audit_hook("restore", "failed", database=target.mongodb_db, reason=str(exc))
+        raise _fail(
+            f"restore failed: {exc}; the database's collections were put back as they were "
+            "(or, if even that failed, the next `backup restore` puts them back)"
+        ) from exc
+    backup_audit_hook("restore", "ok", database=target.mongodb_db, path=str(path), drop=drop)
 
 
 @backup_app.command("list")
@@ -169,7 +204,7 @@ def backup_list(
     where = directory or get_settings().backup_dir
     found = list_backups(where)
     if not found:
-        console.print(f"no backups in {where}")
+        console.print(f"no backups in {where}", markup=False)
         return
     print_table(
         f"backups in {where}",
@@ -185,8 +220,3 @@ def backup_list(
             for b in found
         ],
     )
-
-
-def describe_mongorestore(path: Path, database: str) -> str:
-    """The MongoDB tools command for an unencrypted backup (shown by the README too)."""
-    return mongorestore_command(path, database)
