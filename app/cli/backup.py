@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from pymongo.errors import PyMongoError
 
-from app.cli.common import console, print_table, run
+from app.cli.common import console, run
 from app.db import open_db
 from app.services.backup import (
     BackupCryptoError,
@@ -200,23 +200,14 @@ def backup_list(
         Path | None, typer.Argument(help="Directory to list (default: BACKUP_DIR)")
     ] = None,
 ) -> None:
-    """Complete backups in a directory, oldest first."""
+    """Complete backups in a directory, oldest first: one per line (path, database, created,
+    bytes, encrypted), tab-separated for scripts; the column names go to stderr."""
     where = directory or get_settings().backup_dir
     found = list_backups(where)
     if not found:
         console.print(f"no backups in {where}", markup=False)
         return
-    print_table(
-        f"backups in {where}",
-        ("path", "database", "created (UTC)", "bytes", "encrypted"),
-        [
-            (
-                str(b.path),
-                b.database,
-                b.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                f"{b.size:,}",
-                "yes" if b.encrypted else "no",
-            )
-            for b in found
-        ],
-    )
+    console.print("path\tdatabase\tcreated (UTC)\tbytes\tencrypted", markup=False)
+    for b in found:
+        created = b.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"{b.path}\t{b.database}\t{created}\t{b.size}\t{'yes' if b.encrypted else 'no'}")

@@ -139,8 +139,10 @@ class DecryptingReader:
         if not 0 < chunk_size <= 64 << 20:
             raise BackupCryptoError("encrypted backup header is damaged (chunk size)")
         if not hmac.compare_digest(_derive(key, salt, b"key check", CHECK_BYTES), check):
+            # The check is derived from key and salt: a damaged salt looks the same.
             raise BackupCryptoError(
-                "wrong key: BACKUP_KEY is not the key this backup was made with"
+                "wrong key: BACKUP_KEY is not the key this backup was made with (or the "
+                "file's header is damaged)"
             )
         self._aead = AESGCM(_derive(key, salt, b"aes-256-gcm", KEY_BYTES))
         self._header = header
