@@ -39,7 +39,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
-from app.db import Document
+from app.db import Document, is_ferretdb
 from app.ml import artifacts
 from app.services import meta_repo
 from app.services.backup.archive import (
@@ -210,15 +210,23 @@ async def recover_interrupted(db: AsyncDatabase[Document]) -> list[str]:
 async def _load(
     db: AsyncDatabase[Document], manifest: Manifest, work: Path, say: Say
 ) -> dict[str, int]:
-    """Every collection of the backup into its staging copy, with its indexes."""
+    """Every collection of the backup into its staging copy, with its indexes. MongoDB builds
+    an index over loaded documents faster than it maintains it insert by insert (mongorestore
+    builds them last); FerretDB v1 the other way round: building one index over 5,000 films
+    costs about as much as inserting them with all nine film indexes in place."""
+    indexes_first = await is_ferretdb(db)
     restored: dict[str, int] = {}
     for name, entry in manifest.collections.items():
         meta = read_metadata(work / entry.metadata)
+        specs = list(meta.get("indexes", []))
         staging = STAGING_NEW + name
         await db.drop_collection(staging)
         await db.create_collection(staging, **dict(meta.get("options") or {}))
+        if indexes_first:
+            await _create_indexes(db, staging, specs)
         restored[name] = await _insert_all(db, staging, work / entry.bson)
-        await _create_indexes(db, staging, list(meta.get("indexes", [])))
+        if not indexes_first:
+            await _create_indexes(db, staging, specs)
         say(f"  {name}: {restored[name]} documents, {len(meta.get('indexes', []))} indexes")
     return restored
 
