@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.mongo_uri import hosts, is_local, uri_refuses_tls, uri_requests_tls
@@ -157,6 +157,12 @@ class Settings(BaseSettings):
     def jwt_secret_is_ephemeral(self) -> bool:
         """Whether the signing key was made up for this process (JWT_SECRET unset)."""
         return self.jwt_secret == self._generated_jwt_secret
+
+    @field_validator("admin_api_key", "tmdb_api_token", "backup_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `ADMIN_API_KEY=` (as `${ADMIN_API_KEY:-}` in a compose file leaves it) means unset.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _refuse_weak_admin_key_in_production(self) -> Settings:
