@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -204,6 +205,7 @@ def main() -> None:
         load_s, rounds = asyncio.run(run(server, args.films, args.rounds, work))
     finally:
         server.stop()
+        shutil.rmtree(work, ignore_errors=True)
     command = "python -m bench.bench_backup" + "".join(
         f" {a}" for a in sys.argv[1:] if a != "--no-write"
     )
