@@ -4,7 +4,6 @@ creation, the backend. Each collection's documents are read and written by its o
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from app.localdb import LocalDbError, LocalServer
+from app.mongo_uri import is_loopback
 from app.settings import Settings
 
 Document = dict[str, Any]
@@ -23,15 +23,6 @@ INGEST_RUN_INDEXES = [IndexModel([("kind", ASCENDING)], name="kind")]
 
 def local_server(settings: Settings) -> LocalServer:
     return LocalServer(directory=settings.local_db_dir.resolve(), port=settings.local_db_port)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def managed_local_server(settings: Settings) -> LocalServer | None:
@@ -48,7 +39,7 @@ def managed_local_server(settings: Settings) -> LocalServer | None:
         nodes = uri_parser.parse_uri(uri)["nodelist"]
     except (PyMongoError, ValueError):
         return None
-    if len(nodes) == 1 and _loopback(nodes[0][0]) and nodes[0][1] == server.port:
+    if len(nodes) == 1 and is_loopback(nodes[0][0]) and nodes[0][1] == server.port:
         return server
     return None
 
@@ -76,6 +67,22 @@ def mongodb_uri(settings: Settings) -> str:
     return settings.mongodb_uri or local_server(settings).uri
 
 
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """The client's TLS options from MONGODB_TLS*; none when the URI decides alone."""
+    found: dict[str, Any] = {}
+    if settings.mongodb_tls_ca_file is not None:
+        found["tlsCAFile"] = str(settings.mongodb_tls_ca_file)
+    if settings.mongodb_tls_cert_key_file is not None:
+        found["tlsCertificateKeyFile"] = str(settings.mongodb_tls_cert_key_file)
+    if settings.mongodb_tls_cert_key_password is not None:
+        found["tlsCertificateKeyFilePassword"] = (
+            settings.mongodb_tls_cert_key_password.get_secret_value()
+        )
+    if found or settings.mongodb_tls:
+        found["tls"] = True
+    return found
+
+
 def make_client(settings: Settings) -> AsyncMongoClient[Document]:
     timeout = settings.mongodb_timeout_ms
     return AsyncMongoClient(
@@ -85,6 +92,7 @@ def make_client(settings: Settings) -> AsyncMongoClient[Document]:
         socketTimeoutMS=max(timeout * 5, 10_000),
         tz_aware=True,
         appname="tmdb-analytics",
+        **tls_options(settings),
     )
 
 

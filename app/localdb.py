@@ -100,12 +100,23 @@ def free_port() -> int:
 
 
 @dataclass
+class TlsListener:
+    port: int
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+
+
+@dataclass
 class LocalServer:
     """One FerretDB process with its data, pidfile and log under `directory`."""
 
     directory: Path
     port: int
     host: str = "127.0.0.1"
+    # A second listener, TLS, on this port: FerretDB's own (`--listen-tls*`). With a CA file
+    # it also requires a client certificate signed by that CA.
+    tls: TlsListener | None = None
 
     @property
     def uri(self) -> str:
@@ -164,6 +175,14 @@ class LocalServer:
             "--debug-addr=-",
             "--log-level=warn",
         ]
+        if self.tls is not None:
+            cmd += [
+                f"--listen-tls={self.host}:{self.tls.port}",
+                f"--listen-tls-cert-file={self.tls.cert_file}",
+                f"--listen-tls-key-file={self.tls.key_file}",
+            ]
+            if self.tls.ca_file is not None:
+                cmd.append(f"--listen-tls-ca-file={self.tls.ca_file}")
         with open(self.logfile, "ab") as log:
             proc = subprocess.Popen(
                 cmd,

@@ -12,8 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.mongo_uri import hosts, is_local, uri_refuses_tls, uri_requests_tls
 
 MAX_PASSWORD_LENGTH = 1024
 # A signing key id: what a token's `kid` header may name.
@@ -50,6 +52,17 @@ class Settings(BaseSettings):
     )
     mongodb_db: str = "tmdb"
     mongodb_timeout_ms: int = Field(default=3000, ge=100)
+    # TLS to the database: on when MONGODB_TLS is true, when the URI says `tls=true` (or is
+    # `mongodb+srv://`), or when a CA or client certificate file is given. The CA file verifies
+    # the server's certificate (default: the system's CAs); the client certificate file (PEM:
+    # certificate and private key together) is for servers that require one (x509).
+    mongodb_tls: bool = False
+    mongodb_tls_ca_file: Path | None = None
+    mongodb_tls_cert_key_file: Path | None = None
+    mongodb_tls_cert_key_password: SecretStr | None = None
+    # APP_ENV=production refuses a MONGODB_URI naming another machine without TLS, unless this
+    # says the network between them is trusted (e.g. a private container network).
+    mongodb_allow_unencrypted: bool = False
     tmdb_api_token: str | None = None
     tmdb_api_base_url: str = "https://api.themoviedb.org/3"
     tmdb_rate_limit: float = Field(default=40.0, gt=0)
@@ -58,6 +71,10 @@ class Settings(BaseSettings):
     artifacts_dir: Path = Path("artifacts")
     local_db_dir: Path = Path(".data")
     local_db_port: int = 27018
+    # Backups (`tmdb-analytics backup ...`): where they go, and the key of `--encrypt` (base64
+    # of 32 random bytes; checked when a backup command needs it).
+    backup_dir: Path = Path("backups")
+    backup_key: SecretStr | None = None
 
     # Unset (or empty): a random key made for this process; see `jwt_secret_is_ephemeral`.
     jwt_secret: str = ""
@@ -213,6 +230,12 @@ class Settings(BaseSettings):
         """Whether the signing key was made up for this process (JWT_SECRET unset)."""
         return not self.jwt_secrets.strip() and self.jwt_secret == self._generated_jwt_secret
 
+    @field_validator("admin_api_key", "tmdb_api_token", "backup_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `ADMIN_API_KEY=` (as `${ADMIN_API_KEY:-}` in a compose file leaves it) means unset.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _refuse_weak_admin_key_in_production(self) -> Settings:
         key = self.admin_api_key
@@ -220,6 +243,49 @@ class Settings(BaseSettings):
             raise ValueError(
                 "ADMIN_API_KEY must be a random value of at least 32 characters "
                 "(or unset) when APP_ENV=production"
+            )
+        return self
+
+    @property
+    def mongodb_tls_enabled(self) -> bool:
+        """Whether the client connects to the database over TLS."""
+        uri = self.mongodb_uri or ""
+        return (
+            self.mongodb_tls
+            or self.mongodb_tls_ca_file is not None
+            or self.mongodb_tls_cert_key_file is not None
+            or uri_requests_tls(uri)
+        )
+
+    @model_validator(mode="after")
+    def _check_database_tls(self) -> Settings:
+        for name in ("mongodb_tls_ca_file", "mongodb_tls_cert_key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name.upper()}: {path} is not a readable file")
+        uri = self.mongodb_uri
+        if not uri:
+            return self  # the embedded local database
+        tls_settings = (
+            self.mongodb_tls or self.mongodb_tls_ca_file or self.mongodb_tls_cert_key_file
+        )
+        if uri_refuses_tls(uri) and tls_settings:
+            raise ValueError(
+                "MONGODB_URI says tls=false but MONGODB_TLS / MONGODB_TLS_* ask for TLS: "
+                "remove one of them"
+            )
+        if (
+            self.app_env == "production"
+            and not is_local(uri)
+            and not (self.mongodb_tls_enabled and not uri_refuses_tls(uri))
+            and not self.mongodb_allow_unencrypted
+        ):
+            raise ValueError(
+                f"MONGODB_URI names another machine ({', '.join(hosts(uri))}) without TLS: "
+                "with APP_ENV=production, passwords and data would cross the network in "
+                "clear. Add tls=true to the URI (with MONGODB_TLS_CA_FILE for a private CA), "
+                "or, only where the network itself is private (a container network), set "
+                "MONGODB_ALLOW_UNENCRYPTED=true"
             )
         return self
 

@@ -3,7 +3,7 @@
 One module per group of commands: `db` (the embedded database), `data` (import, export,
 ingest, bootstrap, serve), `accounts` (users and API keys), `audit` (the audit log),
 `reports` (reports as files), `monitor` (drift and live accuracy, for schedulers and
-MLflow); `common` holds what they share.
+MLflow), `backup` (backups and restores); `common` holds what they share.
 `train` is training's own command (training/cli.py owns its options)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import typer
 
 from app.cli.accounts import keys_app, users_app
 from app.cli.audit import audit_command
+from app.cli.backup import backup_app
 from app.cli.data import bootstrap, export_app, import_app, ingest_app, serve
 from app.cli.db import db_app
 from app.cli.monitor import monitor_app
@@ -33,6 +34,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(report_app, name="report")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(backup_app, name="backup")
 
 
 def main() -> None:

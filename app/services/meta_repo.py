@@ -48,6 +48,25 @@ async def bump_data_version(db: AsyncDatabase[Document]) -> int:
     return int(doc.get("version", 0))
 
 
+async def raise_data_version(
+    db: AsyncDatabase[Document], floor: int, collection: str = META
+) -> int:
+    """Set the data version in `collection` (`meta`, or a restore's staging copy of it before
+    it is swapped in) above both its own value and `floor`, the live version it replaces: no
+    version number is ever reused for other data, so every cache, snapshot and ETag keyed on
+    it is rebuilt."""
+    await db[collection].update_one(
+        {"_id": DATA_VERSION_ID}, {"$max": {"version": int(floor)}}, upsert=True
+    )
+    doc = await db[collection].find_one_and_update(
+        {"_id": DATA_VERSION_ID},
+        {"$inc": {"version": 1}, "$set": {"updated_at": datetime.now(UTC)}},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
+    return int((doc or {}).get("version", 0))
+
+
 async def get_data_version(db: AsyncDatabase[Document]) -> int:
     doc = await db[META].find_one({"_id": DATA_VERSION_ID})
     return int(doc["version"]) if doc else 0
