@@ -77,15 +77,23 @@ class Tracker:
     def log(
         self, task: Task, card: ModelCard, ev: Evaluation, pipeline: Pipeline, staging: Path
     ) -> MlflowInfo:
+        predict_fn = "predict_proba" if task.kind == "classification" else "predict"
+        return self.log_run(task.name, predict_fn, card, pipeline, staging)
+
+    def log_run(
+        self, name: str, predict_fn: str, card: ModelCard, pipeline: Pipeline, staging: Path
+    ) -> MlflowInfo:
+        """One run for model `name` (any model, engagement included): params, metrics,
+        candidates, report and card, and the pipeline registered as `tmdb-analytics-<name>`."""
         import mlflow
         import mlflow.sklearn
 
         with mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=f"{task.name}-{card.version}"
+            experiment_id=self.experiment_id, run_name=f"{name}-{card.version}"
         ) as run:
             mlflow.set_tags(
                 {
-                    "model": task.name,
+                    "model": name,
                     "version": card.version,
                     "git_sha": card.git_sha or "unknown",
                     "data_sha256": card.data.sha256,
@@ -108,7 +116,7 @@ class Tracker:
             for i, cand in enumerate(card.candidates):
                 with mlflow.start_run(
                     experiment_id=self.experiment_id,
-                    run_name=f"{task.name}-{card.version}-{i}-{cand.family}",
+                    run_name=f"{name}-{card.version}-{i}-{cand.family}",
                     nested=True,
                 ):
                     mlflow.log_params({"family": cand.family, **_flat_params(cand.params)})
@@ -119,7 +127,7 @@ class Tracker:
             if report.exists():
                 mlflow.log_artifact(str(report))
             mlflow.log_dict(card.model_dump(mode="json"), artifacts.CARD_FILE)
-            registered = REGISTERED_PREFIX + task.name
+            registered = REGISTERED_PREFIX + name
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "no signature": inputs are film records
                 info = mlflow.sklearn.log_model(
@@ -137,9 +145,7 @@ class Tracker:
                     # The served artifact is a pickle too (model.joblib); skops would refuse
                     # the custom feature transformer as an "untrusted type".
                     serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-                    pyfunc_predict_fn="predict_proba"
-                    if task.kind == "classification"
-                    else "predict",
+                    pyfunc_predict_fn=predict_fn,
                 )
             version = getattr(info, "registered_model_version", None)
             return MlflowInfo(

@@ -1,4 +1,5 @@
-"""Predictions: expected revenue with an interval, and the chance of a hit (public)."""
+"""Predictions: expected revenue with an interval, the chance of a hit, and audience
+engagement (votes and rating with intervals)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from fastapi.responses import Response
 
 from app.deps import AppSettings, Registry
 from app.errors import problem_responses
-from app.models.predict import HitResponse, PredictRequest, RevenueResponse
+from app.models.predict import EngagementResponse, HitResponse, PredictRequest, RevenueResponse
+from app.services import engagement
 from app.services import predict as service
 
 router = APIRouter(prefix="/v1/predict", tags=["predictions"])
@@ -55,4 +57,19 @@ async def predict_hit(
 ) -> Response:
     """Probability that each film earns at least twice its budget, and the yes/no call."""
     result = await service.predict(registry, "hit", body, explain, settings.max_batch_size)
+    return _json(result)
+
+
+@router.post(
+    "/engagement",
+    summary="Predict audience engagement",
+    response_model=EngagementResponse,
+    responses=ERRORS,
+)
+async def predict_engagement(
+    body: PredictRequest, registry: Registry, settings: AppSettings
+) -> Response:
+    """Expected TMDB votes and rating, each with an 80% interval, for each film, in order;
+    503 while no engagement model is active."""
+    result = await engagement.predict_engagement(registry, body, settings.max_batch_size)
     return _json(result)
