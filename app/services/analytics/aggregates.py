@@ -55,7 +55,7 @@ from app.services.filters import CatalogFilter
 
 STAT_FIELDS = ("revenue", "budget", "profit", "roi", "vote_average", "runtime")
 MONEY_FIELDS = frozenset({"budget", "revenue", "profit"})
-DEFAULT_CORRELATION_FIELDS = (
+DEFAULT_CORRELATION_FIELDS: tuple[NumericField, ...] = (
     "budget",
     "revenue",
     "popularity",
@@ -337,7 +337,7 @@ def distribution(
 def parse_fields(text: str | None) -> tuple[NumericField, ...]:
     """`a,b,c` -> validated, de-duplicated numeric field names."""
     if text is None or not text.strip():
-        return cast(tuple[NumericField, ...], DEFAULT_CORRELATION_FIELDS)
+        return DEFAULT_CORRELATION_FIELDS
     names = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
     unknown = [p for p in names if p not in NUMERIC_FIELDS]
     if unknown:

@@ -38,7 +38,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from app.db import INGEST_RUNS, Document
 from app.models.analytics import DistributionResponse, NumericField
 from app.services import analytics
-from app.services.analytics import Snapshot, load_snapshot
+from app.services.analytics import DEFAULT_CORRELATION_FIELDS, Snapshot, load_snapshot
 from app.services.analytics.engine import AnalyticsEngine
 from app.services.filters import CatalogFilter
 from app.services.meta_repo import get_data_version
@@ -62,13 +62,9 @@ DISTRIBUTIONS: tuple[tuple[NumericField, str, str], ...] = (
     ("popularity", "log", "TMDB popularity"),
 )
 BINS = 30
+# The API's default correlation fields, plus two the report can afford to show.
 CORRELATION_FIELDS: tuple[NumericField, ...] = (
-    "budget",
-    "revenue",
-    "popularity",
-    "vote_average",
-    "vote_count",
-    "runtime",
+    *DEFAULT_CORRELATION_FIELDS,
     "release_year",
     "imdb_score",
 )
