@@ -239,7 +239,7 @@ async def test_models_list_and_card_with_monitoring(api: httpx.AsyncClient) -> N
     listing = await api.get("/v1/models")
     assert listing.status_code == 200
     models = {m["name"]: m for m in listing.json()["models"]}
-    assert set(models) == {"revenue", "hit"}
+    assert set(models) == {"revenue", "hit", "engagement"}
     for model in models.values():
         assert model["status"] == "serving" and model["active_version"] in model["versions"]
         assert model["metrics"]

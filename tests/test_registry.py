@@ -40,7 +40,7 @@ def _clone(root: Path, name: str, source: str, target: str, **card_changes: Any)
 async def test_startup_loads_the_active_version_of_each_model(root: Path) -> None:
     registry = ModelRegistry(root)
     await registry.load_all()
-    for name in ("revenue", "hit"):
+    for name in ("revenue", "hit", "engagement"):
         model = registry.get(name)
         assert model is not None
         assert model.version == artifacts.read_active(root, name) == versions(root, name)[-1]

@@ -39,7 +39,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[Trai
     trained = train_models(
         small_dataset(),
         root,
-        quick_options(report=True, mlflow=True, mlflow_dir=mlruns, experiment="tests"),
+        # The engagement model has its own tests (tests/test_engagement.py).
+        quick_options(
+            models=("revenue", "hit"),
+            report=True,
+            mlflow=True,
+            mlflow_dir=mlruns,
+            experiment="tests",
+        ),
         say=lambda _m: None,
     )
     return root, mlruns, trained

@@ -1,5 +1,6 @@
-"""`python -m training` and `tmdb-analytics train`: one command trains both models from the
-database (or a CSV), writes versioned artifacts and activates them."""
+"""`python -m training` and `tmdb-analytics train`: one command trains the three models
+(revenue, hit, engagement) from the database (or a CSV), writes versioned artifacts and
+activates them."""
 
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ def train_command(
     ] = None,
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", "-m", help="Train only this model (repeatable): revenue, hit"),
+        typer.Option(
+            "--model", "-m", help="Train only this model (repeatable): revenue, hit, engagement"
+        ),
     ] = None,
     quick: Annotated[
         bool, typer.Option(help="One small candidate per family (tests, smoke runs)")
@@ -72,7 +75,7 @@ def train_command(
     threads: Annotated[int, typer.Option(min=1, help="BLAS/OpenMP threads while fitting")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout")] = False,
 ) -> None:
-    """Train the revenue and hit models, write artifacts/<model>/<version>/, activate them."""
+    """Train revenue, hit and engagement, write artifacts/<model>/<version>/, activate them."""
     from training.data import load_from_csv, load_from_db
     from training.train import train_models
     from training.types import TrainOptions
@@ -97,7 +100,7 @@ def train_command(
         say("no films to learn from: import some first (tmdb-analytics import tmdb-csv ...)")
         raise typer.Exit(1)
     options = TrainOptions(
-        models=tuple(model or ("revenue", "hit")),
+        models=tuple(model or ("revenue", "hit", "engagement")),
         quick=quick,
         seed=seed,
         split="time" if split is SplitChoice.time else "random",

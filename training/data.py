@@ -43,6 +43,9 @@ PROJECTION: dict[str, Any] = {
     "crew": 1,
     "imdb.director": 1,
     "imdb.actors": 1,
+    # Outcomes of the engagement model (training/engagement.py), never features.
+    "vote_count": 1,
+    "vote_average": 1,
 }
 
 
@@ -86,6 +89,9 @@ def _canonical(docs: list[dict[str, Any]], source: str, rejected: int = 0) -> Da
             continue
         seen.add(key)
         rec["id"] = int(doc["id"])
+        # Engagement targets travel with the record like `revenue`; no feature reads them.
+        rec["vote_count"] = doc.get("vote_count")
+        rec["vote_average"] = doc.get("vote_average")
         records.append(rec)
     return Dataset(
         records=records, source=source, duplicates_dropped=dropped, rejected_rows=rejected

@@ -98,15 +98,30 @@ class Tracker:
         staging: Path,
         films: Sequence[dict[str, Any]],
     ) -> MlflowInfo:
+        predict_fn = "predict_proba" if task.kind == "classification" else "predict"
+        return self.log_run(task.name, predict_fn, card, pipeline, staging, films)
+
+    def log_run(
+        self,
+        name: str,
+        predict_fn: str,
+        card: ModelCard,
+        pipeline: Pipeline,
+        staging: Path,
+        films: Sequence[dict[str, Any]],
+    ) -> MlflowInfo:
+        """One run for model `name` (any model, engagement included): params, metrics,
+        candidates, report and card, and the pipeline registered as `tmdb-analytics-<name>`
+        with a signature and an input example drawn from `films`."""
         import mlflow
         import mlflow.sklearn
 
         with mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=f"{task.name}-{card.version}"
+            experiment_id=self.experiment_id, run_name=f"{name}-{card.version}"
         ) as run:
             mlflow.set_tags(
                 {
-                    "model": task.name,
+                    "model": name,
                     "version": card.version,
                     "git_sha": card.git_sha or "unknown",
                     "data_sha256": card.data.sha256,
@@ -129,7 +144,7 @@ class Tracker:
             for i, cand in enumerate(card.candidates):
                 with mlflow.start_run(
                     experiment_id=self.experiment_id,
-                    run_name=f"{task.name}-{card.version}-{i}-{cand.family}",
+                    run_name=f"{name}-{card.version}-{i}-{cand.family}",
                     nested=True,
                 ):
                     mlflow.log_params({"family": cand.family, **_flat_params(cand.params)})
@@ -140,7 +155,7 @@ class Tracker:
             if report.exists():
                 mlflow.log_artifact(str(report))
             mlflow.log_dict(card.model_dump(mode="json"), artifacts.CARD_FILE)
-            registered = mlflow_link.registered_name(task.name)
+            registered = mlflow_link.registered_name(name)
             example = input_example(films)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. the pickle format's caution
@@ -148,7 +163,7 @@ class Tracker:
                     pipeline,
                     name="model",
                     registered_model_name=registered,
-                    signature=signature(task, pipeline, example),
+                    signature=signature(predict_fn, pipeline, example),
                     input_example=example,
                     # Pinned from this environment: skips MLflow's requirement inference,
                     # which reloads the model in a subprocess (slow) and cannot see that
@@ -161,9 +176,7 @@ class Tracker:
                     # The served artifact is a pickle too (model.joblib); skops would refuse
                     # the custom feature transformer as an "untrusted type".
                     serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-                    pyfunc_predict_fn="predict_proba"
-                    if task.kind == "classification"
-                    else "predict",
+                    pyfunc_predict_fn=predict_fn,
                 )
             version = getattr(info, "registered_model_version", None)
             return MlflowInfo(
@@ -177,17 +190,19 @@ class Tracker:
 
 
 def input_example(films: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A few training films as the pipeline takes them (outcome and id left out; the films
-    come oldest first). Films with every scalar fact known: MLflow turns a missing string
-    into the text "None" when it checks the example against the signature."""
+    """A few training films as the pipeline takes them: the signature's fields only (no
+    outcome, id or votes; the films come oldest first). Films with every scalar fact known:
+    MLflow turns a missing string into the text "None" when it checks the example against
+    the signature."""
     complete = [
         f for f in films if all(f.get(k) is not None for k in (*STRING_FIELDS, *NUMBER_FIELDS))
     ]
     chosen = (complete or list(films))[-EXAMPLE_FILMS:]  # the newest: films look like that now
-    return [{k: v for k, v in f.items() if k not in ("revenue", "id")} for f in chosen]
+    inputs = {*STRING_FIELDS, *NUMBER_FIELDS, *LIST_FIELDS, *FLAG_FIELDS, *PEOPLE_FIELDS}
+    return [{k: v for k, v in f.items() if k in inputs} for f in chosen]
 
 
-def signature(task: Task, pipeline: Pipeline, example: list[dict[str, Any]]) -> Any:
+def signature(predict_fn: str, pipeline: Pipeline, example: list[dict[str, Any]]) -> Any:
     """Inputs: the canonical film record, every field optional (the model was trained to live
     with unknown facts); outputs: what the pyfunc predict returns on the example."""
     import pandas as pd
@@ -203,7 +218,5 @@ def signature(task: Task, pipeline: Pipeline, example: list[dict[str, Any]]) -> 
         *(ColSpec(Array(DataType.string), f, required=False) for f in PEOPLE_FIELDS),
     ]
     frame = pd.DataFrame(example)
-    output = (
-        pipeline.predict_proba(frame) if task.kind == "classification" else pipeline.predict(frame)
-    )
+    output = getattr(pipeline, predict_fn)(frame)
     return ModelSignature(inputs=Schema(columns), outputs=infer_signature(frame, output).outputs)

@@ -1,4 +1,5 @@
-"""Train, compare, evaluate and save the `revenue` and `hit` models.
+"""Train, compare, evaluate and save the `revenue` and `hit` models (and `engagement`, whose
+two outputs follow their own recipe in `training.engagement`).
 
 For each task: split its films by release date, fit every candidate on train and score it on
 validation, keep the best, refit it on train+validation and evaluate once on test (films no
@@ -53,6 +54,7 @@ from training.candidates import (
     predict,
 )
 from training.data import Dataset
+from training.engagement import ENGAGEMENT, train_engagement
 from training.split import random_split, time_split
 from training.types import Evaluation, TrainedModel, TrainOptions
 
@@ -290,9 +292,10 @@ def train_models(
     say: Callable[[str], None] = print,
 ) -> list[TrainedModel]:
     """Train every requested model, write its version under `artifacts_dir`, activate it."""
-    unknown = set(options.models) - set(TASKS)
+    known = [*TASKS, ENGAGEMENT]
+    unknown = set(options.models) - set(known)
     if unknown:
-        raise ValueError(f"unknown model(s): {sorted(unknown)}; choose from {sorted(TASKS)}")
+        raise ValueError(f"unknown model(s): {sorted(unknown)}; choose from {sorted(known)}")
     sha = git_sha()
     data_hash = dataset.content_hash()
     tracker = None
@@ -303,6 +306,22 @@ def train_models(
     trained: list[TrainedModel] = []
     with threadpool_limits(limits=max(1, options.threads)):
         for name in options.models:
+            if name == ENGAGEMENT:  # two outputs: its own recipe (training/engagement.py)
+                trained.append(
+                    train_engagement(
+                        dataset.records,
+                        dataset.source,
+                        artifacts_dir,
+                        options,
+                        data_hash=data_hash,
+                        sha=sha,
+                        libraries=library_versions(tracker is not None),
+                        input_fields=INPUT_FIELDS,
+                        tracker=tracker,
+                        say=say,
+                    )
+                )
+                continue
             task = TASKS[name]
             started = time.perf_counter()
             say(f"{name}: {dataset.size} films from {dataset.source}")

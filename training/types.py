@@ -19,7 +19,7 @@ from training.split import Split
 
 @dataclass
 class TrainOptions:
-    models: Sequence[str] = ("revenue", "hit")
+    models: Sequence[str] = ("revenue", "hit", "engagement")
     quick: bool = False
     seed: int = 42
     split: Literal["time", "random"] = "time"

@@ -19,7 +19,12 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-MODEL_NAMES = ("revenue", "hit")
+MODEL_NAMES = ("revenue", "hit", "engagement")
+# Models an artifacts directory may lack (trained before they existed): their absence is no
+# reason for `/ready` to fail; their endpoint answers 503 until a version is trained.
+OPTIONAL_MODELS = frozenset({"engagement"})
+# What each model must be (the registry refuses a card that says otherwise).
+MODEL_TASKS = {"revenue": "regression", "hit": "classification", "engagement": "multi_regression"}
 MODEL_FILE = "model.joblib"
 CARD_FILE = "model_card.json"
 REPORT_FILE = "report.html"

@@ -54,6 +54,18 @@ class IntervalSpec(BaseModel):
     coverage_test: float = Field(description="Share of test films inside their interval")
 
 
+class OutputSpec(BaseModel):
+    """One output of a multi-output model (`engagement`): what it predicts, in which units
+    the estimator works, and its interval (offsets in those units)."""
+
+    target: str
+    transform: Literal["log1p", "identity"] = Field(
+        description="log1p: the estimator predicts log1p(value); identity: the value itself"
+    )
+    bounds: tuple[float, float | None] = Field(description="Valid range of the value")
+    interval: IntervalSpec
+
+
 class ArtifactInfo(BaseModel):
     file: str
     sha256: str
@@ -84,10 +96,10 @@ class MlflowInfo(BaseModel):
 class ModelCard(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
-    name: Literal["revenue", "hit"]
+    name: Literal["revenue", "hit", "engagement"]
     version: str
     created_at: datetime
-    task: Literal["regression", "classification"]
+    task: Literal["regression", "classification", "multi_regression"]
     target: str
     git_sha: str | None = None
     data: DataInfo
@@ -101,6 +113,9 @@ class ModelCard(BaseModel):
     metrics: dict[str, Any] = Field(description="Test metrics (films the model never saw)")
     interval: IntervalSpec | None = None
     threshold: float | None = Field(default=None, description="Hit decision threshold")
+    outputs: dict[str, OutputSpec] | None = Field(
+        default=None, description="Multi-output models (engagement): each output and its interval"
+    )
     final_fit: str = Field(description="What the served model was fitted on")
     library_versions: dict[str, str]
     artifact: ArtifactInfo

@@ -51,6 +51,7 @@ from app.db import Document
 from app.ml import artifacts
 from app.ml.card import ModelCard
 from app.ml.drift import InputReader, read_profile
+from app.ml.engagement import OUTPUTS, EngagementFeatures, compile_engagement
 from app.ml.explain import GroupOcclusion
 from app.ml.fastpath import Scorer, compile_tail, pipeline_scorer, verified
 from app.ml.features import FEATURE_SCHEMA_VERSION, FilmFeatures, film_record
@@ -112,7 +113,7 @@ class LoadedModel:
     version: str
     card: ModelCard
     pipeline: Pipeline
-    features: FilmFeatures
+    features: FilmFeatures | EngagementFeatures
     reference_scorer: Scorer
     fast_scorer: Scorer | None
     occlusion: GroupOcclusion
@@ -183,10 +184,12 @@ def load_version(root: Path, name: str, version: str) -> LoadedModel:
             f"this service speaks {FEATURE_SCHEMA_VERSION}"
         )
     _check_versions(card)
-    if (name == "revenue") != (card.task == "regression"):
+    if card.task != artifacts.MODEL_TASKS.get(name):
         raise ArtifactError(f"{name} {version}: task {card.task} does not fit model {name}")
     if card.task == "regression" and card.interval is None:
         raise ArtifactError(f"{name} {version}: card has no interval calibration")
+    if card.task == "multi_regression" and set(card.outputs or {}) != set(OUTPUTS):
+        raise ArtifactError(f"{name} {version}: card does not describe outputs {OUTPUTS}")
     if card.task == "classification" and card.threshold is None:
         raise ArtifactError(f"{name} {version}: card has no decision threshold")
     digest = artifacts.sha256_file(model_path)
@@ -206,9 +209,11 @@ def load_version(root: Path, name: str, version: str) -> LoadedModel:
 def _assemble(
     name: str, version: str, card: ModelCard, pipeline: Any, directory: Path
 ) -> LoadedModel:
-    if not isinstance(pipeline, Pipeline) or not isinstance(pipeline[0], FilmFeatures):
-        raise ArtifactError(f"{name} {version}: not a FilmFeatures pipeline")
-    features: FilmFeatures = pipeline[0]
+    multi = card.task == "multi_regression"
+    step = EngagementFeatures if multi else FilmFeatures
+    if not isinstance(pipeline, Pipeline) or not isinstance(pipeline[0], step):
+        raise ArtifactError(f"{name} {version}: not a {step.__name__} pipeline")
+    features: FilmFeatures | EngagementFeatures = pipeline[0]
     if list(features.feature_names_) != [f.name for f in card.features]:
         raise ArtifactError(f"{name} {version}: features differ from the card's schema")
     classifier = card.task == "classification"
@@ -221,11 +226,13 @@ def _assemble(
         scores = reference(X)
     except Exception as exc:  # any failure to score sample films disqualifies the artifact
         raise ArtifactError(f"{name} {version}: scoring sample films failed ({exc!r})") from None
-    if not np.all(np.isfinite(scores)) or (
-        classifier and not np.all((scores >= 0) & (scores <= 1))
+    if (
+        not np.all(np.isfinite(scores))
+        or (classifier and not np.all((scores >= 0) & (scores <= 1)))
+        or (multi and scores.shape != (len(X), len(OUTPUTS)))
     ):
         raise ArtifactError(f"{name} {version}: sample predictions out of range")
-    fast = compile_tail(pipeline)
+    fast = compile_engagement(pipeline) if multi else compile_tail(pipeline)
     if fast is not None and not verified(fast, reference, X):
         log.warning("%s %s: compiled scorer disagrees with scikit-learn; not used", name, version)
         fast = None
@@ -308,7 +315,8 @@ class ModelRegistry:
         )
 
     async def readiness(self) -> str:
-        """Readiness: every model serving, else which are not and why."""
+        """Readiness: every model serving, else which are not and why (an optional model
+        never trained in this artifacts directory does not count, see `_never_trained`)."""
         # A process serving another version than the database names is not ready either: it
         # would answer with a version the others no longer use.
         missing = [
@@ -316,9 +324,19 @@ class ModelRegistry:
             if self.get(n) is None
             else f"{n}: {self.behind(n)}"
             for n in self.names
-            if self.get(n) is None or self.behind(n)
+            if (self.get(n) is None and not self._never_trained(n)) or self.behind(n)
         ]
         return "ok" if not missing else "not ready: " + "; ".join(missing)
+
+    def _never_trained(self, name: str) -> bool:
+        """An optional model (artifacts.OPTIONAL_MODELS) with no version on disk and none
+        named by the database: an artifacts directory from before it existed. Everything
+        else still serves, so the process is ready; its endpoint says why it cannot answer."""
+        return (
+            name in artifacts.OPTIONAL_MODELS
+            and self._records.get(name) is None
+            and not self.versions(name)
+        )
 
     def versions(self, name: str) -> list[str]:
         return artifacts.list_versions(self.root, name)

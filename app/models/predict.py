@@ -35,6 +35,7 @@ from app.ml.card import ModelCard
 from app.models.monitoring import DriftSummary, MlflowSync
 
 MAX_ITEMS = 1000
+ModelName = Literal["revenue", "hit", "engagement"]
 
 # Stripped of Unicode whitespace (U+00A0 included) first. A list item whose name (or code)
 # is then empty fails here, inside pydantic-core, and `Film._drop_blank_names` drops it.
@@ -360,10 +361,45 @@ class HitResponse(BaseModel):
     )
 
 
+class EngagementIntervals(BaseModel):
+    vote_count: Interval = Field(description="Votes: the 80% interval")
+    vote_average: Interval = Field(description="Rating: the 80% interval")
+
+
+class EngagementPrediction(BaseModel):
+    index: int
+    title: str | None = None
+    vote_count: float = Field(
+        ge=0, examples=[1850.0], description="Expected number of TMDB votes (a whole number)"
+    )
+    vote_average: float = Field(
+        ge=0,
+        le=10,
+        examples=[6.7],
+        description="Expected TMDB rating (0-10) once the film has 10 or more votes",
+    )
+    intervals: EngagementIntervals
+    warnings: list[str] | None = Field(
+        default=None,
+        examples=[["keywords.3: blank name, item dropped"]],
+        description="Present when input list items were dropped for a blank name",
+    )
+
+
+class EngagementResponse(BaseModel):
+    model: Literal["engagement"] = "engagement"
+    model_version: str = Field(examples=["20250101T120000Z"])
+    interval_level: float = Field(default=0.8, description="Nominal coverage of the intervals")
+    predictions: list[EngagementPrediction]
+    dropped_items: int = Field(
+        default=0, ge=0, description="Input list items dropped for a blank name, whole batch"
+    )
+
+
 class ModelSummary(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
-    name: Literal["revenue", "hit"]
+    name: ModelName
     status: Literal["serving", "unavailable"]
     active_version: str | None = None
     family: str | None = None
@@ -400,7 +436,7 @@ class ActivationInfo(BaseModel):
 class ModelDetail(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
-    name: Literal["revenue", "hit"]
+    name: ModelName
     active_version: str = Field(description="The version this process serves")
     loaded_at: str
     fast_path: bool = Field(description="Small batches use the compiled scorer")
@@ -429,7 +465,7 @@ class ActivateRequest(BaseModel):
 
 
 class ActivationResult(BaseModel):
-    name: Literal["revenue", "hit"]
+    name: ModelName
     active_version: str
     previous_version: str | None
     mlflow: MlflowSync | None = Field(

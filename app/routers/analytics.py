@@ -23,9 +23,11 @@ from app.models.analytics import (
     TopResponse,
     TrendsResponse,
 )
+from app.models.segments import SegmentsResponse
 from app.routers.answers import ANALYTICS_HEADERS, Answerer, read_responses
 from app.routers.filters import Filters
 from app.services import analytics
+from app.services.analytics.segments import segments as segment_catalogue
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 
@@ -175,3 +177,19 @@ async def languages(
 ) -> Response:
     """Per original language: film count and the genre-style stats."""
     return await answer(analytics.languages, filters, sort, n, min_films)
+
+
+@router.get(
+    "/segments",
+    summary="Segments of the catalogue (k-means)",
+    response_model=SegmentsResponse,
+    responses=RESPONSES,
+)
+async def segments(
+    answer: Answerer,
+    filters: Filters,
+    k: Annotated[int, Query(ge=2, le=20, description="How many segments")] = 8,
+) -> Response:
+    """k-means clusters of the films on genres, keywords, people, era and scale, each described
+    by its over-represented genres and keywords, dominant decades and budget/revenue medians."""
+    return await answer(segment_catalogue, filters, k)

@@ -12,7 +12,8 @@ from app.db import is_ferretdb
 from app.deps import AppSettings, Db
 from app.errors import problem_responses
 from app.models.movies_api import MovieDetail, MovieList
-from app.routers.answers import Answerer, read_responses
+from app.models.similar import SimilarResponse
+from app.routers.answers import ANALYTICS_HEADERS, Answerer, read_responses
 from app.routers.filters import Filters
 from app.services.meta_repo import get_data_version
 from app.services.movies_query import (
@@ -26,6 +27,7 @@ from app.services.movies_query import (
     search_movies,
 )
 from app.services.movies_snapshot import search_snapshot
+from app.services.similar import MAX_N, similar_films
 
 router = APIRouter(prefix="/v1/movies", tags=["movies"])
 MAX_ID = 2**63 - 1  # BSON int64
@@ -123,3 +125,19 @@ async def movie(
 ) -> MovieDetail:
     """Everything the catalogue holds about one film; 404 when the id is unknown."""
     return await get_movie(db, movie_id)
+
+
+@router.get(
+    "/{movie_id}/similar",
+    summary="Similar films",
+    response_model=SimilarResponse,
+    responses={**read_responses(ANALYTICS_HEADERS), **problem_responses(404)},
+)
+async def similar(
+    answer: Answerer,
+    movie_id: Annotated[int, Path(ge=1, le=MAX_ID, description="TMDB id")],
+    n: Annotated[int, Query(ge=1, le=MAX_N, description="How many films")] = 10,
+) -> Response:
+    """The films nearest this one on genres, keywords, people, era and scale (cosine
+    similarity), from the catalogue snapshot; 404 when the id is unknown."""
+    return await answer(similar_films, movie_id, n)

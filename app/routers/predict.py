@@ -1,4 +1,5 @@
-"""Predictions: expected revenue with an interval, and the chance of a hit (public)."""
+"""Predictions: expected revenue with an interval, the chance of a hit, and audience
+engagement (votes and rating with intervals)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from fastapi.responses import Response
 
 from app.deps import AppSettings, PredictionLog, Registry
 from app.errors import problem_responses
-from app.models.predict import HitResponse, PredictRequest, RevenueResponse
+from app.models.predict import EngagementResponse, HitResponse, PredictRequest, RevenueResponse
 from app.observability import REQUEST_ID
 from app.security import CurrentPrincipal
+from app.services import engagement
 from app.services import predict as service
 from app.services.prediction_log import LogContext
 
@@ -84,4 +86,19 @@ async def predict_hit(
         prediction_log,
         LogContext(REQUEST_ID.get(), str(principal)),
     )
+    return _json(result)
+
+
+@router.post(
+    "/engagement",
+    summary="Predict audience engagement",
+    response_model=EngagementResponse,
+    responses=ERRORS,
+)
+async def predict_engagement(
+    body: PredictRequest, registry: Registry, settings: AppSettings
+) -> Response:
+    """Expected TMDB votes and rating, each with an 80% interval, for each film, in order;
+    503 while no engagement model is active."""
+    result = await engagement.predict_engagement(registry, body, settings.max_batch_size)
     return _json(result)

@@ -4,7 +4,8 @@ The rows are those of the JSON answer, whatever its shape (the same shapes the d
 widgets know, see `app.services.widget_catalog`):
 
 * `items` (genres, trends, top films, film search...): one row per item; nested statistics
-  become columns named `<field>_<stat>` (`revenue_mean`, `roi_p75`), lists are joined with `|`;
+  become columns named `<field>_<stat>` (`revenue_mean`, `roi_p75`), lists are joined with `|`
+  (a list of objects by each one's first member, e.g. a segment's genre names);
 * a histogram (`edges`, `counts`): one row per bin, `bin_start,bin_end,count`;
 * a correlation matrix: a leading `field` column, then one column per field;
 * anything else (the summary): one row, nested members flattened the same way.
@@ -53,8 +54,16 @@ def cell(value: Any) -> Cell:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, list | tuple):
-        return safe_text(LIST_SEPARATOR.join(str(v) for v in value if v is not None))
+        return safe_text(LIST_SEPARATOR.join(_item(v) for v in value if v is not None))
     return safe_text(str(value))
+
+
+def _item(value: Any) -> str:
+    """A list item in a cell: an object (a segment's genre with its shares) by its first
+    member (the name), anything else as text."""
+    if isinstance(value, Mapping) and value:
+        return str(next(iter(value.values())))
+    return str(value)
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:

@@ -8,10 +8,11 @@ import asyncio
 import itertools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast, get_args
+from typing import Any, TypeVar, cast, get_args
 
 import bson
 import numpy as np
@@ -51,6 +52,7 @@ SNAPSHOT_PROJECTION: dict[str, int] = {
     "original_language": 1,
     "genres": 1,
     "production_companies": 1,
+    "keywords": 1,  # similar films and segments (app.services.analytics.film_space)
     "cast.name": 1,
     "crew.name": 1,
     "crew.job": 1,
@@ -125,6 +127,7 @@ class MultiDim:
 
 
 Dim = SingleDim | MultiDim
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -153,7 +156,10 @@ class Snapshot:
     decade: SingleDim
     year_month: SingleDim
     month: SingleDim
+    keyword: MultiDim
     _label_rank: dict[str, IntArray] = field(default_factory=dict)
+    _derived: dict[str, Any] = field(default_factory=dict)
+    _derived_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def size(self) -> int:
@@ -177,6 +183,15 @@ class Snapshot:
         if f.min_votes is not None:
             m &= self.num["vote_count"] >= f.min_votes
         return m
+
+    def derived(self, key: str, build: Callable[[Snapshot], T]) -> T:
+        """`build(self)`, computed once per snapshot (e.g. the film feature space behind
+        similar films and segments) and dropped with it: a new catalogue version rebuilds it.
+        Concurrent callers wait for the one build rather than repeat it."""
+        with self._derived_lock:
+            if key not in self._derived:
+                self._derived[key] = build(self)
+            return cast(T, self._derived[key])
 
     def label_rank(self, name: str, dim: Dim) -> IntArray:
         """Alphabetical rank of every label (tie-breaker), computed once per snapshot."""
@@ -245,6 +260,7 @@ class SnapshotBuilder:
         self.companies: list[list[str]] = []
         self.directors: list[list[str]] = []
         self.actors: list[list[str]] = []
+        self.keywords: list[list[str]] = []
 
     def add_raw(self, batch: bytes) -> None:
         """Decode one raw BSON batch (off the event loop) and append its documents."""
@@ -269,6 +285,7 @@ class SnapshotBuilder:
             self.languages.append(doc.get("original_language") or None)
             self.genres.append(doc.get("genres") or [])
             self.companies.append(doc.get("production_companies") or [])
+            self.keywords.append(doc.get("keywords") or [])
             # People from the embedded credits and the IMDB enrichment, each name once a film.
             directors = [
                 c["name"]
@@ -319,6 +336,7 @@ class SnapshotBuilder:
                 codes=np.where(np.isnan(month), -1, month - 1).astype(np.int32),
                 labels=list(range(1, 13)),
             ),
+            keyword=_multi(self.keywords),
         )
 
 
