@@ -266,13 +266,14 @@ async def restore_backup(
 ) -> RestoreReport:
     """Restore `path` into `db` (see the module's docstring for the steps). Without `drop`, a
     database holding any document is refused; with it, its collections are all replaced (and
-    those the backup lacks removed), so the database ends as the backup was."""
+    those the backup lacks removed), so the database ends as the backup was. One restore per
+    database at a time: a second one would take the first one's staging copies for leftovers."""
     say = say or (lambda _msg: None)
     with tempfile.TemporaryDirectory(prefix="tmdb-restore-", dir=work_dir) as work_name:
         work = Path(work_name)
         say(f"verifying {path.name}")
         manifest = await asyncio.to_thread(read_archive, path, key, work)
-        write, present = _plan_artifacts(manifest, artifacts_dir)
+        write, present = await asyncio.to_thread(_plan_artifacts, manifest, artifacts_dir)
         recovered = await recover_interrupted(db)
         if recovered:
             say(f"undid an interrupted restore: put back {', '.join(recovered)}")
@@ -290,7 +291,7 @@ async def restore_backup(
             floor = await _live_data_version(db)
             if SWAP_LAST in manifest.collections:
                 version = await meta_repo.raise_data_version(db, floor, STAGING_NEW + SWAP_LAST)
-            _write_artifacts(manifest, artifacts_dir, work, write)
+            await asyncio.to_thread(_write_artifacts, manifest, artifacts_dir, work, write)
             await _swap(db, list(manifest.collections), existing)
         except BaseException:
             await _undo(db)
