@@ -49,6 +49,8 @@ from sklearn.pipeline import Pipeline
 
 from app.db import Document
 from app.ml import artifacts
+from app.ml.batch_features import BatchFeatures
+from app.ml.batch_features import verified as batch_verified
 from app.ml.card import ModelCard
 from app.ml.explain import GroupOcclusion
 from app.ml.fastpath import Scorer, compile_tail, pipeline_scorer, verified
@@ -116,6 +118,7 @@ class LoadedModel:
     fast_scorer: Scorer | None
     occlusion: GroupOcclusion
     path: Path
+    batch_features: BatchFeatures | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     feature_names: tuple[str, ...] = field(init=False)
     feature_index: dict[str, int] = field(init=False)
@@ -135,6 +138,8 @@ class LoadedModel:
         return self.reference_scorer(X)
 
     def transform(self, records: Sequence[Mapping[str, Any]]) -> FloatMatrix:
+        if self.batch_features is not None:
+            return self.batch_features(records)
         return self.features.transform(records)
 
     def explain(self, X: FloatMatrix) -> tuple[FloatVector, FloatMatrix]:
@@ -208,8 +213,9 @@ def _assemble(
     if classifier and not hasattr(pipeline, "predict_proba"):
         raise ArtifactError(f"{name} {version}: a classifier without predict_proba")
     reference = pipeline_scorer(pipeline, classifier)
+    smoke = [film_record(f) for f in SMOKE_FILMS]
     try:
-        X = features.transform([film_record(f) for f in SMOKE_FILMS])
+        X = features.transform(smoke)
         X = np.vstack([X, np.asarray(features.reference_, dtype=np.float64)[None, :]])
         scores = reference(X)
     except Exception as exc:  # any failure to score sample films disqualifies the artifact
@@ -222,6 +228,14 @@ def _assemble(
     if fast is not None and not verified(fast, reference, X):
         log.warning("%s %s: compiled scorer disagrees with scikit-learn; not used", name, version)
         fast = None
+    batch: BatchFeatures | None = None
+    try:
+        batch = BatchFeatures(features)
+    except (KeyError, AttributeError, ValueError) as exc:  # a fitted state it cannot read
+        log.warning("%s %s: no batch feature path (%r)", name, version, exc)
+    if batch is not None and not batch_verified(batch, smoke):
+        log.warning("%s %s: batch features disagree with FilmFeatures; not used", name, version)
+        batch = None
     return LoadedModel(
         name=name,
         version=version,
@@ -232,6 +246,7 @@ def _assemble(
         fast_scorer=fast,
         occlusion=GroupOcclusion(features.feature_groups_, features.reference_),
         path=directory,
+        batch_features=batch,
     )
 
 

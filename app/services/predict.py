@@ -104,11 +104,21 @@ def _dropped_warnings(films: Sequence[Film], predictions: list[dict[str, Any]]) 
     return total
 
 
+def film_records(request: PredictRequest) -> list[dict[str, Any]]:
+    """The canonical record of each film: derived while validating on the fast path, else
+    from the validated films (the same records either way)."""
+    records = request.records
+    if records is None:
+        records = [film_record(film_document(f)) for f in request.items]
+    return records
+
+
 def _score(
-    model: LoadedModel, films: Sequence[Film], explain: bool, monitor: PredictionMonitor
+    model: LoadedModel, request: PredictRequest, explain: bool, monitor: PredictionMonitor
 ) -> dict[str, Any]:
     """Everything CPU-bound for one request: features, scores, explanations, the body."""
-    X = model.transform([film_record(film_document(f)) for f in films])
+    films = request.items
+    X = model.transform(film_records(request))
     if explain:
         scores, contrib = model.explain(X)
     else:
@@ -168,5 +178,5 @@ async def predict(
     # Taken once: a reload during this request does not change the model that answers it.
     model = serving_model(registry, name)
     if len(request.items) <= INLINE_MAX_ROWS and not explain:
-        return _score(model, request.items, explain, registry.monitor)
-    return await run_in_threadpool(_score, model, request.items, explain, registry.monitor)
+        return _score(model, request, explain, registry.monitor)
+    return await run_in_threadpool(_score, model, request, explain, registry.monitor)
