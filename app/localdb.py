@@ -1,5 +1,6 @@
 """The embedded local database: FerretDB v1 on SQLite, built from the pinned Go module in
-`tools/ferretdb` and managed like `pg_ctl` (idempotent start, clean stop, status, pidfile, logs).
+`tools/ferretdb` with the patches in `tools/ferretdb/patches` applied to its vendored source,
+and managed like `pg_ctl` (idempotent start, clean stop, status, pidfile, logs).
 
 Used by the CLI (`tmdb-analytics db ...`), by `make run`, and by the test suite, which starts
 its own server on a free port in a temporary directory.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import signal
@@ -22,6 +24,7 @@ from pathlib import Path
 FERRETDB_VERSION = "v1.24.2"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOOL_MODULE = REPO_ROOT / "tools" / "ferretdb"
+PATCHES = TOOL_MODULE / "patches"
 FERRETDB_PACKAGE = "github.com/FerretDB/FerretDB/cmd/ferretdb"
 
 
@@ -29,9 +32,26 @@ class LocalDbError(RuntimeError):
     """The local database could not be built, started or stopped."""
 
 
+def patch_files() -> list[Path]:
+    """The patches applied to FerretDB's source, in the order they apply (by file name)."""
+    return sorted(PATCHES.glob("*.patch")) if PATCHES.is_dir() else []
+
+
+def build_key() -> str:
+    """What the cached binary was built from: the module files and every patch (names and
+    bytes). A changed, added or removed patch gives a new key, so the next start rebuilds
+    instead of running a binary that lacks it."""
+    digest = hashlib.sha256()
+    for path in [TOOL_MODULE / "go.mod", TOOL_MODULE / "go.sum", *patch_files()]:
+        digest.update(path.name.encode() + b"\0")
+        digest.update(path.read_bytes() if path.exists() else b"")
+        digest.update(b"\0")
+    return digest.hexdigest()[:12]
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tmdb-analytics" / "ferretdb" / FERRETDB_VERSION
+    return Path(base) / "tmdb-analytics" / "ferretdb" / f"{FERRETDB_VERSION}-{build_key()}"
 
 
 def _go_executable() -> str:
@@ -78,13 +98,27 @@ def _build(target: Path) -> None:
     _run([go, "mod", "vendor"], work, env)
     # Builds outside FerretDB's own repository lack the generated version file and panic at
     # start; vendoring lets us supply it.
-    version_dir = work / "vendor" / "github.com" / "FerretDB" / "FerretDB" / "build" / "version"
-    (version_dir / "version.txt").write_text(FERRETDB_VERSION + "\n")
+    source = work / "vendor" / "github.com" / "FerretDB" / "FerretDB"
+    (source / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
+    for patch in patch_files():
+        _apply_patch(patch, source, env)
     env["GOFLAGS"] = "-mod=vendor"
     tmp = target.with_suffix(".tmp")
     _run([go, "build", "-trimpath", "-o", str(tmp), FERRETDB_PACKAGE], work, env)
     tmp.replace(target)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _apply_patch(patch: Path, source: Path, env: dict[str, str]) -> None:
+    """Apply one patch (paths relative to FerretDB's module root, `a/` and `b/` prefixes) to
+    the vendored source; a patch that does not apply cleanly fails the build."""
+    if shutil.which("patch"):
+        cmd = ["patch", "-p1", "--forward", "--batch", "--quiet", "-i", str(patch)]
+    elif shutil.which("git"):
+        cmd = ["git", "apply", "-p1", str(patch)]
+    else:
+        raise LocalDbError("`patch` or `git` is needed to apply tools/ferretdb/patches")
+    _run(cmd, source, env)
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:

@@ -49,6 +49,8 @@ from sklearn.pipeline import Pipeline
 
 from app.db import Document
 from app.ml import artifacts
+from app.ml.batch_features import BatchFeatures
+from app.ml.batch_features import verified as batch_verified
 from app.ml.card import ModelCard
 from app.ml.drift import InputReader, read_profile
 from app.ml.engagement import OUTPUTS, EngagementFeatures, compile_engagement
@@ -122,6 +124,7 @@ class LoadedModel:
     # which serve all the same (`profile_note` says why there is none).
     profile: dict[str, Any] | None = None
     profile_note: str = ""
+    batch_features: BatchFeatures | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     feature_names: tuple[str, ...] = field(init=False)
     feature_index: dict[str, int] = field(init=False)
@@ -143,6 +146,8 @@ class LoadedModel:
         return self.reference_scorer(X)
 
     def transform(self, records: Sequence[Mapping[str, Any]]) -> FloatMatrix:
+        if self.batch_features is not None:
+            return self.batch_features(records)
         return self.features.transform(records)
 
     def explain(self, X: FloatMatrix) -> tuple[FloatVector, FloatMatrix]:
@@ -220,8 +225,9 @@ def _assemble(
     if classifier and not hasattr(pipeline, "predict_proba"):
         raise ArtifactError(f"{name} {version}: a classifier without predict_proba")
     reference = pipeline_scorer(pipeline, classifier)
+    smoke = [film_record(f) for f in SMOKE_FILMS]
     try:
-        X = features.transform([film_record(f) for f in SMOKE_FILMS])
+        X = features.transform(smoke)
         X = np.vstack([X, np.asarray(features.reference_, dtype=np.float64)[None, :]])
         scores = reference(X)
     except Exception as exc:  # any failure to score sample films disqualifies the artifact
@@ -239,6 +245,14 @@ def _assemble(
     profile, note = read_profile(directory, card.profile)
     if note and card.profile is not None:
         log.warning("%s %s: %s; drift is not measured for it", name, version, note)
+    batch: BatchFeatures | None = None
+    try:
+        batch = BatchFeatures(features)
+    except (KeyError, AttributeError, ValueError) as exc:  # a fitted state it cannot read
+        log.warning("%s %s: no batch feature path (%r)", name, version, exc)
+    if batch is not None and not batch_verified(batch, smoke):
+        log.warning("%s %s: batch features disagree with FilmFeatures; not used", name, version)
+        batch = None
     return LoadedModel(
         name=name,
         version=version,
@@ -251,6 +265,7 @@ def _assemble(
         path=directory,
         profile=profile,
         profile_note=note,
+        batch_features=batch,
     )
 
 

@@ -115,16 +115,26 @@ class ToLog:
     outputs: list[dict[str, Any]]
 
 
+def film_records(request: PredictRequest) -> list[dict[str, Any]]:
+    """The canonical record of each film: derived while validating on the fast path, else
+    from the validated films (the same records either way)."""
+    records = request.records
+    if records is None:
+        records = [film_record(film_document(f)) for f in request.items]
+    return records
+
+
 def _score(
     model: LoadedModel,
-    films: Sequence[Film],
+    request: PredictRequest,
     explain: bool,
     monitor: PredictionMonitor,
     logged: Sequence[int] = (),
 ) -> tuple[dict[str, Any], ToLog | None]:
     """Everything CPU-bound for one request: features, scores, explanations, the body, and
     the log records of the films at positions `logged`."""
-    records = [film_record(film_document(f)) for f in films]
+    films = request.items
+    records = film_records(request)
     X = model.transform(records)
     if explain:
         scores, contrib = model.explain(X)
@@ -209,10 +219,10 @@ async def predict(
     films = request.items
     logged = prediction_log.choose(len(films)) if prediction_log is not None else []
     if len(films) <= INLINE_MAX_ROWS and not explain:
-        body, to_log = _score(model, films, explain, registry.monitor, logged)
+        body, to_log = _score(model, request, explain, registry.monitor, logged)
     else:
         body, to_log = await run_in_threadpool(
-            _score, model, films, explain, registry.monitor, logged
+            _score, model, request, explain, registry.monitor, logged
         )
     if to_log is not None and prediction_log is not None:
         # Queued only: the writer task writes it later, the answer never waits for the log.
