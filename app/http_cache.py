@@ -50,6 +50,11 @@ NOT_MODIFIED = Counter(
     "Conditional GETs answered 304, by where: `memo` (before routing, app.conditional) or `route`.",
     ["where"],
 )
+ANSWERED_BEFORE_ROUTING = Counter(
+    "http_answers_before_routing_total",
+    "Warm GETs answered from remembered answers before routing (app.conditional), by status.",
+    ["status"],
+)
 
 
 class NotAcceptableError(DomainError):

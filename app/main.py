@@ -17,6 +17,7 @@ from app.cors import install_cors
 from app.db import make_client
 from app.docs_ui import install_docs
 from app.errors import add_problem_schema, install_handlers
+from app.heap import freeze_startup_heap
 from app.limits import RequestRateLimiter, install_limits
 from app.ml.registry import ModelRegistry
 from app.observability import install_observability, metrics_router
@@ -105,6 +106,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await prediction_log.start()
         drift = DriftWatch(db, registry, settings)
         drift.start()
+        if settings.gc_freeze:
+            # After the imports and models, before serving: full collector passes then skip
+            # them, so they no longer stall every request in flight (app.heap).
+            freeze_startup_heap()
         login_guard = LoginGuard(settings)
         authenticator = Authenticator(settings, db)
         app.state.app_state = AppState(

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(default=10.0, ge=0)
     # 503 when no response has started within this many seconds (0 disables the guard).
     request_timeout_seconds: float = Field(default=30.0, ge=0)
+    # Freeze the objects alive after startup out of the garbage collector's full passes
+    # (app.heap): they would otherwise stall every request in flight for 0.3-1 s now and then.
+    gc_freeze: bool = True
     log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
     # Browser frontends on other origins (issue 11): comma-separated origins allowed to call
     # the API through CORS (`https://app.example.org,http://localhost:5173`), `*` for any;

@@ -3,19 +3,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import os
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from jose import jwt
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.authn import JWT_ISSUER, issue_token
+from app.conditional_memo import ConditionalMemo
 from app.db import Document
-from app.http_cache import NOT_MODIFIED, entity_tag, negotiate, none_match
+from app.http_cache import ANSWERED_BEFORE_ROUTING, NOT_MODIFIED, entity_tag, negotiate, none_match
+from app.localdb import LocalServer, free_port
 from app.main import create_app
 from app.models.movie import MovieDocument
 from app.services.credentials import Role, create_api_key, create_user, revoke_api_key
@@ -474,6 +481,192 @@ async def test_304_before_routing_spends_the_rate_budget(
         assert [a.status_code for a in answers[:2]] == [304, 304]
         assert_problem(answers[2], 429)
         assert answers[2].headers["retry-after"]
+
+
+# --- warm 200s before routing ------------------------------------------------------------------
+
+
+def _before_routing(status: str) -> float:
+    value: float = ANSWERED_BEFORE_ROUTING.labels(status)._value.get()
+    return value
+
+
+def _same_answer(memo: httpx.Response, routed: httpx.Response) -> None:
+    """The same status, bytes and headers (all but the request id)."""
+    assert memo.status_code == routed.status_code == 200
+    assert memo.content == routed.content
+    strip = {"x-request-id"}
+    assert [(k, v) for k, v in memo.headers.multi_items() if k not in strip] == [
+        (k, v) for k, v in routed.headers.multi_items() if k not in strip
+    ]
+
+
+@pytest.mark.parametrize("backend", ["database", "snapshot"])
+async def test_warm_200_before_routing_is_the_routed_answer(
+    db: AsyncDatabase[Document], settings: Settings, backend: str
+) -> None:
+    """A repeated GET is answered before routing with the bytes and headers the route sends
+    (JSON and CSV, analytics and snapshot search), until the snapshot changes."""
+    await upsert_movies(db, [movie(1, "One"), movie(2, "Two")])
+    app = create_app(
+        security_settings(
+            settings, rate_limit_per_minute=1000, snapshot_check_seconds=0.0, movie_search=backend
+        )
+    )
+    async with in_process(app, headers=api_key(ADMIN_KEY)) as http:
+        engine = app.state.app_state.analytics
+        await engine.settled()
+        paths = [
+            "/v1/analytics/genres?year_from=1990",
+            "/v1/analytics/top?metric=revenue&format=csv",
+            "/v1/movies?sort=-revenue",
+        ]
+        for path in paths:
+            first = await http.get(path)
+            assert first.status_code == 200, first.text
+            memo_before = _before_routing("200")
+            memo = await http.get(path)
+            # A non-matching If-None-Match goes through the route: the reference answer.
+            routed = await http.get(path, headers={"If-None-Match": '"other"'})
+            served_from_memo = _before_routing("200") - memo_before
+            if path.startswith("/v1/movies") and backend == "database":
+                # Database search answers are not from the snapshot: always routed.
+                assert served_from_memo == 0
+                continue
+            assert served_from_memo == 1, path
+            _same_answer(memo, routed)
+            assert memo.headers["x-analytics-cache"] == "hit"
+            if "format=csv" in path:
+                assert memo.headers["content-disposition"].startswith("attachment")
+        # Counted under its route, as a routed request would be.
+        metrics = (await http.get("/metrics")).text
+        assert 'route="/v1/analytics/genres",status="200"' in metrics
+
+        # Another Accept is another answer: routed the first time, remembered apart.
+        as_csv = await http.get(paths[0], headers={"Accept": "text/csv"})
+        assert as_csv.headers["content-type"].startswith("text/csv")
+        assert (await http.get(paths[0])).headers["content-type"] == "application/json"
+
+        # A write: the next request sees the new snapshot, never the remembered bytes.
+        old = await http.get(paths[0])
+        await upsert_movies(db, [movie(3, "Three")])
+        await engine.snapshot()  # notices the new version and starts a rebuild
+        await engine.settled()
+        memo_before = _before_routing("200")
+        new = await http.get(paths[0])
+        assert _before_routing("200") == memo_before  # routed: the old answer is gone
+        assert new.headers["etag"] != old.headers["etag"]
+        assert int(new.headers["x-data-version"]) > int(old.headers["x-data-version"])
+        assert new.headers["x-analytics-cache"] == "miss"
+
+
+async def test_warm_200_before_routing_checks_the_credential(
+    db: AsyncDatabase[Document], settings: Settings
+) -> None:
+    """Before routing, a remembered 200 goes only to a credential the routes accept; every
+    other request gets what the route answers (401), never the remembered bytes."""
+    await upsert_movies(db, [movie(1, "One")])
+    record, key = await create_api_key(db, "reader", Role.viewer)
+    app = create_app(security_settings(settings, rate_limit_per_minute=1000))
+    async with in_process(app) as http:
+        await app.state.app_state.analytics.settled()
+        path = "/v1/analytics/summary"
+        assert (await http.get(path, headers=api_key(key))).status_code == 200
+        memo_before = _before_routing("200")
+        assert (await http.get(path, headers=api_key(key))).status_code == 200
+        token, _ = issue_token(app.state.app_state.settings, "ann", Role.viewer)
+        assert (await http.get(path, headers=bearer(token))).status_code == 200
+        assert _before_routing("200") == memo_before + 2
+        for headers in ({}, api_key("tmdb_nope"), bearer("garbage")):
+            assert_problem(await http.get(path, headers=headers), 401)
+        await revoke_api_key(db, record.key_id)
+        assert_problem(await http.get(path, headers=api_key(key)), 401)
+        assert _before_routing("200") == memo_before + 2
+
+
+async def test_warm_200_before_routing_spends_the_rate_budget(
+    db: AsyncDatabase[Document], settings: Settings
+) -> None:
+    await upsert_movies(db, [movie(1, "One")])
+    app = create_app(security_settings(settings, rate_limit_per_minute=3))
+    async with in_process(app, headers=api_key(ADMIN_KEY)) as http:
+        await app.state.app_state.analytics.settled()
+        answers = [await http.get("/v1/analytics/summary") for _ in range(4)]
+        assert [a.status_code for a in answers[:3]] == [200, 200, 200]
+        assert_problem(answers[3], 429)
+
+
+async def test_warm_200_before_routing_says_when_it_is_stale(tmp_path: Path) -> None:
+    """While the database is down, a remembered 200 says `X-Data-Stale: true`, as the route
+    does; it was remembered before the outage, without it."""
+    if os.environ.get("TEST_MONGODB_URI"):
+        pytest.skip("needs a database of its own to stop")
+    server = LocalServer(directory=tmp_path / "db", port=free_port())
+    await asyncio.to_thread(server.start)
+    try:
+        settings = Settings(
+            app_env="test",
+            mongodb_uri=server.uri,
+            mongodb_db="stale",
+            mongodb_timeout_ms=300,
+            jwt_secret=JWT_SECRET,
+            admin_api_key=ADMIN_KEY,
+            snapshot_check_seconds=0.0,
+            local_db_dir=tmp_path / "unused",
+        )
+        seed: AsyncMongoClient[Document] = AsyncMongoClient(server.uri)
+        try:
+            await upsert_movies(seed["stale"], [movie(1, "One")])
+        finally:
+            await seed.close()
+        app = create_app(settings)
+        async with in_process(app, headers=api_key(ADMIN_KEY)) as http:
+            await app.state.app_state.analytics.settled()
+            path = "/v1/analytics/summary"
+            fresh = await http.get(path)
+            assert "x-data-stale" not in fresh.headers
+            await asyncio.to_thread(server.stop)
+            deadline = time.monotonic() + 10
+            memo_before = _before_routing("200")
+            stale = await http.get(path)
+            while "x-data-stale" not in stale.headers and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                stale = await http.get(path)
+            assert _before_routing("200") > memo_before  # answered before routing
+            assert stale.headers["x-data-stale"] == "true"
+            assert stale.content == fresh.content
+            routed = await http.get(path, headers={"If-None-Match": '"other"'})
+            assert routed.headers["x-data-stale"] == "true"
+            assert sorted(k for k, _ in stale.headers.multi_items()) == sorted(
+                k for k, _ in routed.headers.multi_items()
+            )
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+def test_memo_bounds_its_bodies() -> None:
+    """Bodies count against a byte budget (least recently remembered dropped first); one
+    over the per-answer limit is not kept; a new answer of a query replaces the old."""
+    memo = ConditionalMemo(max_entries=10, max_body_bytes=100, max_total_body_bytes=250)
+    head = ((b"content-type", b"application/json"),)
+    scopes = [_scope("/v1/analytics/summary", f"n={i}".encode()) for i in range(4)]
+    for i, scope in enumerate(scopes[:3]):
+        entry = memo.remember(scope, f'"t{i}"', 1, {})
+        memo.keep_body(scope, entry, head, b"x" * 100)
+    # 300 bytes > 250: the first remembered one went.
+    assert memo.get(scopes[0]) is None and memo.body_bytes == 200
+    big = memo.remember(scopes[3], '"big"', 1, {})
+    memo.keep_body(scopes[3], big, head, b"x" * 101)
+    assert big.body is None and memo.body_bytes == 200
+    # A later answer of the same query replaces the entry, and its body with it.
+    replaced = memo.get(scopes[1])
+    assert replaced is not None
+    newer = memo.remember(scopes[1], '"t1b"', 2, {})
+    assert memo.body_bytes == 100
+    memo.keep_body(scopes[1], replaced, head, b"y" * 10)  # not the current entry: ignored
+    assert newer.body is None and memo.body_bytes == 100
+    memo.forget(scopes[2])
+    assert memo.body_bytes == 0 and len(memo) == 2
 
 
 async def test_dashboard_widgets_take_no_format(settings: Settings) -> None:

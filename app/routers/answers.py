@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.types import Scope
 
-from app.conditional_memo import ConditionalMemo
+from app.conditional_memo import MEMO_ENTRY, ConditionalMemo
 from app.deps import State
 from app.errors import problem_responses
 from app.http_cache import (
@@ -141,7 +141,9 @@ class Answer:
         result: Result = await self.engine.run(
             compute, *args, snap=snap, render=RENDERERS[self.format]
         )
-        self.memo.remember(self.scope, tag, snap.build_id, not_modified_headers)
+        entry = self.memo.remember(self.scope, tag, snap.build_id, not_modified_headers)
+        # The middleware keeps this 200's bytes in the entry, to send them again before routing.
+        self.scope.setdefault("state", {})[MEMO_ENTRY] = entry
         headers["X-Analytics-Cache"] = "hit" if result.cache_hit else "miss"
         if result.stale:
             headers["X-Data-Stale"] = "true"

@@ -1,0 +1,66 @@
+"""The heap is frozen out of the garbage collector's full passes once startup is done
+(app.heap), once per process, and not at all with `GC_FREEZE=false`. Each case runs in a
+process of its own: the test process has frozen its heap already, with its first app."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import STARTUP_TIMEOUT_SECONDS
+
+# Two app startups in one process; prints the frozen object count after each, and how long a
+# full collection takes after the second.
+SCRIPT = """
+import asyncio, gc, json, sys, time
+from pathlib import Path
+from asgi_lifespan import LifespanManager
+from app.main import create_app
+from app.settings import Settings
+
+async def main() -> None:
+    uri, db, work, freeze = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4] == "1"
+    counts = []
+    for _ in range(2):
+        settings = Settings(app_env="test", mongodb_uri=uri, mongodb_db=db, gc_freeze=freeze,
+                            artifacts_dir=work / "artifacts", local_db_dir=work / "localdb")
+        async with LifespanManager(create_app(settings), startup_timeout=TIMEOUT):
+            counts.append(gc.get_freeze_count())
+    started = time.perf_counter()
+    gc.collect()
+    print(json.dumps({"counts": counts, "collect": time.perf_counter() - started}))
+
+asyncio.run(main())
+""".replace("TIMEOUT", str(STARTUP_TIMEOUT_SECONDS))
+
+
+def startups(mongodb_uri: str, db_name: str, work: Path, freeze: bool) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, mongodb_uri, db_name, str(work), "1" if freeze else "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_startup_freezes_the_heap_once(mongodb_uri: str, db_name: str, tmp_path: Path) -> None:
+    frozen = startups(mongodb_uri, db_name, tmp_path, freeze=True)
+    counts = frozen["counts"]
+    assert isinstance(counts, list)
+    # The imported libraries and the app: tens of thousands of objects at least.
+    assert counts[0] > 50_000
+    # The second app in the process froze nothing more (frozen objects released since by
+    # reference counting leave the permanent generation, so the count may only go down).
+    assert counts[1] <= counts[0]
+    plain = startups(mongodb_uri, db_name, tmp_path, freeze=False)
+    assert plain["counts"] == [0, 0]
+    # What the freeze is for: a full pass walks only what was allocated since.
+    assert isinstance(frozen["collect"], float) and isinstance(plain["collect"], float)
+    assert frozen["collect"] < plain["collect"]
