@@ -23,9 +23,7 @@ import numpy as np
 import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from typer.testing import CliRunner
 
-from app.cli import app as cli_app
 from app.db import Document
 from app.ml import drift
 from app.ml.targets import is_hit
@@ -33,8 +31,14 @@ from app.security import Role
 from app.services import credentials, outcomes, prediction_log
 from app.services.csv_io import import_tmdb_csv
 from app.services.prediction_log import PredictionLogWriter, entries
-from app.settings import Settings, get_settings
-from tests.ml_support import app_settings, copy_artifacts, serve, small_dataset, trained_artifacts
+from tests.ml_support import (
+    app_settings,
+    copy_artifacts,
+    run_cli,
+    serve,
+    small_dataset,
+    trained_artifacts,
+)
 from tests.support import PROBLEM, TMDB_TRAIN_CSV, assert_problem, require_shared
 
 LOG_TIMEOUT_S = 60.0
@@ -225,23 +229,6 @@ async def test_drift_absent_on_training_films_and_present_when_shifted(
         result = await run_cli(monkeypatch, settings, ["monitor", "check", "--model", "revenue"])
         assert result.exit_code == 1, result.output
         assert "RETRAIN revenue" in result.output and "budget" in result.output
-
-
-async def run_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings, args: list[str]) -> Any:
-    """`tmdb-analytics ARGS` against this test's database and artifacts."""
-    monkeypatch.setenv("MONGODB_URI", settings.mongodb_uri or "")
-    monkeypatch.setenv("MONGODB_DB", settings.mongodb_db)
-    monkeypatch.setenv("ARTIFACTS_DIR", str(settings.artifacts_dir))
-    monkeypatch.setenv("LOCAL_DB_DIR", str(settings.local_db_dir))
-    monkeypatch.setenv("APP_ENV", "test")
-    monkeypatch.setenv("COLUMNS", "300")
-    if settings.mlflow_tracking_uri:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
-    get_settings.cache_clear()
-    try:
-        return await asyncio.to_thread(CliRunner().invoke, cli_app, args)
-    finally:
-        get_settings.cache_clear()
 
 
 # --- live accuracy ----------------------------------------------------------------------------
