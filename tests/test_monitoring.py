@@ -387,7 +387,8 @@ async def test_log_writer_drops_and_counts_when_full_and_prunes_by_age(
     writer = PredictionLogWriter(db, retention_days=30, flush_seconds=60, prune_every=0.0)
     old = docs([8], "v0")
     old[0]["at"] = datetime.now(UTC) - timedelta(days=45)
-    writer.submit([*docs([1, 2, 3]), *old])
+    unencodable = docs([2**70])  # BSON holds 8-byte integers: dropped, not a stuck writer
+    writer.submit([*docs([1, 2]), *unencodable, *docs([3]), *old])
     await writer.start()
     assert await writer.flush(timeout=30)
     deadline = time.monotonic() + 30
@@ -395,7 +396,7 @@ async def test_log_writer_drops_and_counts_when_full_and_prunes_by_age(
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
     await writer.close()
-    assert writer.stats("revenue")["written"] == 4
+    assert writer.stats("revenue")["written"] == 4 and writer.stats("revenue")["dropped"] == 1
     assert await prediction_log.predicted_among(db, [1, 2, 3, 4, 8]) == {1, 2, 3}
     logged = await db["prediction_log"].find_one({"id": 1})
     assert logged is not None
