@@ -3,6 +3,7 @@ once per session (quick mode, into a temporary directory), and an in-process cli
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -12,8 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner, Result
 
-from app.settings import Settings
+from app.cli import app as cli_app
+from app.settings import Settings, get_settings
 from tests import analytics_support
 from tests.support import IMDB_CSV, TMDB_TRAIN_CSV, require_shared
 from training.data import Dataset, load_from_csv
@@ -121,3 +124,22 @@ FILM_PLAIN: dict[str, Any] = {
     "keywords": ["heist", "space"],
     "cast": ["Tom Hardy", "Zendaya"],
 }
+
+
+async def run_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings, args: list[str]) -> Result:
+    """`tmdb-analytics ARGS` against this test's database and artifacts."""
+    monkeypatch.setenv("MONGODB_URI", settings.mongodb_uri or "")
+    monkeypatch.setenv("MONGODB_DB", settings.mongodb_db)
+    monkeypatch.setenv("ARTIFACTS_DIR", str(settings.artifacts_dir))
+    monkeypatch.setenv("LOCAL_DB_DIR", str(settings.local_db_dir))
+    monkeypatch.setenv("APP_ENV", "test")
+    monkeypatch.setenv("COLUMNS", "300")
+    if settings.mlflow_tracking_uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    else:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    get_settings.cache_clear()
+    try:
+        return await asyncio.to_thread(CliRunner().invoke, cli_app, args)
+    finally:
+        get_settings.cache_clear()

@@ -23,9 +23,7 @@ import numpy as np
 import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from typer.testing import CliRunner
 
-from app.cli import app as cli_app
 from app.db import Document
 from app.ml import drift
 from app.ml.targets import is_hit
@@ -33,8 +31,14 @@ from app.security import Role
 from app.services import credentials, outcomes, prediction_log
 from app.services.csv_io import import_tmdb_csv
 from app.services.prediction_log import PredictionLogWriter, entries
-from app.settings import Settings, get_settings
-from tests.ml_support import app_settings, copy_artifacts, serve, small_dataset, trained_artifacts
+from tests.ml_support import (
+    app_settings,
+    copy_artifacts,
+    run_cli,
+    serve,
+    small_dataset,
+    trained_artifacts,
+)
 from tests.support import PROBLEM, TMDB_TRAIN_CSV, assert_problem, require_shared
 
 LOG_TIMEOUT_S = 60.0
@@ -227,23 +231,6 @@ async def test_drift_absent_on_training_films_and_present_when_shifted(
         assert "RETRAIN revenue" in result.output and "budget" in result.output
 
 
-async def run_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings, args: list[str]) -> Any:
-    """`tmdb-analytics ARGS` against this test's database and artifacts."""
-    monkeypatch.setenv("MONGODB_URI", settings.mongodb_uri or "")
-    monkeypatch.setenv("MONGODB_DB", settings.mongodb_db)
-    monkeypatch.setenv("ARTIFACTS_DIR", str(settings.artifacts_dir))
-    monkeypatch.setenv("LOCAL_DB_DIR", str(settings.local_db_dir))
-    monkeypatch.setenv("APP_ENV", "test")
-    monkeypatch.setenv("COLUMNS", "300")
-    if settings.mlflow_tracking_uri:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
-    get_settings.cache_clear()
-    try:
-        return await asyncio.to_thread(CliRunner().invoke, cli_app, args)
-    finally:
-        get_settings.cache_clear()
-
-
 # --- live accuracy ----------------------------------------------------------------------------
 
 LISTS = ("genres", "keywords", "production_companies", "production_countries", "spoken_languages")
@@ -400,7 +387,8 @@ async def test_log_writer_drops_and_counts_when_full_and_prunes_by_age(
     writer = PredictionLogWriter(db, retention_days=30, flush_seconds=60, prune_every=0.0)
     old = docs([8], "v0")
     old[0]["at"] = datetime.now(UTC) - timedelta(days=45)
-    writer.submit([*docs([1, 2, 3]), *old])
+    unencodable = docs([2**70])  # BSON holds 8-byte integers: dropped, not a stuck writer
+    writer.submit([*docs([1, 2]), *unencodable, *docs([3]), *old])
     await writer.start()
     assert await writer.flush(timeout=30)
     deadline = time.monotonic() + 30
@@ -408,7 +396,7 @@ async def test_log_writer_drops_and_counts_when_full_and_prunes_by_age(
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
     await writer.close()
-    assert writer.stats("revenue")["written"] == 4
+    assert writer.stats("revenue")["written"] == 4 and writer.stats("revenue")["dropped"] == 1
     assert await prediction_log.predicted_among(db, [1, 2, 3, 4, 8]) == {1, 2, 3}
     logged = await db["prediction_log"].find_one({"id": 1})
     assert logged is not None

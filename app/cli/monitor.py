@@ -10,17 +10,21 @@ version not tracked there); serving is never affected.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pymongo.errors import PyMongoError
 
 from app.cli.common import console, run
 from app.db import open_db
-from app.ml import artifacts, mlflow_link
-from app.services.mlflow_sync import tracking_uri
-from app.services.monitoring import Assessment, assess, mlflow_metrics
+from app.ml import artifacts
 from app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from app.services.monitoring import Assessment
+
+# The monitoring services (scikit-learn, scipy) and MLflow are imported by the commands that
+# use them: every other command of the CLI starts without them.
 
 monitor_app = typer.Typer(help="Drift and live accuracy of the served models.")
 
@@ -41,6 +45,8 @@ def _models(model: list[str] | None) -> list[str]:
 
 async def _assess_all(settings: Settings, names: list[str]) -> dict[str, Assessment | str]:
     """Per model, its assessment or why there is none."""
+    from app.services.monitoring import assess
+
     out: dict[str, Assessment | str] = {}
     async with open_db(settings) as db:
         for name in names:
@@ -95,6 +101,10 @@ def check(model: Models = None) -> None:
 def report(model: Models = None) -> None:
     """Log the served versions' drift and live accuracy as metrics of their MLflow runs
     (`live_*` beside training's `test_*`)."""
+    from app.ml import mlflow_link
+    from app.services.mlflow_sync import tracking_uri
+    from app.services.monitoring import mlflow_metrics
+
     names = _models(model)
     found = run(lambda settings: _assess_all(settings, names))
     settings = get_settings()  # the same object `run` used (cached)

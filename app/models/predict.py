@@ -190,6 +190,7 @@ class Film(BaseModel):
     id: int | None = Field(
         default=None,
         ge=1,
+        le=2**53,
         description="TMDB id, when the film has one: logged with the prediction, so that its "
         "actual revenue, once known, measures the model's live accuracy",
     )

@@ -126,8 +126,13 @@ def window(
 ) -> tuple[datetime, datetime]:
     """[since, until) in UTC; defaults: the last `DRIFT_WINDOW_DAYS` up to now. Naive times
     are read as UTC."""
-    end = _utc(until) if until is not None else datetime.now(UTC)
-    start = _utc(since) if since is not None else end - timedelta(days=settings.drift_window_days)
+    try:
+        end = _utc(until) if until is not None else datetime.now(UTC)
+        start = (
+            _utc(since) if since is not None else end - timedelta(days=settings.drift_window_days)
+        )
+    except (OverflowError, ValueError):  # e.g. until=0001-01-01: no window before it
+        raise InvalidQueryError("since/until out of range") from None
     if start >= end:
         raise InvalidQueryError("since must be earlier than until")
     return start, end

@@ -36,7 +36,9 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
+import bson
 from bson import ObjectId
+from bson.errors import InvalidDocument
 from prometheus_client import Counter, Gauge
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -136,6 +138,7 @@ class PredictionLogWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._taken = 0  # documents of the buffer's head in the batch being written
         self._ids_seen: dict[int, float] = {}
         self._next_prune = 0.0
         self._holder = f"{socket.gethostname()} pid {os.getpid()}"
@@ -241,8 +244,15 @@ class PredictionLogWriter:
         """Write the buffer batch by batch; False when the database refused (kept for later)."""
         while self._buffer:
             batch = list(islice(self._buffer, self._batch_size))
+            self._taken = len(batch)
             try:
-                await _insert(self._db, batch)
+                try:
+                    await _insert(self._db, batch)
+                except (InvalidDocument, OverflowError, TypeError, ValueError):
+                    # A document BSON cannot hold: drop it (counted), write the others. The
+                    # ones sent before it are written again harmlessly (same `_id`s).
+                    batch = self._drop_unencodable(batch)
+                    await _insert(self._db, batch)
                 await self._record_ids(batch)
             except PyMongoError as exc:
                 LOG_WRITE_FAILURES.inc()
@@ -256,7 +266,7 @@ class PredictionLogWriter:
                 self.last_error = exc.__class__.__name__
                 return False
             # Only the request side appends, at the right: the batch is the buffer's head.
-            for _ in batch:
+            for _ in range(self._taken):
                 self._buffer.popleft()
             for model, n in Tally(doc["model"] for doc in batch).items():
                 self.written[model] += n
@@ -267,6 +277,19 @@ class PredictionLogWriter:
                 log.info("prediction log: writes work again; %d waiting", len(self._buffer))
                 self.failing_since = None
         return True
+
+    def _drop_unencodable(self, batch: list[Document]) -> list[Document]:
+        kept: list[Document] = []
+        for doc in batch:
+            try:
+                bson.encode(doc)
+            except (InvalidDocument, OverflowError, TypeError, ValueError) as exc:
+                self.dropped[doc["model"]] += 1
+                LOG_DROPPED.labels(doc["model"]).inc()
+                log.warning("prediction log: a prediction BSON cannot hold was dropped: %s", exc)
+                continue
+            kept.append(doc)
+        return kept
 
     async def _record_ids(self, batch: Sequence[Document]) -> None:
         now = time.monotonic()
@@ -309,6 +332,8 @@ async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
 
 
 async def _insert(db: AsyncDatabase[Document], batch: list[Document]) -> None:
+    if not batch:
+        return
     try:
         await db[PREDICTION_LOG].insert_many(batch, ordered=False)
     except BulkWriteError as exc:
