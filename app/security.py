@@ -85,7 +85,11 @@ async def current_principal(
     token: Annotated[str | None, Depends(oauth2_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Principal:
-    """The verified caller (X-API-Key wins over a bearer token); 401 otherwise."""
+    """The verified caller (X-API-Key wins over a bearer token); 401 otherwise.
+
+    `app.conditional.viewer` makes the same decision for answers sent before routing: a
+    check added here (e.g. on API keys) must be made there too, or live in `Authenticator`.
+    """
     try:
         if api_key:
             principal = await state.authenticator.api_key_principal(api_key)

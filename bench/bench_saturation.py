@@ -129,6 +129,16 @@ def run_scenario(
     return result
 
 
+def connection_spread(result: dict[str, Any], latencies: list[float]) -> float:
+    """The slowest connection's median latency over the fastest one's: 1.0 when every
+    connection is served alike, whatever the noise."""
+    by: dict[int, list[float]] = {}
+    for latency, conn in zip(latencies, result["connections"], strict=True):
+        by.setdefault(conn, []).append(latency)
+    medians = [percentile(v, 50) for v in by.values()]
+    return max(medians) / min(medians)
+
+
 def row(name: str, result: dict[str, Any], latencies: list[float]) -> tuple[str, float]:
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     ok = result["statuses"]
@@ -143,6 +153,7 @@ def row(name: str, result: dict[str, Any], latencies: list[float]) -> tuple[str,
         f"{percentile(latencies, 99.9) * 1000:.1f}",
         f"{max(latencies) * 1000:.1f}",
         f"**{ratio:.2f}**",
+        f"{connection_spread(result, latencies):.2f}",
         str(errors),
         f"{result['server_cpu_share']:.0%}",
         f"{result['cpu_share']:.0%}",
@@ -165,11 +176,13 @@ def report(
         f"{args.connections} keep-alive connections in a closed loop (no think time), "
         f"{args.warmup:g} s warm-up then {args.seconds:g} s measured per scenario; a stored "
         "predictor API key. CPU columns: share of one core used by the server process "
-        "(event loop and threads) and by the generator during the scenario.",
+        "(event loop and threads) and by the generator during the scenario. `connections`: "
+        "the slowest connection's median latency over the fastest one's (1.00: every "
+        "connection served alike).",
         "",
-        "| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 / p50 | errors "
-        "| server CPU | generator CPU |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 / p50 "
+        "| connections | errors | server CPU | generator CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     worst = 0.0
     for name, result in results.items():
@@ -258,9 +271,9 @@ def split(result: dict[str, Any], parity: int) -> dict[str, Any]:
     """One half of the interleaved scenario (even requests predict, odd ones read)."""
     indices: list[int] = result["indices"]
     part = dict(result)
-    part["latencies"] = [
-        x for x, i in zip(result["latencies"], indices, strict=True) if i % 2 == parity
-    ]
+    keep = [i % 2 == parity for i in indices]
+    part["latencies"] = [x for x, k in zip(result["latencies"], keep, strict=True) if k]
+    part["connections"] = [c for c, k in zip(result["connections"], keep, strict=True) if k]
     return part
 
 
