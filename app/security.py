@@ -92,7 +92,11 @@ async def any_principal(
 ) -> Principal:
     """The verified caller (X-API-Key wins over a bearer token), a token good only for the
     password change included; 401 otherwise. Only `POST /v1/auth/password` takes it as is;
-    every other route goes through `current_principal`."""
+    every other route goes through `current_principal`.
+
+    `app.conditional.viewer` makes the same decision for answers sent before routing: a
+    check added here (e.g. on API keys) must be made there too, or live in `Authenticator`.
+    """
     try:
         if api_key:
             principal = await state.authenticator.api_key_principal(api_key)

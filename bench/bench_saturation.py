@@ -129,13 +129,23 @@ def run_scenario(
     return result
 
 
+def connection_spread(result: dict[str, Any], latencies: list[float]) -> float:
+    """The slowest connection's median latency over the fastest one's: 1.0 when every
+    connection is served alike, whatever the noise."""
+    by: dict[int, list[float]] = {}
+    for latency, conn in zip(latencies, result["connections"], strict=True):
+        by.setdefault(conn, []).append(latency)
+    medians = [percentile(v, 50) for v in by.values()]
+    return max(medians) / min(medians)
+
+
 def row(name: str, result: dict[str, Any], latencies: list[float]) -> tuple[str, float]:
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     ok = result["statuses"]
     errors = sum(v for k, v in ok.items() if not k.startswith("2")) + len(result["errors"])
     ratio = p99 / p50
     cells = [
-        f"`{name}`",
+        name,
         f"{len(latencies) / result['seconds']:,.0f}",
         f"{p50 * 1000:.1f}",
         f"{percentile(latencies, 90) * 1000:.1f}",
@@ -143,6 +153,7 @@ def row(name: str, result: dict[str, Any], latencies: list[float]) -> tuple[str,
         f"{percentile(latencies, 99.9) * 1000:.1f}",
         f"{max(latencies) * 1000:.1f}",
         f"**{ratio:.2f}**",
+        f"{connection_spread(result, latencies):.2f}",
         str(errors),
         f"{result['server_cpu_share']:.0%}",
         f"{result['cpu_share']:.0%}",
@@ -151,13 +162,18 @@ def row(name: str, result: dict[str, Any], latencies: list[float]) -> tuple[str,
 
 
 def report(
-    results: dict[str, dict[str, Any]], films: int, args: argparse.Namespace, load: str
+    results: dict[str, dict[str, Any]],
+    films: int,
+    args: argparse.Namespace,
+    load: str,
+    baseline: dict[str, dict[str, Any]],
 ) -> str:
     lines = [
         "## Tails under saturation",
         "",
         f"`python -m bench.bench_saturation --connections {args.connections} --seconds "
-        f"{args.seconds:g}`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{args.seconds:g}{' --compare-gc' if baseline else ''}`, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared), "
         f"Python {platform.python_version()}; {films} real films in a local FerretDB; uvicorn "
         "1 worker with the defaults (access log, metrics); load average before the run: "
@@ -165,21 +181,26 @@ def report(
         f"{args.connections} keep-alive connections in a closed loop (no think time), "
         f"{args.warmup:g} s warm-up then {args.seconds:g} s measured per scenario; a stored "
         "predictor API key. CPU columns: share of one core used by the server process "
-        "(event loop and threads) and by the generator during the scenario.",
+        "(event loop and threads) and by the generator during the scenario. `connections`: "
+        "the slowest connection's median latency over the fastest one's (1.00: every "
+        "connection served alike).",
         "",
-        "| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 / p50 | errors "
-        "| server CPU | generator CPU |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 / p50 "
+        "| connections | errors | server CPU | generator CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     worst = 0.0
+    for name, result in baseline.items():
+        lines.append(row(f"`{name}` (GC_FREEZE=false: before)", result, result["latencies"])[0])
     for name, result in results.items():
-        text, ratio = row(name, result, result["latencies"])
+        text, ratio = row(f"`{name}`", result, result["latencies"])
         lines.append(text)
         worst = max(worst, ratio)
     verdict = "met" if worst <= TARGET_RATIO else "NOT met"
     lines += [
         "",
-        f"Worst p99 / p50: **{worst:.2f}** (target <= {TARGET_RATIO:g} with no error: {verdict}).",
+        f"Worst p99 / p50 as shipped: **{worst:.2f}** (target <= {TARGET_RATIO:g} with no "
+        f"error: {verdict}).",
     ]
     return "\n".join(lines)
 
@@ -191,6 +212,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--artifacts-dir", default=str(REPO / "artifacts"))
     parser.add_argument("--only", choices=["predict", "genres", "mixed"], action="append")
+    parser.add_argument(
+        "--compare-gc",
+        action="store_true",
+        help="first run every scenario with GC_FREEZE=false (as before the fix), then as shipped",
+    )
     parser.add_argument("--profile", type=Path, help="run the server under cProfile, stats here")
     parser.add_argument("--no-write", action="store_true", help="print, leave RESULTS.md alone")
     args = parser.parse_args()
@@ -200,9 +226,9 @@ def main() -> None:
     server = LocalServer(directory=work / "ferretdb", port=free_port())
     server.start()
     results: dict[str, dict[str, Any]] = {}
+    baseline: dict[str, dict[str, Any]] = {}
     try:
         films, key = asyncio.run(load(server.uri, "bench_saturation"))
-        port = free_port()
         env = {
             **os.environ,
             "MONGODB_URI": server.uri,
@@ -213,54 +239,67 @@ def main() -> None:
             "ARTIFACTS_DIR": str(Path(args.artifacts_dir).resolve()),
         }
         env.pop("ADMIN_API_KEY", None)
-        cmd = service_command(port)
-        if args.profile is not None:
-            cmd = [sys.executable, "-m", "bench.profile_server", str(args.profile), str(port)]
-        predict = predict_requests(key)
-        genres = [raw_get(GENRES, key)]
-        scenarios = {
-            "predict": ("POST /v1/predict/revenue, 1 film", predict),
-            "genres": ("GET /v1/analytics/genres (cached)", genres),
-            "mixed": (
-                "both, interleaved",
-                [r for pair in zip(predict, genres * len(predict), strict=True) for r in pair],
-            ),
-        }
-        log = work / "service.log"
-        with server_process(cmd, env, log) as proc:
-            base = f"http://127.0.0.1:{port}"
-            wait_until(f"{base}/health", proc, log)
-            headers = {"X-API-Key": key}
-            with httpx.Client(base_url=base, headers=headers, timeout=120) as http:
-                http.get(GENRES).raise_for_status()  # the first snapshot, then the cache
-                http.post(
-                    PREDICT,
-                    content=predict[0].split(b"\r\n\r\n", 1)[1],
-                    headers={"Content-Type": "application/json"},
-                ).raise_for_status()
-            load_average = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-            for name in args.only or list(scenarios):
-                label, requests = scenarios[name]
-                results[label] = run_scenario(port, proc.pid, requests, args, work, name)
-                if name == "mixed":
-                    results[label + ": predictions"] = split(results[label], 0)
-                    results[label + ": aggregates"] = split(results[label], 1)
-                    del results[label]
+        env.pop("GC_FREEZE", None)
+        load_average = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        if args.compare_gc:
+            baseline = serve_and_load({**env, "GC_FREEZE": "false"}, key, args, work)
+        results = serve_and_load(env, key, args, work)
     finally:
         server.stop()
-    text = report(results, films, args, load_average)
+    text = report(results, films, args, load_average, baseline)
     print(text)
     if not args.no_write and args.profile is None and not args.only:
         write_results(SECTION, text)
+
+
+def serve_and_load(
+    env: dict[str, str], key: str, args: argparse.Namespace, work: Path
+) -> dict[str, dict[str, Any]]:
+    """Start the service with `env`, run the scenarios against it, stop it."""
+    results: dict[str, dict[str, Any]] = {}
+    port = free_port()
+    cmd = service_command(port)
+    if args.profile is not None:
+        cmd = [sys.executable, "-m", "bench.profile_server", str(args.profile), str(port)]
+    predict = predict_requests(key)
+    genres = [raw_get(GENRES, key)]
+    scenarios = {
+        "predict": ("POST /v1/predict/revenue, 1 film", predict),
+        "genres": ("GET /v1/analytics/genres (cached)", genres),
+        "mixed": (
+            "both, interleaved",
+            [r for pair in zip(predict, genres * len(predict), strict=True) for r in pair],
+        ),
+    }
+    log = work / "service.log"
+    with server_process(cmd, env, log) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(f"{base}/health", proc, log)
+        with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=120) as http:
+            http.get(GENRES).raise_for_status()  # the first snapshot, then the cache
+            http.post(
+                PREDICT,
+                content=predict[0].split(b"\r\n\r\n", 1)[1],
+                headers={"Content-Type": "application/json"},
+            ).raise_for_status()
+        for name in args.only or list(scenarios):
+            label, requests = scenarios[name]
+            result = run_scenario(port, proc.pid, requests, args, work, name)
+            if name == "mixed":
+                results[label + ": predictions"] = split(result, 0)
+                results[label + ": aggregates"] = split(result, 1)
+            else:
+                results[label] = result
+    return results
 
 
 def split(result: dict[str, Any], parity: int) -> dict[str, Any]:
     """One half of the interleaved scenario (even requests predict, odd ones read)."""
     indices: list[int] = result["indices"]
     part = dict(result)
-    part["latencies"] = [
-        x for x, i in zip(result["latencies"], indices, strict=True) if i % 2 == parity
-    ]
+    keep = [i % 2 == parity for i in indices]
+    part["latencies"] = [x for x, k in zip(result["latencies"], keep, strict=True) if k]
+    part["connections"] = [c for c, k in zip(result["connections"], keep, strict=True) if k]
     return part
 
 

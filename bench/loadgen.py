@@ -50,6 +50,7 @@ async def connection(
     window: tuple[float, float],
     latencies: list[float],
     indices: list[int],
+    conns: list[int],
     statuses: Counter[int],
     errors: list[str],
 ) -> None:
@@ -75,6 +76,7 @@ async def connection(
             if sent >= start:
                 latencies.append(done - sent)
                 indices.append(index)
+                conns.append(offset)
                 statuses[status] += 1
     finally:
         writer.close()
@@ -85,6 +87,7 @@ async def run(
 ) -> dict[str, object]:
     latencies: list[float] = []
     indices: list[int] = []
+    conns: list[int] = []
     statuses: Counter[int] = Counter()
     errors: list[str] = []
     now = time.perf_counter()
@@ -92,7 +95,7 @@ async def run(
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     await asyncio.gather(
         *(
-            connection(port, requests, i, window, latencies, indices, statuses, errors)
+            connection(port, requests, i, window, latencies, indices, conns, statuses, errors)
             for i in range(connections)
         )
     )
@@ -102,6 +105,7 @@ async def run(
     return {
         "latencies": latencies,
         "indices": indices,  # which request (position in the file) each latency measured
+        "connections": conns,  # and on which connection
         "statuses": {str(k): v for k, v in statuses.items()},
         "errors": errors,
         "seconds": seconds,
