@@ -23,6 +23,7 @@ import io
 import os
 import shutil
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -58,14 +59,17 @@ from app.services.backup.crypto import EncryptingWriter
 
 GZIP_LEVEL = 6  # mongodump's (Go's default compression)
 LOCK_FILE = "lock"
+# A partial directory without a lock file is a writer killed between `mkdir` and locking, once
+# it is this old.
+UNLOCKED_GRACE_SECONDS = 60
 
 
 # --- the partial directory ------------------------------------------------------------------
 
 
-def _try_lock(path: Path) -> int | None:
+def _try_lock(path: Path, create: bool = True) -> int | None:
     """An fd holding an exclusive lock on `path`, or None when another process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -76,19 +80,31 @@ def _try_lock(path: Path) -> int | None:
 
 def clean_stale_partials(directory: Path) -> list[Path]:
     """Remove the partial directories of writers that died (kill -9, power loss): the kernel
-    released their lock. A running writer's directory is left alone."""
+    released their lock. A running writer's directory is left alone, and so is one too young
+    to have its lock file yet (its writer is between `mkdir` and locking)."""
     removed = []
     for path in directory.iterdir():
         if not PARTIAL_RE.match(path.name) or not path.is_dir():
             continue
-        fd = _try_lock(path / LOCK_FILE) if path.exists() else None
-        if fd is None:
-            continue
+        try:
+            fd = _try_lock(path / LOCK_FILE, create=False)
+        except FileNotFoundError:
+            try:
+                young = time.time() - path.stat().st_mtime < UNLOCKED_GRACE_SECONDS
+            except FileNotFoundError:
+                continue
+            if young:
+                continue
+            fd = None
+        else:
+            if fd is None:
+                continue
         try:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
     return removed
 
 
