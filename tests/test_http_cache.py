@@ -49,6 +49,7 @@ READS: list[tuple[str, dict[str, Any]]] = [
     ("/v1/analytics/people", {"role": "actor", "sort": "revenue", "n": 30}),
     ("/v1/analytics/companies", {"sort": "revenue", "n": 15}),
     ("/v1/analytics/languages", {}),
+    ("/v1/analytics/segments", {"k": 4}),
     ("/v1/movies", {"genre": "Drama", "sort": "-revenue", "limit": 50}),
 ]
 
@@ -82,7 +83,10 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(value, dict):
             out.update(_flat(value, name + "_"))
         elif isinstance(value, list):
-            out[name] = "|".join(str(v) for v in value)
+            # Objects in a list (a segment's genres) by their first member, the name.
+            out[name] = "|".join(
+                str(next(iter(v.values()))) if isinstance(v, dict) and v else str(v) for v in value
+            )
         else:
             out[name] = value
     return out

@@ -62,9 +62,11 @@ from training.split import random_split, time_split
 from training.types import TrainedModel, TrainOptions
 
 ENGAGEMENT = "engagement"
+NAN = float("nan")
 Array = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 Records = Sequence[dict[str, Any]]
+SELECTION = {"vote_count": "rmsle", "vote_average": "rmse"}  # lower is better for both
 SERVED_LEVEL = 0.8  # the interval the API returns
 COVERAGE_LEVELS = (0.5, 0.8, 0.95)
 BASELINE_YEARS = 5  # the baseline's window: same primary genre, this many years up to the film's
@@ -171,9 +173,6 @@ def targets(records: Records) -> Array:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
 
 
-NAN = float("nan")
-
-
 @dataclass
 class Labels:
     """One part of the split in the units each estimator works in."""
@@ -273,9 +272,6 @@ def rating_metrics(y: Array, pred: Array) -> dict[str, float]:
         "spearman": _spearman(y, pred),
         "n": float(len(y)),
     }
-
-
-SELECTION = {"vote_count": "rmsle", "vote_average": "rmse"}
 
 
 def _metrics(name: str, y: Array, pred: Array) -> dict[str, float]:
@@ -403,11 +399,9 @@ def evaluate_engagement(
         + ": "
         + ", ".join(f"{k}={v:+.3f}" for k, v in gains.items())
     )
+    kept = "with" if vote_history else "without"
     val_metrics = {
-        f"{name}_{SELECTION[name]}": _metrics(
-            name, val.output(name)[0][val.output(name)[1]], val_pred[name][val.output(name)[1]]
-        )[SELECTION[name]]
-        for name in OUTPUTS
+        f"{n}_{SELECTION[n]}": ablation[f"{n}_{SELECTION[n]}_{kept}_vote_history"] for n in OUTPUTS
     }
 
     # One fit on train+validation, one look at test.
