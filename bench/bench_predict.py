@@ -230,9 +230,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server_process(commands["mlflow"], envs["mlflow"], work / "mlflow.log") as p1,
             server_process(commands["mlflow_1t"], envs["mlflow_1t"], work / "mlflow_1t.log") as p2,
         ):
-            wait_until(f"{urls['service']}/ready", p0, work / "service.log")
-            wait_until(f"{urls['mlflow']}/ping", p1, work / "mlflow.log")
-            wait_until(f"{urls['mlflow_1t']}/ping", p2, work / "mlflow_1t.log")
+            wait_until(f"{urls['service']}/ready", p0, work / "service.log", timeout=600)
+            wait_until(f"{urls['mlflow']}/ping", p1, work / "mlflow.log", timeout=600)
+            wait_until(f"{urls['mlflow_1t']}/ping", p2, work / "mlflow_1t.log", timeout=600)
             clients = {
                 n: httpx.Client(base_url=urls[n], headers=headers[n], timeout=120) for n in SERVERS
             }

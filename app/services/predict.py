@@ -107,10 +107,11 @@ def _dropped_warnings(films: Sequence[Film], predictions: list[dict[str, Any]]) 
 def film_records(request: PredictRequest) -> list[dict[str, Any]]:
     """The canonical record of each film: derived while validating on the fast path, else
     from the validated films (the same records either way)."""
-    records = request.records
-    if records is None:
-        records = [film_record(film_document(f)) for f in request.items]
-    return records
+    known = request.records or [None] * len(request.items)
+    return [
+        film_record(film_document(film)) if record is None else record
+        for film, record in zip(request.items, known, strict=True)
+    ]
 
 
 def _score(
