@@ -273,6 +273,10 @@ def test_batch_features_equal_the_reference_transform_bit_for_bit(
             theirs = model.features.transform(batch)
             assert ours.shape == theirs.shape
             assert np.array_equal(ours, theirs, equal_nan=True), model.name
+        # The compiled trees (padded to full depth) score the batch as scikit-learn does.
+        X_all = model.transform(records)
+        assert model.fast_max_rows >= len(records)
+        assert np.allclose(model.score_matrix(X_all), model.reference_scorer(X_all), atol=1e-9)
         # The features that carry most of the signal are really filled in.
         X = model.transform(plain)
         for column in ("log_budget", "director_prior_mean_log_revenue", "genre=Drama"):
