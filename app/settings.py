@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     tmdb_api_token: str | None = None
     tmdb_api_base_url: str = "https://api.themoviedb.org/3"
     tmdb_rate_limit: float = Field(default=40.0, gt=0)
-    tmdb_concurrency: int = Field(default=8, ge=1)
+    # Requests in flight, not the rate (the pacer sets that): room for TMDB's slow answers
+    # (a 40/s pace with 200 ms answers keeps 8 busy), under its 20 connections per IP.
+    tmdb_concurrency: int = Field(default=16, ge=1)
     data_dir: Path = Path("data")
     artifacts_dir: Path = Path("artifacts")
     local_db_dir: Path = Path(".data")

@@ -144,7 +144,7 @@ def http_lookups(uri: str, name: str, n: int, requests: int, workdir: Path) -> d
             base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": API_KEY}, timeout=600
         ) as http,
     ):
-        wait_until(f"http://127.0.0.1:{port}/health", server, log, timeout=120)
+        wait_until(f"http://127.0.0.1:{port}/health", server, log, timeout=1800)
         started = time.perf_counter()
         # The first snapshot (minutes at 300k films) builds in the background: wait it out.
         wait_for_snapshot(http, server, log)

@@ -4,6 +4,8 @@ once per session (quick mode, into a temporary directory), and an in-process cli
 from __future__ import annotations
 
 import asyncio
+import csv
+import json
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -143,3 +145,48 @@ async def run_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings, args: lis
         return await asyncio.to_thread(CliRunner().invoke, cli_app, args)
     finally:
         get_settings.cache_clear()
+NBSP = "\u00a0"
+TMDB_LISTS = ("genres", "keywords", "production_companies", "production_countries")
+
+
+def tmdb_records() -> list[dict[str, Any]]:
+    """Every film of the train CSV as TMDB's API has it: lists of TMDB objects (the CSV's own
+    JSON cells), numbers as numbers, "" for an unknown date, post-release facts included."""
+    out = []
+    with require_shared(TMDB_TRAIN_CSV).open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            record: dict[str, Any] = dict(row)
+            for key in (*TMDB_LISTS, "spoken_languages"):
+                record[key] = json.loads(row[key])
+            for key in ("id", "budget", "revenue", "vote_count"):
+                record[key] = int(float(row[key]))
+            for key in ("popularity", "vote_average"):
+                record[key] = float(row[key])
+            record["runtime"] = float(row["runtime"]) if row["runtime"] else None
+            out.append(record)
+    return out
+
+
+def tmdb_items(n: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Real films as a client would send them (TMDB field names, plain-name lists)."""
+    out = []
+    for rec in real_dataset().records[offset : offset + n]:
+        out.append(
+            {
+                "title": rec["title"],
+                "budget": rec["budget"],
+                "runtime": rec["runtime"],
+                "release_date": rec["release_date"],
+                "genres": rec["genres"],
+                "original_language": rec["original_language"],
+                "production_companies": rec["production_companies"],
+                "production_countries": rec["production_countries"],
+                "spoken_languages": rec["spoken_languages"],
+                "keywords": rec["keywords"],
+                "homepage": "https://example.org" if rec["homepage"] else None,
+                "tagline": "yes" if rec["tagline"] else None,
+                "cast": rec["actors"],
+                "crew": [{"name": d, "job": "Director"} for d in rec["directors"]],
+            }
+        )
+    return out

@@ -5,8 +5,6 @@ rollback, and readiness without models."""
 from __future__ import annotations
 
 import asyncio
-import csv
-import json
 import math
 import shutil
 from collections.abc import AsyncIterator
@@ -21,14 +19,15 @@ from app.models.predict import PredictRequest
 from tests.ml_support import (
     FILM,
     FILM_PLAIN,
+    NBSP,
     app_settings,
     copy_artifacts,
-    real_dataset,
     serve,
+    tmdb_items,
+    tmdb_records,
     trained_artifacts,
     versions,
 )
-from tests.support import TMDB_TRAIN_CSV, require_shared
 
 PROBLEM = "application/problem+json"
 
@@ -42,31 +41,6 @@ async def api(
     settings = app_settings(mongodb_uri, root, tmp_path_factory.mktemp("predict-api"))
     async with serve(settings) as http:
         yield http
-
-
-def tmdb_items(n: int, offset: int = 0) -> list[dict[str, Any]]:
-    """Real films as a client would send them (TMDB field names, plain-name lists)."""
-    out = []
-    for rec in real_dataset().records[offset : offset + n]:
-        out.append(
-            {
-                "title": rec["title"],
-                "budget": rec["budget"],
-                "runtime": rec["runtime"],
-                "release_date": rec["release_date"],
-                "genres": rec["genres"],
-                "original_language": rec["original_language"],
-                "production_companies": rec["production_companies"],
-                "production_countries": rec["production_countries"],
-                "spoken_languages": rec["spoken_languages"],
-                "keywords": rec["keywords"],
-                "homepage": "https://example.org" if rec["homepage"] else None,
-                "tagline": "yes" if rec["tagline"] else None,
-                "cast": rec["actors"],
-                "crew": [{"name": d, "job": "Director"} for d in rec["directors"]],
-            }
-        )
-    return out
 
 
 async def test_revenue_predictions_one_per_item_in_order(api: httpx.AsyncClient) -> None:
@@ -360,27 +334,6 @@ async def test_predictions_are_counted_per_model_version_in_metrics(
 
 
 # --- real TMDB records: list items whose name is blank are dropped, never fatal ----------------
-
-NBSP = "\u00a0"
-TMDB_LISTS = ("genres", "keywords", "production_companies", "production_countries")
-
-
-def tmdb_records() -> list[dict[str, Any]]:
-    """Every film of the train CSV as TMDB's API has it: lists of TMDB objects (the CSV's own
-    JSON cells), numbers as numbers, "" for an unknown date, post-release facts included."""
-    out = []
-    with require_shared(TMDB_TRAIN_CSV).open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            record: dict[str, Any] = dict(row)
-            for key in (*TMDB_LISTS, "spoken_languages"):
-                record[key] = json.loads(row[key])
-            for key in ("id", "budget", "revenue", "vote_count"):
-                record[key] = int(float(row[key]))
-            for key in ("popularity", "vote_average"):
-                record[key] = float(row[key])
-            record["runtime"] = float(row["runtime"]) if row["runtime"] else None
-            out.append(record)
-    return out
 
 
 def counter(text: str, name: str, labels: str) -> float:

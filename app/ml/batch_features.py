@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from datetime import date
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -31,11 +32,7 @@ from app.ml.features import (
     TRACK_STATS,
     FilmFeatures,
     TrackRecord,
-    _flag,
     _key,
-    _missing,
-    _opt_float,
-    _str_list,
     money,
 )
 
@@ -47,6 +44,7 @@ NAN = float("nan")
 DAY_BITS = 22
 # Below this many films the reference loop is cheaper than numpy's per-call overhead.
 MIN_ROWS = 8
+KEY_CACHE_MAX = 200_000  # names remembered per track table, then forgotten at once
 
 
 class _Track:
@@ -72,26 +70,32 @@ class _Track:
         self.n_hit = np.asarray(table.n_hit, dtype=np.float64)
         self.sum_roi = np.asarray(table.sum_roi, dtype=np.float64)
         self.start_of = np.asarray(self.start, dtype=np.int64)
+        self.ranks_of: dict[str, int] = {}
 
     def before(self, names: Sequence[Sequence[str]], days: IntVector) -> FloatMatrix:
         """`TrackRecord.before` for every film: (n, 5) stats over each film's names."""
         n = len(names)
-        rank = self.rank
-        film_of: list[int] = []
-        ranks: list[int] = []
-        for i, film_names in enumerate(names):
-            for name in film_names:
-                r = rank.get(_key(name))
-                if r is not None:
-                    film_of.append(i)
-                    ranks.append(r)
+        ranks_of = self.ranks_of
+        if len(ranks_of) > KEY_CACHE_MAX:
+            ranks_of.clear()
+        flat = list(chain.from_iterable(names))
+        found = list(map(ranks_of.get, flat))
+        for at, r in enumerate(found):
+            if r is None:
+                # The same people and studios come back request after request: a name's
+                # normalized key is looked up once (-1: no track record).
+                name = flat[at]
+                found[at] = ranks_of[name] = self.rank.get(_key(name), -1)
+        owner_all = np.repeat(np.arange(n, dtype=np.intp), [len(v) for v in names])
+        rank_all = np.asarray(found, dtype=np.int64)
+        known = rank_all >= 0
         out = np.empty((n, len(TRACK_STATS)), dtype=np.float64)
         out[:, 0] = 0.0
         out[:, 1:] = NAN
-        if not ranks:
+        if not known.any():
             return out
-        owner = np.asarray(film_of, dtype=np.intp)
-        rank_arr = np.asarray(ranks, dtype=np.int64)
+        owner = owner_all[known]
+        rank_arr = rank_all[known]
         query = (rank_arr << DAY_BITS) + days[owner]
         k = np.searchsorted(self.keys, query, side="left") - 1
         seen = k >= self.start_of[rank_arr]  # some film of that name came strictly before
@@ -143,69 +147,62 @@ class BatchFeatures:
         return self.transform(records)
 
     def transform(self, records: Sequence[Mapping[str, Any]]) -> FloatMatrix:
+        """The feature matrix of canonical records as `film_record` makes them: every key
+        present, flags as booleans, numbers as floats or None, lists of clean names (which
+        `_str_list` returns as they are). Per-item work runs in C (`map`, `chain`) and
+        numpy; Python loops only over films."""
         n, pos = len(records), self.pos
         out = np.zeros((n, self.width), dtype=np.float64)
 
-        budgets = [money(r.get("budget")) for r in records]
-        log_budget = np.array([math.log1p(b) if b is not None else NAN for b in budgets])
+        budgets = [money(r["budget"]) for r in records]
+        log_budget = np.array([NAN if b is None else math.log1p(b) for b in budgets])
         out[:, pos["log_budget"]] = log_budget
         out[:, pos["budget_known"]] = [b is not None for b in budgets]
-        runtimes = [_opt_float(r.get("runtime")) for r in records]
-        out[:, pos["runtime"]] = [v if v else NAN for v in runtimes]
+        out[:, pos["runtime"]] = [v if v else NAN for v in (r["runtime"] for r in records)]
 
-        days = np.full(n, FAR_FUTURE, dtype=np.int64)
+        days = [FAR_FUTURE] * n
+        parts: list[tuple[float, float, float, float]] = [(NAN, NAN, NAN, NAN)] * n
+        for i, released in enumerate(r["release_date"] for r in records):
+            if released:
+                d = date.fromisoformat(released[:10])
+                day = days[i] = d.toordinal()
+                parts[i] = (d.year, d.month, d.weekday(), day - date(d.year, 1, 1).toordinal() + 1)
         i_year = pos["release_year"]
-        out[:, i_year : i_year + 4] = NAN
-        for i, r in enumerate(records):
-            released = r.get("release_date")
-            if _missing(released):
-                continue
-            d = date.fromisoformat(str(released)[:10])
-            day = d.toordinal()
-            days[i] = day
-            out[i, i_year : i_year + 4] = (
-                d.year,
-                d.month,
-                d.weekday(),
-                day - date(d.year, 1, 1).toordinal() + 1,
-            )
+        out[:, i_year : i_year + 4] = parts
+        day_arr = np.asarray(days, dtype=np.int64)
 
-        rows: list[int] = []
-        cols: list[int] = []
-        lists: dict[str, list[list[str]]] = {}
+        lists: dict[str, list[Any]] = {}
         for field, vocab, count_col in self.multi:
-            values = [_str_list(r.get(field)) for r in records]
+            values = [r[field] for r in records]
             lists[field] = values
-            out[:, count_col] = [len(v) for v in values]
-            for i, film_values in enumerate(values):
-                for v in film_values:
-                    j = vocab.get(v)
-                    if j is not None:
-                        rows.append(i)
-                        cols.append(j)
+            counts = [len(v) for v in values]
+            out[:, count_col] = counts
+            flat = list(chain.from_iterable(values))
+            if flat:
+                cols = np.fromiter(
+                    map(vocab.get, flat, repeat(-1, len(flat))), dtype=np.intp, count=len(flat)
+                )
+                rows = np.repeat(np.arange(n, dtype=np.intp), counts)
+                hit = cols >= 0
+                out[rows[hit], cols[hit]] = 1.0
         languages = self.features._pos_lang
-        for i, r in enumerate(records):
-            lang = r.get("original_language")
-            if isinstance(lang, str):
-                j = languages.get(lang)
-                if j is not None:
-                    rows.append(i)
-                    cols.append(j)
-        if rows:
-            out[rows, cols] = 1.0
+        lang_cols = [languages.get(lang, -1) for lang in (r["original_language"] for r in records)]
+        lang_rows = [i for i, j in enumerate(lang_cols) if j >= 0]
+        if lang_rows:
+            out[lang_rows, [lang_cols[i] for i in lang_rows]] = 1.0
 
         for name, column in (
             ("homepage", "has_homepage"),
             ("tagline", "has_tagline"),
             ("belongs_to_collection", "in_collection"),
         ):
-            out[:, pos[column]] = [_flag(r.get(name)) for r in records]
+            out[:, pos[column]] = [r[name] for r in records]
+        search = _SEQUEL_CUE.search
         out[:, pos["title_sequel_cue"]] = [
-            bool(t) and _SEQUEL_CUE.search(str(t)) is not None
-            for t in (r.get("title") for r in records)
+            bool(t) and search(t) is not None for t in (r["title"] for r in records)
         ]
-        directors = [_str_list(r.get("directors")) for r in records]
-        actors = [_str_list(r.get("actors"))[:LEAD_ACTORS] for r in records]
+        directors = [r["directors"] for r in records]
+        actors = [r["actors"][:LEAD_ACTORS] for r in records]
         out[:, pos["n_directors"]] = [len(v) for v in directors]
         out[:, pos["n_lead_actors"]] = [len(v) for v in actors]
 
@@ -214,7 +211,7 @@ class BatchFeatures:
         for track, names in zip(
             self.tracks, (directors, actors, lists["production_companies"]), strict=True
         ):
-            stats = track.before(names, days)
+            stats = track.before(names, day_arr)
             out[:, j : j + n_stats] = stats
             out[:, j + n_stats] = stats[:, 1] - log_budget  # NaN-propagating
             j += n_stats + 1

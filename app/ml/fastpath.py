@@ -75,10 +75,21 @@ class CompiledTrees:
         self.baseline = baseline
         self.link = link
         self.float32_inputs = float32_inputs
+        self.perfect = (
+            _PerfectTrees(trees, self.depth)
+            if len(trees) * 2**self.depth <= PERFECT_MAX_NODES
+            else None
+        )
 
     def __call__(self, X: FloatMatrix) -> FloatVector:
         if self.float32_inputs:  # scikit-learn's CART trees compare float32 inputs
             X = X.astype(np.float32).astype(np.float64)
+        if self.perfect is not None:
+            leaves = self.perfect.leaves(X)
+            raw = leaves.sum(axis=1) if self.combine == "sum" else leaves.mean(axis=1)
+            raw = raw + self.baseline
+            scores: FloatVector = _sigmoid(raw) if self.link == "sigmoid" else raw
+            return scores
         n, width = X.shape
         flat = np.ascontiguousarray(X).ravel()
         # 1-D `take` on flat arrays is the cheapest numpy gather; one walk step per level.
@@ -95,6 +106,93 @@ class CompiledTrees:
         raw = leaves.sum(axis=1) if self.combine == "sum" else leaves.mean(axis=1)
         raw = raw + self.baseline
         out: FloatVector = _sigmoid(raw) if self.link == "sigmoid" else raw
+        return out
+
+
+# Trees padded to full depth cost 2**depth nodes each: fine for boosting's shallow trees
+# (400 trees of depth 6: 51,200 nodes), not for a forest's deep ones (the walk above).
+PERFECT_MAX_NODES = 1 << 22
+CHUNK_ROWS = 128  # rows per pass: the (rows x trees) working arrays stay in cache
+
+
+class _PerfectTrees:
+    """The trees padded to complete binary trees of one depth, in heap order, so that a
+    child's index is arithmetic (2i + 1 or 2i + 2) instead of a lookup. A leaf above full
+    depth becomes a chain of always-left nodes (threshold +inf, missing values left) ending
+    in its value. Walking `depth` levels costs three gathers per level, over chunks of
+    rows sized for the cache: about twice as fast as scikit-learn's per-tree loop on a
+    1,000-film batch, and as fast as the walk above on one film."""
+
+    def __init__(self, trees: list[dict[str, npt.NDArray[Any]]], depth: int) -> None:
+        inner, width = 2**depth - 1, 2**depth
+        n = len(trees)
+        feature = np.zeros((n, inner), dtype=np.intp)
+        threshold = np.full((n, inner), np.inf)
+        missing_left = np.ones((n, inner), dtype=bool)
+        value = np.zeros((n, width))
+        for t, tree in enumerate(trees):
+            stack = [(0, 0, 0)]  # (node, heap position, level)
+            while stack:
+                node, at, level = stack.pop()
+                if tree["leaf"][node]:
+                    while level < depth:  # always left down to full depth
+                        at, level = 2 * at + 1, level + 1
+                    value[t, at - inner] = tree["value"][node]
+                    continue
+                feature[t, at] = tree["feature"][node]
+                threshold[t, at] = tree["threshold"][node]
+                missing_left[t, at] = tree["missing_left"][node]
+                stack.append((int(tree["left"][node]), 2 * at + 1, level + 1))
+                stack.append((int(tree["right"][node]), 2 * at + 2, level + 1))
+        self.depth = depth
+        self.inner = inner
+        self.n_trees = n
+        self.feature = feature.ravel()
+        self.missing_left = missing_left.ravel()
+        self.threshold = threshold.ravel()
+        self.value = value.ravel()
+        self.tree_inner = (np.arange(n, dtype=np.intp) * inner)[None, :]
+        self.tree_leaf = (np.arange(n, dtype=np.intp) * width)[None, :]
+        self.child_shift = 2 - self.tree_inner
+        self._columns: dict[int, npt.NDArray[np.intp]] = {}
+
+    def _column_of(self, block: int) -> npt.NDArray[np.intp]:
+        # Which copy of a row each node reads: missing values go left where training sent
+        # them left, so those nodes read a copy with NaN as -inf (left of any threshold);
+        # the others read NaN itself, which compares false and goes right.
+        columns = self._columns.get(block)
+        if columns is None:
+            columns = self._columns[block] = self.feature + self.missing_left * block
+        return columns
+
+    def leaves(self, X: FloatMatrix) -> FloatMatrix:
+        """(rows, trees): each tree's leaf value for each row."""
+        n, width = X.shape
+        out = np.empty((n, self.n_trees))
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        for first in range(0, n, CHUNK_ROWS):
+            chunk = X[first : first + CHUNK_ROWS]
+            rows = chunk.shape[0]
+            block = rows * width
+            both = np.empty(2 * block)
+            both[:block] = chunk.ravel()
+            left = both[block:]
+            left[:] = both[:block]
+            left[np.isnan(left)] = -np.inf
+            columns = self._column_of(block)
+            offsets = (np.arange(rows, dtype=np.intp) * width)[:, None]
+            node = np.repeat(self.tree_inner, rows, axis=0)
+            cell = np.empty_like(node)
+            goes_left = np.empty(node.shape, dtype=bool)
+            for _ in range(self.depth):
+                np.add(offsets, columns.take(node), out=cell)
+                np.less_equal(both.take(cell), self.threshold.take(node), out=goes_left)
+                # The heap child, tree-global: 2 * node + 2 - tree offset - went left.
+                node *= 2
+                node += self.child_shift
+                node -= goes_left
+            leaf = node - self.inner - self.tree_inner + self.tree_leaf
+            out[first : first + rows] = self.value.take(leaf)
         return out
 
 

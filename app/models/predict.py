@@ -298,29 +298,40 @@ def _fast_film(values: dict[str, Any], posted: dict[str, Any]) -> Film:
 
 class PredictRequest(BaseModel):
     items: list[Film] = Field(min_length=1, max_length=MAX_ITEMS)
-    # The canonical record of each film (`app.ml.features.film_record`), when the fast path
-    # derived them while validating; None after pydantic validated the request.
-    _records: list[dict[str, Any]] | None = PrivateAttr(default=None)
+    # The canonical record of each film (`app.ml.features.film_record`) where the fast path
+    # derived it while validating (None for a film pydantic validated); None when pydantic
+    # validated the whole request.
+    _records: list[dict[str, Any] | None] | None = PrivateAttr(default=None)
 
     @model_validator(mode="wrap")
     @classmethod
     def _fast_path(cls, data: Any, handler: ModelWrapValidatorHandler[PredictRequest]) -> Any:
-        # Clean films (nearly all) are checked without pydantic; any film that needs
-        # coercion, trimming, a dropped item or a 422 sends the whole request to pydantic,
-        # so its errors name the film index and field exactly as before.
+        # Clean films (nearly all) are checked without pydantic; a film that needs coercion,
+        # trimming or a dropped item is validated by pydantic alone; a film pydantic refuses
+        # sends the whole request to pydantic, so the 422 names every bad film index and
+        # field exactly as before.
         fast = fast_items(data)
         if fast is None:
             return handler(data)
-        values, records = fast
-        request = cls.model_construct(
-            items=[_fast_film(v, p) for v, p in zip(values, data["items"], strict=True)]
-        )
+        films: list[Film] = []
+        records: list[dict[str, Any] | None] = []
+        for posted, checked in zip(data["items"], fast, strict=True):
+            if checked is None:
+                try:
+                    films.append(Film.model_validate(posted))
+                except ValidationError:
+                    return handler(data)
+                records.append(None)
+            else:
+                films.append(_fast_film(checked[0], posted))
+                records.append(checked[1])
+        request = cls.model_construct(items=films)
         request._records = records
         return request
 
     @property
-    def records(self) -> list[dict[str, Any]] | None:
-        """The films' canonical records, when validation already derived them."""
+    def records(self) -> list[dict[str, Any] | None] | None:
+        """Per film, its canonical record when validation already derived it."""
         return self._records
 
 

@@ -122,9 +122,12 @@ async def list_movies(
 )
 async def movie(
     db: Db, movie_id: Annotated[int, Path(ge=1, le=MAX_ID, description="TMDB id")]
-) -> MovieDetail:
+) -> Response:
     """Everything the catalogue holds about one film; 404 when the id is unknown."""
-    return await get_movie(db, movie_id)
+    detail = await get_movie(db, movie_id)
+    # Validated once by `get_movie` and written by pydantic-core: FastAPI's response model
+    # would validate it again and encode it in Python (~0.25 ms, a tenth of the request).
+    return Response(detail.model_dump_json(by_alias=True), media_type="application/json")
 
 
 @router.get(

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import random
 import time
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from types import TracebackType
 from typing import Any, Self
@@ -52,32 +54,90 @@ class ClientStats:
     waited_s: float = 0.0  # time spent pausing for Retry-After
 
 
-class RequestPacer:
-    """Spaces request starts `1/rate` apart (a token bucket holding `burst` tokens).
+@dataclass
+class Ticket:
+    """One request let through by the pacer: when it started, and when its answer (or its
+    failure) came back."""
 
-    The default burst of 1 never sends more than `rate` requests in any one-second window,
-    which is what a sliding-window server limit (TMDB's) counts. `pause` holds every caller
-    back until a moment, for `Retry-After`.
+    started: float
+    finished: float | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class RequestPacer:
+    """Paces request starts so that a sliding-window limit of `rate` requests a second (what
+    TMDB enforces) is not crossed, without bursts, and slows everyone down after a 429.
+
+    - Starts are spaced `1/rate` apart (a token bucket holding `burst` tokens).
+    - Spacing alone does not keep a server's window: the server counts *arrivals*, and a
+      request's travel time varies (on a busy machine or network, by tens of ms), so 41
+      arrivals can fall within one second of 40-a-second starts. A request that started
+      `rate` requests before this one has certainly arrived by the time its answer came
+      back, so a start waits until one second has passed since that answer: no window of
+      the server's can then hold more than `rate` of ours, whatever the travel times, and
+      the cost is one travel time per second's worth of requests (a few percent).
+    - A 429 means the server counts more than we do (another client, a lower limit):
+      `pause` holds every caller back for `Retry-After`, and the pace drops by a quarter,
+      then recovers slowly as answers come back without 429s.
     """
 
     def __init__(self, rate: float, burst: int = 1) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
-        self.interval = 1.0 / rate
+        self.rate = rate
         self.burst = burst
+        self.scale = 1.0  # of `rate`, lowered by 429s
+        self.interval = 1.0 / rate
         self._next = 0.0
         self._paused_until = 0.0
+        self._slowed_at = 0.0
+        self._recent: deque[Ticket] = deque(maxlen=max(1, math.ceil(rate)))
 
-    async def acquire(self) -> None:
+    def _window_wait(self) -> float | Ticket:
+        """Seconds to wait before the next start may keep the window (<= 0: none), or the
+        ticket of a request still in flight that has to answer first."""
+        pace = self.rate * self.scale
+        allowed = max(1, int(pace))
+        if len(self._recent) < allowed:
+            return 0.0
+        oldest = self._recent[-allowed]
+        if oldest.finished is None:
+            return oldest
+        # `allowed` starts per `allowed / pace` seconds: one second at whole rates.
+        return oldest.finished + allowed / pace - time.monotonic()
+
+    async def acquire(self) -> Ticket:
+        """Wait for this request's turn; pass the ticket to `finish` when it is answered."""
         while True:
             now = time.monotonic()
             slot = max(self._next, now - (self.burst - 1) * self.interval, self._paused_until)
             self._next = slot + self.interval
             if slot > now:
                 await asyncio.sleep(slot - now)
-            # A pause may have begun while this caller slept on an earlier slot.
-            if self._paused_until <= time.monotonic():
-                return
+            while self._paused_until <= time.monotonic():
+                wait = self._window_wait()
+                if isinstance(wait, Ticket):
+                    await wait.done.wait()
+                elif wait > 0:
+                    await asyncio.sleep(wait)
+                else:
+                    # No await since the checks: this start is the one they allowed.
+                    ticket = Ticket(started=time.monotonic())
+                    self._recent.append(ticket)
+                    return ticket
+            # A pause began while this caller waited: take a new turn after it.
+
+    def finish(self, ticket: Ticket, *, throttled: bool = False) -> None:
+        ticket.finished = time.monotonic()
+        ticket.done.set()
+        if throttled:
+            # Once per episode: the other requests in flight were sent at the old pace.
+            if ticket.started > self._slowed_at:
+                self.scale = max(0.1, self.scale * 0.75)
+                self._slowed_at = ticket.finished
+        else:
+            self.scale = min(1.0, self.scale + 0.0005)  # back to full pace in ~500 answers
+        self.interval = 1.0 / (self.rate * self.scale)
 
     def pause(self, seconds: float) -> None:
         until = time.monotonic() + seconds
@@ -120,7 +180,7 @@ class TmdbClient:
         base_url: str = DEFAULT_BASE_URL,
         *,
         rate_limit: float = 40.0,
-        concurrency: int = 8,
+        concurrency: int = 16,
         timeout: float = 15.0,
         max_attempts: int = 6,
         max_throttled: int = 20,
@@ -132,6 +192,7 @@ class TmdbClient:
         if not token:
             raise TmdbAuthError("TMDB_API_TOKEN is not set")
         self.stats = ClientStats()
+        self.concurrency = concurrency
         self.limiter = RequestPacer(rate_limit)
         self.max_attempts = max_attempts
         self.max_throttled = max_throttled
@@ -213,13 +274,16 @@ class TmdbClient:
         throttles = 0
         while True:
             async with self._slots:
-                await self.limiter.acquire()
+                ticket = await self.limiter.acquire()
                 self.stats.requests += 1
+                response = None
                 try:
                     response = await self._http.get(path, params=dict(params))
                 except httpx.TransportError as exc:  # timeouts, refused/reset connections
                     problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
-                    response = None
+                finally:
+                    throttled = response is not None and response.status_code == 429
+                    self.limiter.finish(ticket, throttled=throttled)
             if response is not None:
                 status = response.status_code
                 if status == 200:
