@@ -145,6 +145,8 @@ async def run_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings, args: lis
         return await asyncio.to_thread(CliRunner().invoke, cli_app, args)
     finally:
         get_settings.cache_clear()
+
+
 NBSP = "\u00a0"
 TMDB_LISTS = ("genres", "keywords", "production_companies", "production_countries")
 

@@ -341,7 +341,7 @@ async def test_predictions_match_the_saved_pipeline_one_per_film_in_order(
 async def test_a_film_scores_the_same_alone_and_in_a_batch_and_outcomes_are_ignored(
     api: httpx.AsyncClient,
 ) -> None:
-    from tests.test_predict_api import tmdb_items
+    from tests.ml_support import tmdb_items
 
     items = tmdb_items(300, offset=1000)
     batch = (await api.post(PATH, json={"items": items})).json()["predictions"]
