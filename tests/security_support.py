@@ -10,15 +10,20 @@ import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
+from pymongo import AsyncMongoClient
 
+from app.authn import issue_token
+from app.db import Document
 from app.main import create_app
 from app.security import Role, protected
+from app.services import credentials
 from app.settings import Settings
 from tests.support import STARTUP_TIMEOUT_SECONDS, in_process
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef0123456789"
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 PROBE_PREFIX = "/v1/_probe"
+USER_PASSWORD = "correct horse battery staple"
 
 
 def security_settings(settings: Settings, **overrides: object) -> Settings:
@@ -83,3 +88,16 @@ def bearer(token: str) -> dict[str, str]:
 
 def api_key(key: str) -> dict[str, str]:
     return {"X-API-Key": key}
+
+
+async def user_token(settings: Settings, username: str, role: Role) -> str:
+    """A token of a user made for it in `settings`' database: tokens are checked against their
+    user's token version, so a token naming nobody is refused."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri)
+    try:
+        user = await credentials.create_user(
+            client[settings.mongodb_db], username, role, USER_PASSWORD
+        )
+    finally:
+        await client.close()
+    return issue_token(settings, username, role, version=user.token_version)[0]

@@ -18,7 +18,6 @@ import joblib
 import numpy as np
 import pytest
 
-from app.authn import issue_token
 from app.main import create_app
 from app.ml import artifacts
 from app.ml.card import ModelCard
@@ -38,6 +37,7 @@ from tests.ml_support import (
     trained_artifacts,
     versions,
 )
+from tests.security_support import user_token
 from tests.support import in_process
 from training.engagement import genre_year_baseline, population
 from training.train import train_models
@@ -414,7 +414,7 @@ async def test_rollout_and_rollback_over_http(
         assert await version() == new
         rolled = await http.post("/v1/models/engagement/activate", json={"version": old})
         assert rolled.status_code == 200, rolled.text
-        assert rolled.json() == {
+        assert {k: v for k, v in rolled.json().items() if k != "mlflow"} == {
             "name": "engagement",
             "active_version": old,
             "previous_version": new,
@@ -472,8 +472,8 @@ async def test_engagement_needs_the_predictor_role(
 ) -> None:
     root, _ = trained_artifacts(tmp_path_factory)
     settings = app_settings(mongodb_uri, root, tmp_path_factory.mktemp("engagement-roles"))
-    viewer, _ = issue_token(settings, "vic", Role.viewer)
-    predictor, _ = issue_token(settings, "pat", Role.predictor)
+    viewer = await user_token(settings, "vic", Role.viewer)
+    predictor = await user_token(settings, "pat", Role.predictor)
     async with in_process(create_app(settings)) as http:
         anonymous = await http.post(PATH, json={"items": [FILM]})
         assert anonymous.status_code == 401

@@ -32,7 +32,14 @@ from app.services.tabular import cell
 from app.settings import Settings
 from tests.analytics_support import API_KEY, Catalogue, app_settings, serve
 from tests.dashboard_support import dashboard_body
-from tests.security_support import ADMIN_KEY, JWT_SECRET, api_key, bearer, security_settings
+from tests.security_support import (
+    ADMIN_KEY,
+    JWT_SECRET,
+    api_key,
+    bearer,
+    security_settings,
+    user_token,
+)
 from tests.support import assert_problem, in_process
 
 FORMULA = ("=", "+", "-", "@", "\t", "\r")
@@ -578,7 +585,7 @@ async def test_warm_200_before_routing_checks_the_credential(
         assert (await http.get(path, headers=api_key(key))).status_code == 200
         memo_before = _before_routing("200")
         assert (await http.get(path, headers=api_key(key))).status_code == 200
-        token, _ = issue_token(app.state.app_state.settings, "ann", Role.viewer)
+        token = await user_token(app.state.app_state.settings, "ann", Role.viewer)
         assert (await http.get(path, headers=bearer(token))).status_code == 200
         assert _before_routing("200") == memo_before + 2
         for headers in ({}, api_key("tmdb_nope"), bearer("garbage")):

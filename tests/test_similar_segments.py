@@ -26,7 +26,6 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import MultiLabelBinarizer, normalize
 
-from app.authn import issue_token
 from app.db import Document
 from app.main import create_app
 from app.services.analytics.film_space import film_space
@@ -45,6 +44,7 @@ from tests.analytics_support import (
     reference_frame,
     serve,
 )
+from tests.security_support import user_token
 from tests.support import TMDB_TRAIN_CSV, in_process, require_shared
 
 PROBLEM = "application/problem+json"
@@ -378,7 +378,7 @@ async def test_similar_and_segments_need_a_viewer(
     catalogue: Catalogue, mongodb_uri: str, tmp_path: Path
 ) -> None:
     settings = app_settings(mongodb_uri, catalogue.name, tmp_path)
-    viewer, _ = issue_token(settings, "vic", Role.viewer)
+    viewer = await user_token(settings, "vic", Role.viewer)
     async with in_process(create_app(settings)) as http:
         for path in ("/v1/movies/155/similar", "/v1/analytics/segments"):
             assert (await http.get(path)).status_code == 401

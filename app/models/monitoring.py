@@ -8,6 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 DriftStatus = Literal["ok", "warn", "drift"]
+# The served models (`app.ml.artifacts.MODEL_NAMES`); defined here, the leaf module of the two.
+ModelName = Literal["revenue", "hit", "engagement"]
 
 
 class DriftFeature(BaseModel):
@@ -30,7 +32,7 @@ class DriftFeature(BaseModel):
 
 
 class DriftReport(BaseModel):
-    model: Literal["revenue", "hit"]
+    model: ModelName
     version: str = Field(description="The version whose predictions and profile are compared")
     status: DriftStatus = Field(description="The worst status of the features")
     n: int = Field(description="Logged predictions compared (0: status ok)")
@@ -71,7 +73,7 @@ class MonthPerformance(PerformanceSlice):
 
 
 class PerformanceReport(BaseModel):
-    model: Literal["revenue", "hit"]
+    model: ModelName
     n: int = Field(description="Films predicted whose outcome is known (each film once)")
     metrics: dict[str, Any] = Field(
         description="revenue: rmsle, interval_coverage, mae_usd, median_ae_usd; hit: roc_auc, "

@@ -32,10 +32,8 @@ from pydantic_core import ErrorDetails, InitErrorDetails
 from typing_extensions import TypedDict
 
 from app.ml.card import ModelCard
-from app.models.monitoring import DriftSummary, MlflowSync
+from app.models.monitoring import DriftSummary, MlflowSync, ModelName
 from app.models.predict_fast import MAX_ITEMS, fast_items, flatten_api_record
-
-ModelName = Literal["revenue", "hit", "engagement"]
 
 # Stripped of Unicode whitespace (U+00A0 included) first. A list item whose name (or code)
 # is then empty fails here, inside pydantic-core, and `Film._drop_blank_names` drops it.

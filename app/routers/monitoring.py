@@ -20,7 +20,9 @@ router = APIRouter(prefix="/v1/models", tags=["monitoring"])
 # Included with the predictor role by the app factory.
 outcomes_router = APIRouter(prefix="/v1/predictions", tags=["monitoring"])
 
-ModelName = Annotated[str, Path(max_length=40, description="Model name (`revenue`, `hit`)")]
+ModelName = Annotated[
+    str, Path(max_length=40, description="Model name (`revenue`, `hit`, `engagement`)")
+]
 Since = Annotated[
     datetime | None,
     Query(description="Start of the window (ISO 8601; UTC when no offset is given)"),
