@@ -88,6 +88,10 @@ def _last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
 
 
+def _audit_only(prints: dict[str, tuple[int, str, str]]) -> dict[str, tuple[int, str, str]]:
+    return {k: v for k, v in prints.items() if k == "audit"}
+
+
 def _without_data_version(
     prints: dict[str, tuple[int, str, str]],
 ) -> dict[str, tuple[int, str, str]]:
@@ -144,8 +148,15 @@ async def test_round_trip_through_the_cli_gives_identical_documents_indexes_and_
     source_files = tree_hashes(artifacts)
     assert tree_hashes(restored_artifacts) == source_files
     assert f"revenue/{REVENUE_VERSION}/model.joblib" in source_files
-    # And the source database was only read.
-    assert await fingerprint(filled) == before
+    # And the source database was only read, but for the audit log, which records both.
+    assert await fingerprint(filled) == {**before, **_audit_only(await fingerprint(filled))}
+    entries = [e async for e in filled["audit"].find({"action": {"$regex": "^backup[.]"}})]
+    assert sorted((e["action"], e["target"], e["outcome"]) for e in entries) == [
+        ("backup.create", filled.name, "success"),
+        ("backup.restore", other_db.name, "success"),
+    ]
+    assert all(e["actor"].startswith("cli:") for e in entries)
+    assert {e["details"]["path"] for e in entries} == {str(path)}
 
 
 async def test_restore_refuses_a_non_empty_database_and_drop_replaces_everything(
@@ -243,9 +254,16 @@ async def test_encrypted_backup_needs_its_key_and_a_flipped_byte_is_refused(
         monkeypatch, into_target, "restore", str(path), "--db", other_db.name, "--drop"
     )
     assert restored.exit_code == 0, restored.stderr
-    assert _without_data_version(await fingerprint(other_db)) == _without_data_version(
-        await fingerprint(filled)
-    )
+    # The backup was made before the audit log recorded anything of it.
+    source = {k: v for k, v in (await fingerprint(filled)).items() if k != "audit"}
+    assert _without_data_version(await fingerprint(other_db)) == _without_data_version(source)
+    # Every refused restore is in the audit log, with its reason and never the key.
+    refusals = [
+        e async for e in filled["audit"].find({"action": "backup.restore", "outcome": "failure"})
+    ]
+    assert len(refusals) == 4 and all(e["target"] == other_db.name for e in refusals)
+    assert all(e["details"]["outcome"] == "refused" for e in refusals)
+    assert KEY not in str(refusals) and OTHER_KEY not in str(refusals)
 
 
 def _member_offset(path: Path, member: str) -> int:

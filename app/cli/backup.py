@@ -4,6 +4,7 @@ wrote as the last line of stdout, and every refusal exits 1 with the reason."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -13,7 +14,9 @@ import typer
 from pymongo.errors import PyMongoError
 
 from app.cli.common import console, run
+from app.cli.common import open_db as audited_open_db
 from app.db import open_db
+from app.services import audit
 from app.services.backup import (
     BackupCryptoError,
     BackupError,
@@ -30,13 +33,37 @@ from app.settings import Settings, get_settings
 
 backup_app = typer.Typer(help="Back up, verify, restore and list backups of the database.")
 audit_log = logging.getLogger("app.audit")
+# A database that failed the backup may not answer the audit write either: do not hang on it.
+AUDIT_WRITE_SECONDS = 15.0
 
 
-def backup_audit_hook(action: str, outcome: str, **details: object) -> None:
+def backup_audit_hook(
+    settings: Settings, action: str, outcome: str, database: str, **details: object
+) -> None:
     """The one call site through which backups and restores reach the audit log: every
-    `create` and `restore`, with its outcome, calls it once. Until the audit collection exists it
-    is a structured line on the `app.audit` logger; the audit log replaces this body."""
-    audit_log.info(json.dumps({"action": f"backup.{action}", "outcome": outcome, **details}))
+    `create` and `restore`, with its outcome (`ok`, `failed`, `refused`), calls it once. The
+    entry goes to the service's own database (`MONGODB_DB`, the log `GET /v1/audit` reads;
+    after a restore over it, on top of the restored log), naming the database backed up or
+    restored into; the same line goes to the `app.audit` logger, which is all that is left
+    when the database itself is what failed. Never the key."""
+    line = {"action": f"backup.{action}", "outcome": outcome, "database": database, **details}
+    audit_log.info(json.dumps(line, default=str))
+
+    async def write() -> None:
+        async with audited_open_db(settings) as db:  # flushes the entry before closing
+            audit.record_as(
+                db,
+                audit.cli_origin(),
+                f"backup.{action}",
+                outcome="success" if outcome == "ok" else "failure",
+                target=database,
+                details={k: v for k, v in line.items() if k not in ("action", "database")},
+            )
+
+    try:
+        asyncio.run(asyncio.wait_for(write(), AUDIT_WRITE_SECONDS))
+    except (PyMongoError, OSError, TimeoutError) as exc:
+        console.print(f"audit entry not stored ({exc.__class__.__name__}: {exc})", markup=False)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -102,7 +129,7 @@ def backup_create(
     try:
         path, manifest = run(go)
     except (BackupError, PyMongoError, OSError) as exc:
-        backup_audit_hook("create", "failed", database=settings.mongodb_db, reason=str(exc))
+        backup_audit_hook(settings, "create", "failed", settings.mongodb_db, reason=str(exc))
         raise _fail(f"backup failed: {exc}") from exc
     total = sum(c.count for c in manifest.collections.values())
     console.print(
@@ -112,7 +139,7 @@ def backup_create(
         markup=False,
     )
     backup_audit_hook(
-        "create", "ok", database=manifest.database, path=str(path), encrypted=key is not None
+        settings, "create", "ok", manifest.database, path=str(path), encrypted=key is not None
     )
     if keep is not None:
         for removed in prune_backups(directory, manifest.database, keep):
@@ -183,15 +210,19 @@ def backup_restore(
     try:
         run(go)
     except BackupError as exc:
-        backup_audit_hook("restore", "refused", database=target.mongodb_db, reason=str(exc))
+        backup_audit_hook(
+            settings, "restore", "refused", target.mongodb_db, path=str(path), reason=str(exc)
+        )
         raise _fail(f"restore refused: {exc}") from exc
     except (PyMongoError, OSError) as exc:
-        backup_audit_hook("restore", "failed", database=target.mongodb_db, reason=str(exc))
+        backup_audit_hook(
+            settings, "restore", "failed", target.mongodb_db, path=str(path), reason=str(exc)
+        )
         raise _fail(
             f"restore failed: {exc}; the database's collections were put back as they were "
             "(or, if even that failed, the next `backup restore` puts them back)"
         ) from exc
-    backup_audit_hook("restore", "ok", database=target.mongodb_db, path=str(path), drop=drop)
+    backup_audit_hook(settings, "restore", "ok", target.mongodb_db, path=str(path), drop=drop)
 
 
 @backup_app.command("list")

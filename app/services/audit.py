@@ -77,6 +77,8 @@ ACTIONS = (
     "model.reload",
     "data.import",
     "data.ingest",
+    "backup.create",
+    "backup.restore",
 )
 QUEUE_SIZE = 1000  # entries waiting to be written, per database; beyond, dropped
 BATCH_SIZE = 100
