@@ -3,12 +3,13 @@ so that a restart does not read the catalogue again.
 
 Layout (little-endian): `TMDBSNAP`, the header's length (u64) and CRC-32 (u32, then 4 spare
 bytes), the header (JSON: format, the catalogue id, data version, hash epoch and change-log
-mark the snapshot stands at, and every array's dtype, length, offset and CRC-32), then the
-arrays, each 64-byte aligned. Numbers are mapped in place (read-only, shared by every worker
-through the page cache); strings are stored as UTF-8, NUL-joined when none holds a NUL (else
-with offsets), and decoded at load.
+mark the snapshot stands at, every array's dtype, length and offset, and the CRC-32 of all
+the bytes after the header, padding included), then the arrays, each 64-byte aligned.
+Numbers are mapped in place (read-only, shared by every worker through the page cache);
+strings are stored as UTF-8, NUL-joined when none holds a NUL (else with offsets), and
+decoded at load.
 
-Trust: a file whose magic, format, catalogue or any checksum does not match is not used (the
+Trust: a file whose magic, format, catalogue, size or checksums do not match is not used (the
 caller reads the catalogue instead), never partly. Writers write a temporary file beside the
 target, fsync it and rename it over the target (atomic on POSIX), so a reader opens either
 the old file or the new one, whole; a reader that mapped the old one keeps it until it drops
@@ -148,13 +149,15 @@ def write_snapshot(snap: Snapshot, path: Path) -> int:
     """Write `snap` to `path` atomically (temporary file, fsync, rename); returns its size."""
     arrays, strings = _arrays(snap)
     table: dict[str, list[Any]] = {}
-    offset = 0
+    offset = end = crc = 0
     for name, array in arrays.items():
         data = np.ascontiguousarray(array)
         arrays[name] = data
-        crc = zlib.crc32(_bytes(data)) if data.size else 0
-        table[name] = [data.dtype.str, int(data.size), offset, crc]
-        offset = _aligned(offset + data.nbytes)
+        crc = zlib.crc32(bytes(offset - end), crc)  # the padding before it
+        crc = zlib.crc32(_bytes(data), crc)
+        table[name] = [data.dtype.str, int(data.size), offset]
+        end = offset + data.nbytes
+        offset = _aligned(end)
     lineage = snap.lineage
     header = json.dumps(
         {
@@ -166,6 +169,8 @@ def write_snapshot(snap: Snapshot, path: Path) -> int:
             "unsettled": lineage.unsettled,
             "built_at": snap.built_at,
             "films": snap.size,
+            "data_size": end,
+            "data_crc": crc,
             "arrays": table,
             "strings": strings,
         }
@@ -179,7 +184,7 @@ def write_snapshot(snap: Snapshot, path: Path) -> int:
             for name, array in arrays.items():
                 out.seek(start + table[name][2])
                 out.write(_bytes(array))
-            out.truncate(start + offset)
+            out.truncate(start + end)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
@@ -192,7 +197,7 @@ def write_snapshot(snap: Snapshot, path: Path) -> int:
             os.fsync(fd)
         finally:
             os.close(fd)
-    return start + offset
+    return start + end
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -243,16 +248,17 @@ def read_snapshot(path: Path, catalogue: str, build_id: int) -> Snapshot:
     header, start = _header(buf)
     if header["catalogue"] != catalogue:
         raise SnapshotFileError("a snapshot of another catalogue")
+    if start + int(header["data_size"]) != size:
+        raise SnapshotFileError(f"{size} bytes, the header says {start + header['data_size']}")
+    with memoryview(buf) as view:  # every byte after the header, in one pass
+        if zlib.crc32(view[start:]) != header["data_crc"]:
+            raise SnapshotFileError("checksum mismatch")
     arrays: dict[str, npt.NDArray[Any]] = {}
-    for name, (dtype, count, offset, crc) in header["arrays"].items():
+    for name, (dtype, count, offset) in header["arrays"].items():
         dt = np.dtype(dtype)
-        end = start + offset + count * dt.itemsize
-        if end > size:
-            raise SnapshotFileError(f"{name}: truncated")
-        array = np.frombuffer(buf, dtype=dt, count=count, offset=start + offset)
-        if (zlib.crc32(_bytes(array)) if count else 0) != crc:
-            raise SnapshotFileError(f"{name}: checksum mismatch")
-        arrays[name] = array
+        if start + offset + count * dt.itemsize > size:
+            raise SnapshotFileError(f"{name}: out of the file")
+        arrays[name] = np.frombuffer(buf, dtype=dt, count=count, offset=start + offset)
     try:
         return _snapshot(header, arrays, build_id, started)
     except (KeyError, ValueError, IndexError) as exc:
