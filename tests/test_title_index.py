@@ -109,6 +109,12 @@ def test_index_build_and_merge_keep_rows_sorted() -> None:
     assert np.all(index.postings[1:] > index.postings[:-1])
     star = index.candidates("star")
     assert star is not None and star.tolist() == [0, 3, 4]
+    # 1- and 2-byte needles come from one range of the index, exactly (last bytes too).
+    everything = np.ones(len(titles), dtype=bool)
+    for needle, rows in [("r", [0, 3, 4]), ("rs", [0, 3]), ("e", [1]), ("pe", [1]), ("x", [])]:
+        found = index.short_matches(needle, everything)
+        assert found is not None and found.tolist() == rows, needle
+    assert index.short_matches("\x00", everything) is None
     # Row 1 dropped, rows renumbered, a title added at row 1.
     kept = np.array([True, False, True, True, True])
     renumber = np.array([0, -1, 2, 3, 4])

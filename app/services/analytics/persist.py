@@ -54,7 +54,7 @@ log = logging.getLogger("app.analytics")
 MAGIC = b"TMDBSNAP"
 # Bump when the layout or the meaning of any array changes (projection, canonical order,
 # title index): files of another format are rebuilt, never read.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ALIGN = 64
 PREAMBLE = struct.Struct("<8sQII")  # magic, header length, header CRC-32, spare
 DIMS = ("genre", "company", "director", "actor")
