@@ -38,6 +38,7 @@ from app.routers import (
 from app.security import Role, protected
 from app.services import audit as audit_log
 from app.services.analytics.engine import AnalyticsEngine
+from app.services.analytics.persist import SnapshotStore
 from app.services.health import database_check
 from app.services.mlflow_sync import ChampionSync
 from app.services.monitoring import DriftWatch
@@ -85,8 +86,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "workers or replicas. "
                 "Set JWT_SECRET to a random value of at least 32 characters."
             )
-        # Analytics: the first snapshot builds in the background; requests wait only for it.
-        engine = AnalyticsEngine(db, settings.snapshot_check_seconds)
+        # Analytics: the first snapshot builds in the background (from the persisted one when
+        # it can be trusted); requests wait only for it.
+        store_dir = settings.snapshot_store_dir
+        engine = AnalyticsEngine(
+            db,
+            settings.snapshot_check_seconds,
+            store=SnapshotStore(store_dir, settings.mongodb_db) if store_dir else None,
+            persist_seconds=settings.snapshot_persist_seconds,
+        )
         engine.start()
         # Models: load the version the database names (else ACTIVE), then follow the
         # database's choice; /ready names any model that cannot serve.

@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     max_batch_size: int = Field(default=1000, ge=1)
     snapshot_check_seconds: float = Field(default=1.0, ge=0)
+    # The analytics snapshot on disk (issue 15): loaded at start instead of reading every
+    # film, refreshed from the films change log. Unset dir: LOCAL_DB_DIR/snapshots.
+    snapshot_persist: bool = True
+    snapshot_dir: Path | None = None
+    # A snapshot caught up from the change log is saved at most this often (a full read is
+    # saved at once); a restart catches up from the log whatever it missed.
+    snapshot_persist_seconds: float = Field(default=60.0, ge=0)
     # How often each process checks the database for another active model version.
     model_check_seconds: float = Field(default=1.0, gt=0)
     # Where `/v1/movies` runs: `auto` = the database on MongoDB, the analytics snapshot on
@@ -229,6 +236,13 @@ class Settings(BaseSettings):
                     "(e.g. https://app.example.org), comma-separated, or *"
                 )
         return self
+
+    @property
+    def snapshot_store_dir(self) -> Path | None:
+        """Where the analytics snapshot is persisted (None: it is not)."""
+        if not self.snapshot_persist:
+            return None
+        return self.snapshot_dir or self.local_db_dir / "snapshots"
 
     @property
     def jwt_secret_is_ephemeral(self) -> bool:

@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -31,6 +32,8 @@ from typer.testing import Result
 
 from app.db import Document
 from app.services import meta_repo
+from app.services.analytics import SnapshotStore, load_snapshot
+from app.services.analytics.refresh import Refresher
 from app.services.backup import (
     BackupError,
     create_backup,
@@ -42,6 +45,7 @@ from app.services.backup import (
 )
 from app.services.backup.archive import DONE_MARKER, STAGING_NEW, STAGING_OLD
 from app.services.movies_repo import MOVIES
+from app.services.movies_store import upsert_movies
 from tests import analytics_support
 from tests.backup_support import (
     REVENUE_VERSION,
@@ -57,6 +61,7 @@ from tests.backup_support import (
     rewrite_member,
     tree_hashes,
 )
+from tests.snapshot_support import assert_same_snapshot, random_film
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 OTHER_KEY = base64.b64encode(bytes(range(1, 33))).decode()
@@ -99,7 +104,9 @@ def _without_data_version(
 
 
 async def _meta_except_version(db: AsyncDatabase[Document]) -> list[Document]:
-    return [d async for d in db[meta_repo.META].find({"_id": {"$ne": "data_version"}})]
+    """`meta` but for what a restore renews: the data version and the catalogue's id."""
+    renewed = [meta_repo.DATA_VERSION_ID, meta_repo.CATALOGUE]
+    return [d async for d in db[meta_repo.META].find({"_id": {"$nin": renewed}})]
 
 
 async def test_round_trip_through_the_cli_gives_identical_documents_indexes_and_artifacts(
@@ -142,8 +149,14 @@ async def test_round_trip_through_the_cli_gives_identical_documents_indexes_and_
     after = await fingerprint(other_db)
     assert _without_data_version(after) == _without_data_version(before)
     assert await _meta_except_version(other_db) == await _meta_except_version(filled)
-    # The restored data version moved past the backup's: nothing keyed on it is reused.
+    # The restored data version moved past the backup's: nothing keyed on it is reused; and
+    # the catalogue has an id of its own (no snapshot of other data is caught up over it).
     assert await meta_repo.get_data_version(other_db) > await meta_repo.get_data_version(filled)
+    source_catalogue = await filled[meta_repo.META].find_one({"_id": meta_repo.CATALOGUE})
+    restored_catalogue = await other_db[meta_repo.META].find_one({"_id": meta_repo.CATALOGUE})
+    assert restored_catalogue is not None and restored_catalogue["id"] != (
+        source_catalogue or {}
+    ).get("id")
     # The active model versions' files came back, byte for byte, with their ACTIVE pointers.
     source_files = tree_hashes(artifacts)
     assert tree_hashes(restored_artifacts) == source_files
@@ -553,3 +566,29 @@ async def _summary(http: httpx.AsyncClient, films: int) -> httpx.Response:
             return response
         assert time.monotonic() < deadline, response.json()
         await asyncio.sleep(0.2)
+
+
+async def test_a_snapshot_persisted_before_a_restore_is_not_caught_up_over_it(
+    filled: AsyncDatabase[Document], tmp_path: Path
+) -> None:
+    """The restore replaces the films without the change log, so a snapshot persisted before
+    it must be read again in full, even when the log's counters happen to line up after (the
+    backup's log is empty, and one batch written after the restore is entry 1 again)."""
+    rng = random.Random(15)
+    named = await meta_repo.catalogue_state(filled)  # as a running service names it
+    path, _ = await create_backup(filled, artifacts_dir=tmp_path / "none", out_dir=tmp_path / "b")
+    await upsert_movies(filled, [random_film(rng, 10_000 + i) for i in range(20)])
+    store = SnapshotStore(tmp_path / "snapshots", filled.name)
+    before = await load_snapshot(filled)
+    assert before.size == 320 and store.save(before)
+
+    await restore_backup(filled, path, key=None, artifacts_dir=tmp_path / "none", drop=True)
+    await upsert_movies(filled, [random_film(rng, 20_000 + i) for i in range(30)])
+    state = await meta_repo.catalogue_state(filled)
+    assert state.changes_seq == before.lineage.changes_seq  # the log alone cannot tell
+    assert before.lineage.catalogue == named.catalogue != state.catalogue
+    assert store.load(state.catalogue, build_id=1) is None
+
+    snap = await Refresher(filled, store).first(build_id=2)
+    assert snap.lineage.source == "full" and snap.size == 330
+    assert_same_snapshot(snap, await load_snapshot(filled))

@@ -13,6 +13,7 @@ OWNERS = {
     "movies": ("app.services.movies_repo", "MOVIES"),
     "movies_staging": ("app.services.movies_repo", "STAGING"),
     "meta": ("app.services.meta_repo", "META"),
+    "movies_changes": ("app.services.change_log", "MOVIES_CHANGES"),
     "users": ("app.services.credentials", "USERS"),
     "api_keys": ("app.services.credentials", "API_KEYS"),
     "api_key_uses": ("app.services.credentials", "API_KEY_USES"),

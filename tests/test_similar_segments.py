@@ -28,9 +28,9 @@ from sklearn.preprocessing import MultiLabelBinarizer, normalize
 
 from app.db import Document
 from app.main import create_app
+from app.services.analytics import Snapshot, load_snapshot
 from app.services.analytics.film_space import film_space
 from app.services.analytics.segments import assign
-from app.services.analytics.snapshot import Snapshot, load_snapshot
 from app.services.credentials import Role
 from app.services.csv_io import import_tmdb_csv, iter_tmdb_csv
 from app.services.indexes import ensure_indexes

@@ -10,17 +10,21 @@ integer `id` field stays the public id.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.cursor import AsyncCursor, AsyncRawBatchCursor
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import Document, absent_indexes, create_missing_indexes
+from app.db import Document, absent_indexes, create_missing_indexes, is_ferretdb
 
 MOVIES = "movies"
 STAGING = "movies_staging"
+
+# Films read by id at once: `_id` lookups in flight on FerretDB, ids per `$in` on MongoDB.
+LOOKUPS_IN_FLIGHT = 8
+IDS_PER_QUERY = 1000
 
 MOVIE_INDEXES = [
     IndexModel([("id", ASCENDING)], name="id_unique", unique=True),
@@ -50,6 +54,30 @@ async def find_movie(
 ) -> Document | None:
     """One film by `_id`: indexed on MongoDB, the one lookup FerretDB pushes down to SQLite."""
     return await db[MOVIES].find_one({"_id": movie_key(movie_id)}, projection)
+
+
+async def find_movies(
+    db: AsyncDatabase[Document], movie_ids: Collection[int], projection: Projection
+) -> list[Document]:
+    """The stored films among `movie_ids` (any order; absent ones are left out). On FerretDB
+    one `_id` lookup each, a few in flight (it evaluates `$in` by reading every film; an
+    `_id` equality goes to SQLite, an index seek with the patched build); on MongoDB `$in`
+    queries on the `_id` index."""
+    keys = [movie_key(i) for i in movie_ids]
+    if not await is_ferretdb(db):
+        found: list[Document] = []
+        for start in range(0, len(keys), IDS_PER_QUERY):
+            query = {"_id": {"$in": keys[start : start + IDS_PER_QUERY]}}
+            found.extend(await db[MOVIES].find(query, projection).to_list())
+        return found
+    slots = asyncio.Semaphore(LOOKUPS_IN_FLIGHT)
+
+    async def one(key: str) -> Document | None:
+        async with slots:
+            return await db[MOVIES].find_one({"_id": key}, projection)
+
+    docs = await asyncio.gather(*(one(k) for k in keys))
+    return [d for d in docs if d is not None]
 
 
 async def find_page(
@@ -131,6 +159,18 @@ async def update_one_by_one(db: AsyncDatabase[Document], updates: Mapping[int, D
         await db[MOVIES].update_one(
             {"_id": movie_key(movie_id)}, _set_fields(movie_id, fields), upsert=True
         )
+
+
+async def delete_movies(db: AsyncDatabase[Document], movie_ids: Collection[int]) -> int:
+    """Delete films by id; returns how many were stored. FerretDB: one `_id` delete each for
+    a few (an index seek with the patched build), else one `$in` (one pass over the films)."""
+    keys = [movie_key(i) for i in movie_ids]
+    if await is_ferretdb(db) and len(keys) <= LOOKUPS_IN_FLIGHT * 4:
+        deleted = 0
+        for key in keys:
+            deleted += (await db[MOVIES].delete_one({"_id": key})).deleted_count
+        return deleted
+    return (await db[MOVIES].delete_many({"_id": {"$in": keys}})).deleted_count
 
 
 async def index_movies(db: AsyncDatabase[Document]) -> None:

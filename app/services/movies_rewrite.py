@@ -13,7 +13,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.db import Document, is_ferretdb
-from app.services import meta_repo
+from app.services import change_log, meta_repo
 from app.services.indexes import ensure_indexes, missing_indexes
 from app.services.movies_repo import (
     drop_staging,
@@ -42,16 +42,20 @@ REWRITE_THRESHOLD = 25
 
 async def apply_updates(db: AsyncDatabase[Document], updates: dict[int, dict[str, Any]]) -> None:
     """`$set` the given fields on films by id (missing films are created, with their `id`).
-    Holds `movies_write_lock` on FerretDB."""
+    Holds `movies_write_lock` on FerretDB; the films are logged (`change_log`) and the data
+    version bumped, like every write of films."""
     if not updates:
         return
     async with movies_write_lock(db):
-        await apply_updates_locked(db, updates)
+        async with change_log.recorded(db, updates):
+            await apply_updates_locked(db, updates)
+        await meta_repo.bump_data_version(db)
 
 
 async def apply_updates_locked(
     db: AsyncDatabase[Document], updates: dict[int, dict[str, Any]]
 ) -> None:
+    """`apply_updates` for a caller that holds the lock and logs the films itself."""
     if not updates:
         return
     await recover_swap_locked(db)

@@ -7,12 +7,11 @@ MongoDB's: unknown values sort first ascending and last descending, ties by id a
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 from app.models.movies_api import MovieList, MovieSummary
 from app.services.analytics import Snapshot
+from app.services.analytics.titles import matching_rows
 from app.services.columnar import BoolArray, IndexArray
 from app.services.movies_query import (
     INTEGER_SORT_FIELDS,
@@ -26,18 +25,6 @@ from app.services.movies_query import (
 # The summary's numeric fields are the sortable ones; `id` has its own column.
 INTEGER_FIELDS = sorted(INTEGER_SORT_FIELDS - {"id"})
 FLOAT_FIELDS = sorted(SORT_FIELDS - INTEGER_SORT_FIELDS)
-
-
-def title_mask(snap: Snapshot, rows: IndexArray, needle: str) -> BoolArray:
-    """Which of `rows` have `needle` in their normalized title.
-
-    Python's substring search beats numpy's string ufuncs here (measured at 1M titles:
-    70 ms vs 100 ms); what costs is indexing a list by numpy integers, hence the plain lists.
-    """
-    titles = snap.titles_normalized
-    candidates = titles if rows.size == len(titles) else [titles[r] for r in rows.tolist()]
-    found = map(str.__contains__, candidates, itertools.repeat(needle))
-    return np.fromiter(found, dtype=bool, count=rows.size)
 
 
 def after_mask(snap: Snapshot, sort: Sort, value: SortValue, last_id: int) -> BoolArray:
@@ -104,9 +91,11 @@ def summary_of(snap: Snapshot, row: int) -> MovieSummary:
 def search_snapshot(snap: Snapshot, search: PreparedSearch) -> MovieList:
     """One page of films from the snapshot (runs in a worker thread; see AnalyticsEngine)."""
     mask = snap.mask(search.filters)
-    rows = np.flatnonzero(mask)
-    if search.needle is not None:
-        rows = rows[title_mask(snap, rows, search.needle)]
+    rows: IndexArray
+    if search.needle is None:
+        rows = np.flatnonzero(mask)
+    else:  # the trigram index narrows the titles to test (app.services.analytics.titles)
+        rows = matching_rows(snap.title_index, snap.titles_normalized, mask, search.needle)
     total = int(rows.size)
     if search.after is not None:
         rows = rows[after_mask(snap, search.sort, *search.after)[rows]]

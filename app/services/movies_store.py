@@ -3,7 +3,9 @@ by a content hash, bump the data version once per batch that changed anything, a
 revenues of predicted films to `outcomes` (live accuracy).
 
 On FerretDB every write to `movies` runs under `movies_write_lock` (see there why); updates
-of many films at once rewrite the collection (`movies_rewrite`)."""
+of many films at once rewrite the collection (`movies_rewrite`). Every batch that changes
+films logs their ids first (`change_log.recorded`), so the analytics snapshot re-reads just
+those."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pymongo.errors import BulkWriteError
 
 from app.db import Document
 from app.models.movie import ImdbInfo, MovieDocument
-from app.services import meta_repo, outcomes
+from app.services import change_log, meta_repo, movies_repo, outcomes
 from app.services.movies_repo import content_hash_of, insert_movies, movie_key, scan
 from app.services.movies_rewrite import apply_updates_locked
 from app.services.movies_write_lock import movies_write_lock
@@ -139,27 +141,15 @@ async def _upsert(
             changed.append(doc)
         else:
             summary.unchanged += 1
-    if new:
-        try:
-            await insert_movies(db, new)
-        except BulkWriteError as exc:
-            # A concurrent writer inserted some of these first: update those instead.
-            raced = {
-                new[e["index"]]["id"]
-                for e in exc.details.get("writeErrors", [])
-                if e.get("code") == 11000
-            }
-            if len(raced) != len(exc.details.get("writeErrors", [])):
-                raise
-            changed.extend(d for d in new if d["id"] in raced)
-            new = [d for d in new if d["id"] not in raced]
-        summary.inserted += len(new)
-    # $set (not replace) so that the IMDB enrichment survives a TMDB re-import.
-    await apply_updates_locked(
-        db, {d["id"]: {k: v for k, v in d.items() if k != "_id"} for d in changed}
-    )
-    summary.updated += len(changed)
     if new or changed:
+        async with change_log.recorded(db, [d["id"] for d in (*new, *changed)]):
+            new = await _insert_new(db, new, changed)
+            # $set (not replace) so that the IMDB enrichment survives a TMDB re-import.
+            await apply_updates_locked(
+                db, {d["id"]: {k: v for k, v in d.items() if k != "_id"} for d in changed}
+            )
+        summary.inserted += len(new)
+        summary.updated += len(changed)
         epoch_before = known.epoch if isinstance(known, KnownHashes) else None
         epoch = await meta_repo.bump_hash_epoch(db)
         await meta_repo.bump_data_version(db)
@@ -168,6 +158,43 @@ async def _upsert(
     if known is not None:
         known.update({i: d["content_hash"] for i, d in latest.items()})
     return summary
+
+
+async def _insert_new(
+    db: AsyncDatabase[Document], new: list[dict[str, Any]], changed: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Insert `new`; the films a concurrent writer inserted first move to `changed` (updated
+    instead). Returns the films this call inserted."""
+    if not new:
+        return new
+    try:
+        await insert_movies(db, new)
+    except BulkWriteError as exc:
+        raced = {
+            new[e["index"]]["id"]
+            for e in exc.details.get("writeErrors", [])
+            if e.get("code") == 11000
+        }
+        if len(raced) != len(exc.details.get("writeErrors", [])):
+            raise
+        changed.extend(d for d in new if d["id"] in raced)
+        return [d for d in new if d["id"] not in raced]
+    return new
+
+
+async def delete_movies(db: AsyncDatabase[Document], movie_ids: Sequence[int]) -> int:
+    """Delete films by TMDB id (unknown ids are ignored); returns how many were deleted.
+    Holds `movies_write_lock` on FerretDB; logged like every write of films."""
+    ids = sorted(set(movie_ids))
+    if not ids:
+        return 0
+    async with movies_write_lock(db):
+        async with change_log.recorded(db, ids):
+            deleted = await movies_repo.delete_movies(db, ids)
+        if deleted:
+            await meta_repo.bump_hash_epoch(db)  # hashes read before say these films exist
+            await meta_repo.bump_data_version(db)
+    return deleted
 
 
 async def set_imdb(db: AsyncDatabase[Document], enrichment: dict[int, ImdbInfo]) -> tuple[int, int]:
@@ -193,7 +220,8 @@ async def _set_imdb(
         value = info.model_dump(mode="json")
         if movie_id in current and current[movie_id] != value:
             updates[movie_id] = {"imdb": value}
-    await apply_updates_locked(db, updates)
     if updates:
+        async with change_log.recorded(db, updates):
+            await apply_updates_locked(db, updates)
         await meta_repo.bump_data_version(db)
     return len(updates), len(current) - len(updates)

@@ -7,9 +7,11 @@ and scans at ~0.3 ms per document, so every aggregate there would cost a full sc
 could do more, but then answers would differ by backend. One read per data version, with a
 projection, turns the catalogue into numpy columns that answer any filter in milliseconds.
 
-One module per job: `snapshot` (reading and columnar layout), `aggregates` (the pure
-functions behind each endpoint), `engine` (the current snapshot, version checks, the result
-cache; its `readiness` is the `/ready` check).
+One module per job: `snapshot` (reading and columnar layout), `titles` (the title trigram
+index), `incremental` (applying changed films to a snapshot), `persist` (the snapshot file),
+`refresh` (which of these gives the next snapshot), `aggregates` (the pure functions behind
+each endpoint), `engine` (the current snapshot, version checks, the result cache; its
+`readiness` is the `/ready` check).
 """
 
 from app.services.analytics.aggregates import (
@@ -30,15 +32,17 @@ from app.services.analytics.aggregates import (
     trends,
 )
 from app.services.analytics.engine import ENGINE_KEY, AnalyticsEngine, Result
+from app.services.analytics.persist import SnapshotStore
+from app.services.analytics.refresh import full_read as load_snapshot
 from app.services.analytics.snapshot import (
     DOC_NUMERIC,
     NUMERIC_FIELDS,
     SNAPSHOT_PROJECTION,
+    Lineage,
     MultiDim,
     SingleDim,
     Snapshot,
     SnapshotBuilder,
-    load_snapshot,
 )
 
 __all__ = [
@@ -51,11 +55,13 @@ __all__ = [
     "SNAPSHOT_PROJECTION",
     "STAT_FIELDS",
     "AnalyticsEngine",
+    "Lineage",
     "MultiDim",
     "Result",
     "SingleDim",
     "Snapshot",
     "SnapshotBuilder",
+    "SnapshotStore",
     "companies",
     "correlations",
     "distribution",

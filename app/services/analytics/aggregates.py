@@ -162,8 +162,19 @@ def _rank_groups(
             with np.errstate(invalid="ignore", divide="ignore"):
                 key = np.where(count > 0, total[candidates] / count, -np.inf)
     label_rank = snap.label_rank(name, dim)[candidates]
-    best = np.lexsort((label_rank, -films[candidates], -key))[:n]
+    best = np.lexsort((label_rank, -films[candidates], -_tie_safe(key)))[:n]
     return candidates[best].astype(np.int64)
+
+
+def _tie_safe(key: FloatArray) -> FloatArray:
+    """`key` to 12 significant digits: two means equal but for the order their values were
+    added in (which follows the snapshot's row order) tie, and the tie-breakers decide."""
+    out = key.copy()
+    finite = np.isfinite(key) & (key != 0)
+    if finite.any():
+        scale = 10.0 ** (11 - np.floor(np.log10(np.abs(key[finite]))))
+        out[finite] = np.round(key[finite] * scale) / scale
+    return out
 
 
 def summary(snap: Snapshot, f: CatalogFilter) -> SummaryResponse:

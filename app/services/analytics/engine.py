@@ -1,5 +1,6 @@
-"""The engine: owns the current snapshot (rebuilt in the background when the data version
-changes, swapped atomically) and the result cache keyed by (snapshot, query)."""
+"""The engine: owns the current snapshot (refreshed in the background when the data version
+changes, swapped atomically; see `refresh` for how) and the result cache keyed by
+(snapshot, query). With a `SnapshotStore`, the snapshot is also persisted (`persist`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from pymongo.errors import PyMongoError
 from app.db import Document
 from app.errors import UnavailableError
 from app.observability import SNAPSHOT_REBUILDS
-from app.services.analytics.snapshot import Snapshot, load_snapshot
+from app.services.analytics.persist import SnapshotStore
+from app.services.analytics.refresh import Refresher, SwapInProgress
+from app.services.analytics.snapshot import Snapshot
 from app.services.meta_repo import get_data_version
 
 log = logging.getLogger("app.analytics")
@@ -29,6 +32,9 @@ CACHE_SIZE = 1024
 CHECK_TIMEOUT_SECONDS = 1.0
 # After a failed rebuild, wait this long before the next attempt (each attempt is a full scan).
 REBUILD_BACKOFF_SECONDS = 30.0
+# While change-log entries the snapshot read were in flight (or `movies` was being swapped),
+# look again this often even if the data version stays.
+RECHECK_SECONDS = 5.0
 # Aggregates run in worker threads; numpy releases the GIL in its kernels, and two slots keep
 # a burst of distinct queries from starving the event loop's own thread on a small machine.
 COMPUTE_SLOTS = 2
@@ -67,8 +73,17 @@ class AnalyticsEngine:
         db: AsyncDatabase[Document],
         check_seconds: float = 1.0,
         cache_size: int = CACHE_SIZE,
+        store: SnapshotStore | None = None,
+        persist_seconds: float = 60.0,
     ) -> None:
         self._db = db
+        self._refresher = Refresher(db, store)
+        self._store = store
+        self._persist_seconds = persist_seconds
+        self._persist: asyncio.Task[None] | None = None
+        self._persisted: Snapshot | None = None
+        self._persisted_at = -math.inf
+        self._recheck_at = math.inf
         self._check_seconds = check_seconds
         self._cache_size = cache_size
         self._snapshot: Snapshot | None = None
@@ -110,7 +125,9 @@ class AnalyticsEngine:
         return await self.snapshot()
 
     async def close(self) -> None:
-        tasks = [t for t in (self._build, self._check, *self._inflight.values()) if t]
+        tasks = [
+            t for t in (self._build, self._check, self._persist, *self._inflight.values()) if t
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -128,14 +145,61 @@ class AnalyticsEngine:
             log.warning("analytics snapshot build failed: %s: %s", exc.__class__.__name__, exc)
 
     async def _rebuild(self, build_id: int) -> Snapshot:
-        snap = await load_snapshot(self._db, build_id)
+        current = self._snapshot
+        try:
+            snap = await self._refresher.next(current, build_id)
+        except SwapInProgress as exc:
+            if current is None:
+                raise
+            log.info("snapshot refresh deferred: %s", exc)
+            self._recheck_at = time.monotonic() + RECHECK_SECONDS
+            return current
+        self._recheck_at = (
+            time.monotonic() + RECHECK_SECONDS if snap.lineage.unsettled else math.inf
+        )
+        if snap is current:
+            return snap
         SNAPSHOT_REBUILDS.inc()
         self._snapshot = snap
         self._cache.clear()  # entries are keyed by build id; drop the old ones at once
-        log.info(
-            "analytics snapshot v%s: %d films in %.2fs", snap.version, snap.size, snap.build_seconds
-        )
+        if snap.lineage.source != "incremental":
+            log.info(
+                "analytics snapshot v%s (%s): %d films in %.2fs",
+                snap.version,
+                snap.lineage.source,
+                snap.size,
+                snap.build_seconds,
+            )
+        self._schedule_persist(snap)
         return snap
+
+    def _schedule_persist(self, snap: Snapshot) -> None:
+        """Persist soon: at once after a full read, else at most every `persist_seconds`
+        (a restart catches up from the change log anyway)."""
+        if self._store is None or snap.lineage.source == "persisted":
+            return
+        if self._persist is not None and not self._persist.done():
+            return  # the one scheduled saves whatever snapshot is current by then
+        wait = 0.0
+        if snap.lineage.source != "full":
+            wait = max(0.0, self._persisted_at + self._persist_seconds - time.monotonic())
+        self._persist = asyncio.create_task(self._persist_after(wait))
+
+    async def _persist_after(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        snap, store = self._snapshot, self._store
+        if snap is None or store is None or snap is self._persisted:
+            return
+        try:
+            await asyncio.to_thread(store.save, snap)
+        except OSError as exc:  # the service goes on; the next start reads the catalogue
+            log.warning("snapshot not persisted: %s", exc)
+        self._persisted, self._persisted_at = snap, time.monotonic()
+
+    async def persisted(self) -> None:
+        """Wait for a pending save (tests, benchmarks)."""
+        if self._persist is not None:
+            await asyncio.shield(self._persist)
 
     async def _check_version(self) -> None:
         try:
@@ -146,8 +210,10 @@ class AnalyticsEngine:
             return
         self._check_failed = False
         snap = self._snapshot
-        backing_off = time.monotonic() - self._build_failed_at < REBUILD_BACKOFF_SECONDS
-        if snap is not None and version != snap.version and not backing_off:
+        now = time.monotonic()
+        backing_off = now - self._build_failed_at < REBUILD_BACKOFF_SECONDS
+        stale = snap is not None and (version != snap.version or now >= self._recheck_at)
+        if stale and not backing_off:
             self._ensure_build()
 
     async def snapshot(self) -> Snapshot:

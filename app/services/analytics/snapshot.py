@@ -1,21 +1,29 @@
 """The columnar snapshot: one projected read of `movies` turned into numpy columns (numbers as
 float64 with NaN for unknown, categorical and multi-valued fields as integer codes), tagged
-with the data version it was read at."""
+with the data version it was read at.
+
+Its layout is canonical, a function of the films alone: rows ascend by film id, labels
+ascend (Python's string order), so a snapshot brought up to date by an incremental refresh
+(`app.services.analytics.incremental`) is array for array the one a full read would build,
+and sums (which depend on the order of addition) come out bit for bit the same.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 
 import bson
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -23,6 +31,7 @@ from app.db import Document
 from app.models.analytics import (
     NumericField,
 )
+from app.services.analytics.titles import TitleIndex
 from app.services.columnar import (
     BoolArray,
     FloatArray,
@@ -31,7 +40,6 @@ from app.services.columnar import (
     expand,
 )
 from app.services.filters import CatalogFilter
-from app.services.meta_repo import get_data_version
 from app.services.movies_repo import scan_raw_batches
 
 log = logging.getLogger("app.analytics")
@@ -63,22 +71,29 @@ SNAPSHOT_PROJECTION: dict[str, int] = {
 }
 
 
+def _code_of(labels: Sequence[Any], label: Any) -> int | None:
+    """Where `label` sits in ascending `labels`, None when absent (or not comparable)."""
+    try:
+        i = bisect.bisect_left(labels, label)
+    except TypeError:
+        return None
+    return i if i < len(labels) and labels[i] == label else None
+
+
 @dataclass(slots=True)
 class SingleDim:
-    """A grouping where each film has at most one label (language, year, month...)."""
+    """A grouping where each film has at most one label (language, year, month...); labels
+    ascend."""
 
     codes: IndexArray  # -1: no label
     labels: list[Any]
-    _index: dict[Any, int] | None = None
 
     @property
     def size(self) -> int:
         return len(self.labels)
 
     def code_of(self, label: Any) -> int | None:
-        if self._index is None:
-            self._index = {v: i for i, v in enumerate(self.labels)}
-        return self._index.get(label)
+        return _code_of(self.labels, label)
 
     def entries(self, rows: IndexArray) -> tuple[IndexArray, IndexArray]:
         codes = self.codes[rows]
@@ -95,22 +110,19 @@ class SingleDim:
 @dataclass(slots=True)
 class MultiDim:
     """A grouping where a film has a list of labels (genres, companies, people), stored as
-    compressed rows: the labels of row r are codes[indptr[r]:indptr[r + 1]]."""
+    compressed rows: the labels of row r are codes[indptr[r]:indptr[r + 1]]; labels ascend."""
 
     indptr: IntArray
     codes: IndexArray
     rows: IndexArray  # the row of every entry
     labels: list[str]
-    _index: dict[str, int] | None = None
 
     @property
     def size(self) -> int:
         return len(self.labels)
 
     def code_of(self, label: str) -> int | None:
-        if self._index is None:
-            self._index = {v: i for i, v in enumerate(self.labels)}
-        return self._index.get(label)
+        return _code_of(self.labels, label)
 
     def entries(self, rows: IndexArray) -> tuple[IndexArray, IndexArray]:
         """(row, label code) for every label of the given rows, in the order of `rows`."""
@@ -130,6 +142,19 @@ Dim = SingleDim | MultiDim
 T = TypeVar("T")
 
 
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """Where a snapshot stands in the catalogue's history, beyond its data version."""
+
+    catalogue: str = ""  # the database's catalogue id (`meta_repo.catalogue_state`)
+    hash_epoch: int = 0
+    # Every change-log entry up to this one is in the snapshot (`app.services.change_log`).
+    changes_seq: int = 0
+    # Entries after `changes_seq` were in flight when it was read: look again soon.
+    unsettled: bool = False
+    source: Literal["full", "incremental", "persisted"] = "full"
+
+
 @dataclass(slots=True)
 class Snapshot:
     """The catalogue as columns. Read-only once built, so threads share it freely."""
@@ -138,7 +163,7 @@ class Snapshot:
     build_id: int
     built_at: float
     build_seconds: float
-    ids: IntArray
+    ids: IntArray  # ascending
     titles: list[str]
     # For film search served from the snapshot (app.services.movies_snapshot).
     titles_normalized: list[str]
@@ -157,9 +182,15 @@ class Snapshot:
     year_month: SingleDim
     month: SingleDim
     keyword: MultiDim
-    _label_rank: dict[str, IntArray] = field(default_factory=dict)
-    _derived: dict[str, Any] = field(default_factory=dict)
-    _derived_lock: threading.Lock = field(default_factory=threading.Lock)
+    title_index: TitleIndex
+    lineage: Lineage = field(default_factory=Lineage)
+    # Values computed from the columns on first use (`derived`). Not init fields: a snapshot
+    # made with `dataclasses.replace` (a new version) starts with none, so every derived value
+    # belongs to one snapshot version.
+    _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _derived_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @property
     def size(self) -> int:
@@ -194,14 +225,13 @@ class Snapshot:
             return cast(T, self._derived[key])
 
     def label_rank(self, name: str, dim: Dim) -> IntArray:
-        """Alphabetical rank of every label (tie-breaker), computed once per snapshot."""
-        rank = self._label_rank.get(name)
-        if rank is None:
-            order = np.argsort(np.asarray(dim.labels, dtype=object), kind="stable")
-            rank = np.empty(len(dim.labels), dtype=np.int64)
-            rank[order] = np.arange(len(dim.labels))
-            self._label_rank[name] = rank
-        return rank
+        """Alphabetical rank of every label (tie-breaker): labels ascend, so their code."""
+        return np.arange(len(dim.labels), dtype=np.int64)
+
+    def row_of(self, movie_id: int) -> int | None:
+        """The row of a film, None when the snapshot lacks it."""
+        i = int(np.searchsorted(self.ids, movie_id))
+        return i if i < self.ids.size and int(self.ids[i]) == movie_id else None
 
 
 def _float_column(values: list[Any]) -> FloatArray:
@@ -218,15 +248,27 @@ def _as_float(value: Any) -> float:
     return float(value) if math.isfinite(value) else math.nan
 
 
+def sorted_factorize(values: npt.NDArray[Any]) -> tuple[IndexArray, list[Any]]:
+    """Codes into the ascending distinct values (None -> -1). pandas hashes the values, and
+    Python sorts the distinct ones (faster than pandas' own sort of an object array)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    labels = list(uniques)
+    order = sorted(range(len(labels)), key=labels.__getitem__)
+    rank = np.empty(len(labels) + 1, dtype=np.int32)
+    rank[order] = np.arange(len(labels), dtype=np.int32)
+    rank[-1] = -1  # code -1 (no value) stays -1
+    return rank[codes], [labels[i] for i in order]
+
+
 def _multi(lists: list[list[str]]) -> MultiDim:
     lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
     indptr = np.zeros(len(lists) + 1, dtype=np.int64)
     np.cumsum(lens, out=indptr[1:])
     flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=object, count=int(indptr[-1]))
-    codes, uniques = pd.factorize(flat)
+    codes, uniques = sorted_factorize(flat)
     return MultiDim(
         indptr=indptr,
-        codes=np.asarray(codes, dtype=np.int32),
+        codes=codes,
         rows=np.repeat(np.arange(len(lists), dtype=np.int32), lens),
         labels=[str(u) for u in uniques],
     )
@@ -282,10 +324,11 @@ class SnapshotBuilder:
                 column.append(doc.get(name))
             imdb = doc.get("imdb") or {}
             scores.append(imdb.get("score"))
-            self.languages.append(doc.get("original_language") or None)
-            self.genres.append(doc.get("genres") or [])
-            self.companies.append(doc.get("production_companies") or [])
-            self.keywords.append(doc.get("keywords") or [])
+            language = doc.get("original_language")
+            self.languages.append(str(language) if language else None)
+            self.genres.append(_names(doc.get("genres")))
+            self.companies.append(_names(doc.get("production_companies")))
+            self.keywords.append(_names(doc.get("keywords")))
             # People from the embedded credits and the IMDB enrichment, each name once a film.
             directors = [
                 c["name"]
@@ -296,59 +339,117 @@ class SnapshotBuilder:
                 directors.append(imdb["director"])
             actors = [c["name"] for c in doc.get("cast") or () if c.get("name")]
             actors.extend(imdb.get("actors") or ())
-            self.directors.append(list(dict.fromkeys(directors)))
-            self.actors.append(list(dict.fromkeys(actors)))
+            self.directors.append(list(dict.fromkeys(map(str, directors))))
+            self.actors.append(list(dict.fromkeys(map(str, actors))))
 
-    def finish(self, version: int, build_id: int, started: float) -> Snapshot:
-        num = {f: _float_column(v) for f, v in self.numeric.items()}
-        order: dict[str, IndexArray] = {}
-        for name, values in num.items():
-            known = np.flatnonzero(~np.isnan(values))
-            order[name] = known[np.argsort(values[known], kind="stable")].astype(np.int32)
-        lang_codes, lang_labels = pd.factorize(
-            np.asarray(self.languages, dtype=object), use_na_sentinel=True
-        )
-        year, month = num["release_year"], num["release_month"]
-        return Snapshot(
+    def finish(
+        self, version: int, build_id: int, started: float, lineage: Lineage | None = None
+    ) -> Snapshot:
+        """The snapshot of every film added, rows ascending by id (a film added twice: the
+        first one counts)."""
+        ids = np.asarray(self.ids, dtype=np.int64)
+        perm = np.argsort(ids, kind="stable")
+        ids = ids[perm]
+        first = np.ones(ids.size, dtype=bool)
+        first[1:] = ids[1:] != ids[:-1]
+        perm, ids = perm[first], ids[first]
+        take = perm.tolist()
+        num = {f: _float_column(v)[perm] for f, v in self.numeric.items()}
+        lang_codes, lang_labels = sorted_factorize(np.asarray(self.languages, dtype=object)[perm])
+        titles_normalized = [self.titles_normalized[i] for i in take]
+        return assemble(
             version=version,
             build_id=build_id,
-            built_at=time.time(),
-            build_seconds=time.perf_counter() - started,
-            ids=np.asarray(self.ids, dtype=np.int64),
-            titles=self.titles,
-            titles_normalized=self.titles_normalized,
-            release_dates=self.release_dates,
+            started=started,
+            ids=ids,
+            titles=[self.titles[i] for i in take],
+            titles_normalized=titles_normalized,
+            release_dates=[self.release_dates[i] for i in take],
             num=num,
-            order=order,
-            language=SingleDim(
-                codes=np.asarray(lang_codes, dtype=np.int32), labels=[str(x) for x in lang_labels]
-            ),
-            genre=_multi(self.genres),
-            company=_multi(self.companies),
-            director=_multi(self.directors),
-            actor=_multi(self.actors),
-            year=_period_dim(year, int),
-            decade=_period_dim(np.floor(year / 10), lambda d: d * 10),
-            year_month=_period_dim(
-                year * 12 + month - 1, lambda m: f"{m // 12:04d}-{m % 12 + 1:02d}"
-            ),
-            month=SingleDim(
-                codes=np.where(np.isnan(month), -1, month - 1).astype(np.int32),
-                labels=list(range(1, 13)),
-            ),
-            keyword=_multi(self.keywords),
+            order={name: value_order(values) for name, values in num.items()},
+            language=SingleDim(codes=lang_codes, labels=[str(x) for x in lang_labels]),
+            genre=_multi([self.genres[i] for i in take]),
+            company=_multi([self.companies[i] for i in take]),
+            director=_multi([self.directors[i] for i in take]),
+            actor=_multi([self.actors[i] for i in take]),
+            keyword=_multi([self.keywords[i] for i in take]),
+            title_index=TitleIndex.build(titles_normalized),
+            lineage=lineage or Lineage(),
         )
 
 
-async def load_snapshot(db: AsyncDatabase[Document], build_id: int = 0) -> Snapshot:
-    """Read the catalogue once, with the snapshot projection, into a `Snapshot`.
+def _names(value: Any) -> list[str]:
+    """A stored list of names as strings (anything else: no names)."""
+    if not isinstance(value, list):
+        return []
+    return [str(x) for x in value if x is not None]
 
-    The version is read first: a write landing during the scan makes the next version check
-    see a newer version and rebuild, so the snapshot is never labelled newer than it is.
-    Raw batches are decoded in a worker thread while the driver fetches the next batch.
-    """
+
+def value_order(values: FloatArray) -> IndexArray:
+    """Rows with a known value, ascending by (value, row)."""
+    known = np.flatnonzero(~np.isnan(values))
+    return known[np.argsort(values[known], kind="stable")].astype(np.int32)
+
+
+def assemble(
+    *,
+    version: int,
+    build_id: int,
+    started: float,
+    ids: IntArray,
+    titles: list[str],
+    titles_normalized: list[str],
+    release_dates: list[str | None],
+    num: dict[str, FloatArray],
+    order: dict[str, IndexArray],
+    language: SingleDim,
+    genre: MultiDim,
+    company: MultiDim,
+    director: MultiDim,
+    actor: MultiDim,
+    keyword: MultiDim,
+    title_index: TitleIndex,
+    lineage: Lineage,
+) -> Snapshot:
+    """A snapshot from its stored columns; the date groupings are derived here."""
+    year, month = num["release_year"], num["release_month"]
+    return Snapshot(
+        version=version,
+        build_id=build_id,
+        built_at=time.time(),
+        build_seconds=time.perf_counter() - started,
+        ids=ids,
+        titles=titles,
+        titles_normalized=titles_normalized,
+        release_dates=release_dates,
+        num=num,
+        order=order,
+        language=language,
+        genre=genre,
+        company=company,
+        director=director,
+        actor=actor,
+        year=_period_dim(year, int),
+        decade=_period_dim(np.floor(year / 10), lambda d: d * 10),
+        year_month=_period_dim(year * 12 + month - 1, lambda m: f"{m // 12:04d}-{m % 12 + 1:02d}"),
+        month=SingleDim(
+            codes=np.where(np.isnan(month), -1, month - 1).astype(np.int32),
+            labels=list(range(1, 13)),
+        ),
+        keyword=keyword,
+        title_index=title_index,
+        lineage=lineage,
+    )
+
+
+async def read_catalogue(
+    db: AsyncDatabase[Document], version: int, build_id: int = 0, lineage: Lineage | None = None
+) -> Snapshot:
+    """Read every film, with the snapshot projection, into a `Snapshot` labelled `version`
+    (read by the caller before the scan: a write landing during the scan makes the next
+    version check see a newer version, so the snapshot is never labelled newer than it is).
+    Raw batches are decoded in a worker thread while the driver fetches the next batch."""
     started = time.perf_counter()
-    version = await get_data_version(db)
     builder = SnapshotBuilder()
     pending: asyncio.Future[None] | None = None
     cursor = scan_raw_batches(db, SNAPSHOT_PROJECTION)
@@ -362,4 +463,4 @@ async def load_snapshot(db: AsyncDatabase[Document], build_id: int = 0) -> Snaps
             await pending
     finally:
         await cursor.close()
-    return await asyncio.to_thread(builder.finish, version, build_id, started)
+    return await asyncio.to_thread(builder.finish, version, build_id, started, lineage)
