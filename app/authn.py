@@ -32,6 +32,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -455,6 +457,20 @@ class LoginAttempt:
     failed: bool = False
 
 
+HASH_THREAD_NICENESS = 10
+
+
+def _lower_thread_priority() -> None:
+    """Raise this thread's niceness (Linux schedules threads one by one); elsewhere, or
+    where it is refused, the thread keeps the process's priority."""
+    try:
+        thread = threading.get_native_id()
+        niceness = os.getpriority(os.PRIO_PROCESS, thread) + HASH_THREAD_NICENESS
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, niceness))
+    except (AttributeError, OSError):
+        pass
+
+
 class LoginGuard:
     """Throttles password guessing and bounds what logins may cost.
 
@@ -464,8 +480,9 @@ class LoginGuard:
       a database error) gives them back. An empty bucket answers 429 before any Argon2 runs.
     * Argon2 runs in `LOGIN_HASH_THREADS` threads of its own, never in the default executor
       that analytics and model loading need; at most `LOGIN_HASH_QUEUE` more logins wait for
-      them, and further ones are shed with 503. A login flood thus costs a bounded share of
-      the CPU and stalls nothing else.
+      them, and further ones are shed with 503. The hash threads run at a lower scheduling
+      priority, so on a machine whose cores they fill, serving threads still get the CPU
+      first. A login flood thus costs a bounded share of the CPU and stalls nothing else.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -479,7 +496,9 @@ class LoginGuard:
     @property
     def executor(self) -> ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="argon2")
+            self._executor = ThreadPoolExecutor(
+                self.threads, thread_name_prefix="argon2", initializer=_lower_thread_priority
+            )
         return self._executor
 
     def close(self) -> None:

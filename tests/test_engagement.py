@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -69,9 +68,6 @@ async def api(
 def reported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainedModel]:
     """One engagement version trained with its report and MLflow run."""
     work = tmp_path_factory.mktemp("engagement-train")
-    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which a later Tracker in this
-    # process would then take for the user's own: put the environment back as it was.
-    before = os.environ.get("MLFLOW_TRACKING_URI")
     (trained,) = train_models(
         small_dataset(),
         work / "artifacts",
@@ -84,10 +80,6 @@ def reported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainedMod
         ),
         say=lambda _m: None,
     )
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
     return work / "mlruns", trained
 
 

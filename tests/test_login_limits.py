@@ -5,6 +5,9 @@ needs, so a login flood neither guesses at full speed nor stalls analytics."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 import time
 from typing import Any
 
@@ -12,6 +15,7 @@ import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from app.authn import HASH_THREAD_NICENESS, LoginGuard
 from app.db import Document
 from app.security import Role
 from app.services import credentials
@@ -130,6 +134,22 @@ async def test_a_login_flood_beyond_the_hash_queue_is_shed(settings: Settings) -
     shed = next(r for r in responses if r.status_code == 503)
     assert shed.headers["content-type"].startswith(PROBLEM)
     assert shed.headers["retry-after"] == "1"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
+def test_hash_threads_yield_the_cpu_to_serving_threads(settings: Settings) -> None:
+    """On a machine whose cores the hash threads fill, the scheduler still runs the threads
+    that answer analytics first: the hash threads are niced, the rest of the process is not."""
+    guard = LoginGuard(settings)
+    try:
+        niceness = guard.executor.submit(
+            lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        ).result()
+    finally:
+        guard.close()
+    process_niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    assert niceness == min(19, process_niceness + HASH_THREAD_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == process_niceness
 
 
 async def test_analytics_and_health_answer_promptly_during_a_login_flood(

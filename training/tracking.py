@@ -70,7 +70,14 @@ class Tracker:
         if not uri:
             mlflow_dir.mkdir(parents=True, exist_ok=True)
             uri = default_tracking_uri(mlflow_dir)
+        exported = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(uri)
+        # mlflow also exports the URI to the environment, where the next Tracker of this
+        # process (the test suite, a program training twice) would take it for the user's own.
+        if exported is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = exported
         self.uri = uri
         self.experiment = experiment
         found = mlflow.get_experiment_by_name(experiment)

@@ -256,10 +256,13 @@ def _assemble(
     if note and card.profile is not None:
         log.warning("%s %s: %s; drift is not measured for it", name, version, note)
     batch: BatchFeatures | None = None
-    try:
-        batch = BatchFeatures(features)
-    except (KeyError, AttributeError, ValueError) as exc:  # a fitted state it cannot read
-        log.warning("%s %s: no batch feature path (%r)", name, version, exc)
+    # The batch path mirrors `FilmFeatures` only: the engagement model's features (its own
+    # audience track record on top) go through their transformer, item by item.
+    if isinstance(features, FilmFeatures):
+        try:
+            batch = BatchFeatures(features)
+        except (KeyError, AttributeError, ValueError) as exc:  # a fitted state it cannot read
+            log.warning("%s %s: no batch feature path (%r)", name, version, exc)
     if batch is not None and not batch_verified(batch, smoke):
         log.warning("%s %s: batch features disagree with FilmFeatures; not used", name, version)
         batch = None
