@@ -57,9 +57,10 @@ ADMIN_KEY = "bench-admin-key-0123456789abcdef0123456789abcdef"
 CONCURRENCY = 8
 
 
-def films(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """n real films (cycled) as API items (TMDB field names, the way a partner sends them)
-    and as the canonical records the pipeline takes (what MLflow serving is sent)."""
+def films(n: int, with_ids: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """n real films (cycled) as API items (TMDB field names, the way a partner sends them;
+    with their TMDB `id` if asked) and as the canonical records the pipeline takes (what
+    MLflow serving is sent)."""
     shared = REPO.parent / "shared" / "data"
     from training.data import load_from_csv
 
@@ -87,6 +88,8 @@ def films(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 "crew": [{"name": d, "job": "Director"} for d in rec["directors"]],
             }
         )
+        if with_ids:
+            items[-1]["id"] = int(rec["id"])
     records = []
     for i in range(n):
         rec = dict(dataset.records[(i * 7) % dataset.size])

@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -285,6 +286,7 @@ async def test_outcomes_join_once_even_when_imported_twice(
     async with serve(settings) as http:
         revenue = await predict_all(http, "revenue", films, batch=15)
         hit = await predict_all(http, "hit", films, batch=15)
+        audience = await predict_all(http, "engagement", films, batch=15)
         # The first film predicted twice more: it still counts once.
         await predict_all(http, "revenue", [films[0], films[0]])
         await predict_all(http, "hit", [films[0]])
@@ -292,6 +294,7 @@ async def test_outcomes_join_once_even_when_imported_twice(
         await predict_all(http, "revenue", [{**films[1], "id": None}])
         await wait_logged(db, "revenue", len(films) + 3)
         await wait_logged(db, "hit", len(films) + 1)
+        await wait_logged(db, "engagement", len(films))
 
         nothing = (await http.get("/v1/models/revenue/performance")).json()
         assert (
@@ -304,7 +307,11 @@ async def test_outcomes_join_once_even_when_imported_twice(
         for _ in range(2):  # the same figures imported twice
             report = await import_tmdb_csv(db, subset)
             assert not report.errors
-        assert await outcomes.read(db) == truth
+        known = await outcomes.read(db)
+        assert {i: figures["revenue"] for i, figures in known.items()} == truth
+        votes = {int(r["id"]): float(r["vote_count"]) for r in rows}
+        ratings = {int(r["id"]): float(r["vote_average"]) for r in rows}
+        assert {i: figures["vote_count"] for i, figures in known.items()} == votes
 
         perf = (await http.get("/v1/models/revenue/performance")).json()
         assert perf["model"] == "revenue" and perf["n"] == len(films)
@@ -331,6 +338,27 @@ async def test_outcomes_join_once_even_when_imported_twice(
         assert sum(cm.values()) == len(films)
         assert hits["metrics"]["roc_auc"] is None or 0 <= hits["metrics"]["roc_auc"] <= 1
 
+        # Engagement: the released films' votes and ratings are its outcomes.
+        audience_perf = (await http.get("/v1/models/engagement/performance")).json()
+        assert audience_perf["n"] == len(films)
+        y_votes = np.asarray([votes[f["id"]] for f in films])
+        p_votes = np.asarray([a["vote_count"] for a in audience])
+        expected_votes = math.sqrt(float(np.mean((np.log1p(y_votes) - np.log1p(p_votes)) ** 2)))
+        live = audience_perf["metrics"]
+        assert live["vote_count_rmsle"] == pytest.approx(expected_votes, rel=1e-6)
+        rated = [(f, a) for f, a in zip(films, audience, strict=True) if votes[f["id"]] >= 10]
+        assert live["n_rated"] == len(rated) > 0
+        expected_rating = math.sqrt(
+            float(np.mean([(a["vote_average"] - ratings[f["id"]]) ** 2 for f, a in rated]))
+        )
+        assert live["vote_average_rmse"] == pytest.approx(expected_rating, rel=1e-6)
+        [audience_version] = audience_perf["by_version"]
+        assert audience_version["test_metrics"]["vote_count_rmsle"] > 0
+        audience_drift = (await http.get("/v1/models/engagement/drift")).json()
+        assert audience_drift["n"] == len(films) and audience_drift["features"]
+        page = await http.get("/v1/models/engagement/monitoring")
+        assert page.status_code == 200 and "vote_count_rmsle" in page.text
+
         # A partner's figure replaces the imported one; an unpredicted film joins nothing.
         first = films[0]["id"]
         posted = await http.post(
@@ -346,6 +374,14 @@ async def test_outcomes_join_once_even_when_imported_twice(
         assert posted.json() == {"recorded": 2, "new": 1, "predicted": 1}
         again = (await http.get("/v1/models/revenue/performance")).json()
         assert again["n"] == len(films) and again["metrics"]["rmsle"] != perf["metrics"]["rmsle"]
+        # Votes alone change engagement's figures and keep the film's revenue.
+        voted = await http.post(
+            "/v1/predictions/outcomes", json={"items": [{"id": first, "vote_count": 1}]}
+        )
+        assert voted.json() == {"recorded": 1, "new": 0, "predicted": 1}
+        assert (await outcomes.read(db, [first]))[first]["revenue"] == 123_456_789.0
+        audience_again = (await http.get("/v1/models/engagement/performance")).json()
+        assert audience_again["metrics"]["vote_count_rmsle"] != live["vote_count_rmsle"]
 
         window = (
             await http.get(
@@ -363,6 +399,9 @@ async def test_outcomes_join_once_even_when_imported_twice(
             "/v1/predictions/outcomes", json={"items": [{"id": 1, "revenue": -3}]}
         )
         assert_problem(bad, 422)
+        assert_problem(
+            await http.post("/v1/predictions/outcomes", json={"items": [{"id": 1}]}), 422
+        )
 
 
 async def test_log_writer_drops_and_counts_when_full_and_prunes_by_age(
@@ -402,6 +441,45 @@ async def test_log_writer_drops_and_counts_when_full_and_prunes_by_age(
     assert logged is not None
     assert logged["request_id"] == "req-1" and logged["principal"] == "key:abc"
     assert logged["model"] == "revenue" and logged["version"] == "v1"
+
+
+def test_a_catalogue_record_tells_an_outcome_only_once_it_is_one() -> None:
+    """Revenue when positive; votes and rating once the film is out and voted on (TMDB shows
+    zeros, and early votes, for films not released yet)."""
+    today = datetime(2026, 6, 1, tzinfo=UTC).date()
+    released = {"release_date": "2026-05-01", "revenue": 5e6, "vote_count": 40, "vote_average": 6.5}
+    assert outcomes.catalogue_figures(released, today) == {
+        "revenue": 5e6,
+        "vote_count": 40.0,
+        "vote_average": 6.5,
+    }
+    coming = {**released, "release_date": "2026-07-01", "revenue": 0}
+    assert outcomes.catalogue_figures(coming, today) == {}
+    unvoted = {**released, "vote_count": 0}
+    assert outcomes.catalogue_figures(unvoted, today) == {"revenue": 5e6}
+    undated = {**released, "release_date": None}
+    assert outcomes.catalogue_figures(undated, today) == {"revenue": 5e6}
+
+
+async def test_predicted_ids_are_inserted_once_and_their_last_time_moves_forward(
+    db: AsyncDatabase[Document],
+) -> None:
+    """New ids are inserted in one batch; ids already marked (by another process, or before a
+    restart) keep their first time and take the later last time, never an earlier one."""
+    day = datetime(2026, 5, 1, tzinfo=UTC)
+    await prediction_log.mark_predicted(db, {1: day, 2: day})
+    later, earlier = day + timedelta(days=3), day - timedelta(days=3)
+    await prediction_log.mark_predicted(db, {2: later, 3: later})
+    await prediction_log.mark_predicted(db, {1: earlier})
+    markers = {
+        doc["id"]: doc async for doc in db[prediction_log.PREDICTED_FILMS].find({}, {"_id": 0})
+    }
+    assert {i: (m["first_at"], m["last_at"]) for i, m in markers.items()} == {
+        1: (day, day),
+        2: (day, later),
+        3: (later, later),
+    }
+    assert await prediction_log.predicted_among(db, [1, 2, 3, 4]) == {1, 2, 3}
 
 
 async def test_sample_and_logged_record(
@@ -489,3 +567,21 @@ async def test_who_may_call_the_monitoring_endpoints(
                 "/v1/predictions/outcomes", json=outcome, headers={"X-API-Key": keys[role]}
             )
             assert answer.status_code == 200, (role, answer.text)
+
+
+async def test_monitor_check_skips_a_model_never_trained_unless_it_is_named(
+    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An install that trained revenue and hit before engagement existed: the scheduler's
+    plain `monitor check` judges what serves and is not failed by the model it never had;
+    naming that model is still an error."""
+    root = copy_artifacts(tmp_path_factory)
+    shutil.rmtree(root / "engagement")
+    settings = app_settings(mongodb_uri, root, tmp_path_factory.mktemp("never-trained"))
+    plain = await run_cli(monkeypatch, settings, ["monitor", "check"])
+    assert plain.exit_code == 0, plain.output
+    assert "skipped engagement: no version serves" in plain.output
+    assert "ok: no retraining advised" in plain.output
+    named = await run_cli(monkeypatch, settings, ["monitor", "check", "--model", "engagement"])
+    assert named.exit_code == 2, named.output
+    assert "cannot judge engagement: no version serves" in named.output

@@ -28,6 +28,7 @@ from typing import Any
 import joblib
 import numpy as np
 import numpy.typing as npt
+import orjson
 from scipy.stats import spearmanr
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 from sklearn.impute import SimpleImputer
@@ -43,7 +44,9 @@ from app.ml.card import (
     IntervalSpec,
     ModelCard,
     OutputSpec,
+    ProfileInfo,
 )
+from app.ml.drift import PROFILE_FILE, InputReader, build_profile
 from app.ml.engagement import (
     MIN_RATED_VOTES,
     OUTPUTS,
@@ -588,6 +591,18 @@ def _card(
     )
 
 
+def _write_profile(pipeline: Pipeline, records: Records, staging: Path, seed: int) -> ProfileInfo:
+    """The reference profile drift is measured against: the monitored inputs over the films
+    the served model was fitted on, and its first output (log1p votes), as served."""
+    engagement_features: EngagementFeatures = pipeline[0]
+    X = engagement_features.transform(records)
+    scores = np.asarray(pipeline[-1].predict(X), dtype=np.float64)[:, 0]
+    rows = InputReader(engagement_features.feature_names_).rows(X, records)
+    path = staging / PROFILE_FILE
+    path.write_bytes(orjson.dumps(build_profile(rows, scores, seed)))
+    return ProfileInfo(file=PROFILE_FILE, sha256=artifacts.sha256_file(path), films=len(records))
+
+
 def train_engagement(
     records: Records,
     source: str,
@@ -628,6 +643,10 @@ def train_engagement(
             model_path,
             input_fields,
         )
+        fitted_on = [*ev.split.train, *ev.split.validation]
+        if options.refit_all:
+            fitted_on.extend(ev.split.test)
+        card.profile = _write_profile(pipeline, fitted_on, staging, options.seed)
         if options.report:
             (staging / artifacts.REPORT_FILE).write_text(render_report(card, ev), encoding="utf-8")
         if tracker is not None:
@@ -641,6 +660,8 @@ def train_engagement(
         raise
     if options.activate:
         artifacts.write_active(artifacts_dir, ENGAGEMENT, version)
+        if tracker is not None and card.mlflow is not None:
+            tracker.set_champion(card.mlflow, options.activated_by)
     m = ev.metrics
     say(
         f"{ENGAGEMENT}: wrote {final} ({card.family}: vote_count RMSLE "

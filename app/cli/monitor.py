@@ -30,7 +30,12 @@ monitor_app = typer.Typer(help="Drift and live accuracy of the served models.")
 
 Models = Annotated[
     list[str] | None,
-    typer.Option("--model", "-m", help="Only this model (repeatable): revenue, hit"),
+    typer.Option(
+        "--model",
+        "-m",
+        help="Only this model (repeatable): revenue, hit, engagement. Without it, every model "
+        "that serves (one never trained is listed and skipped)",
+    ),
 ]
 ADVISED, UNJUDGED = 1, 2
 
@@ -43,15 +48,24 @@ def _models(model: list[str] | None) -> list[str]:
     return chosen
 
 
-async def _assess_all(settings: Settings, names: list[str]) -> dict[str, Assessment | str]:
-    """Per model, its assessment or why there is none."""
-    from app.services.monitoring import assess
+class Skipped(str):
+    """Why a model that was not asked for by name is not judged (it never served)."""
+
+
+async def _assess_all(
+    settings: Settings, names: list[str], asked: bool
+) -> dict[str, Assessment | str]:
+    """Per model, its assessment or why there is none (`Skipped` when a model nobody named
+    never served: an install that never trained it is not a failure)."""
+    from app.services.monitoring import NotServedError, assess
 
     out: dict[str, Assessment | str] = {}
     async with open_db(settings) as db:
         for name in names:
             try:
                 out[name] = await assess(db, settings, name)
+            except NotServedError as exc:
+                out[name] = str(exc) if asked else Skipped(str(exc))
             except ValueError as exc:
                 out[name] = str(exc)
             except PyMongoError as exc:
@@ -77,10 +91,13 @@ def check(model: Models = None) -> None:
     """Exit 1 when a served model drifts or its live accuracy is worse than its test accuracy
     by more than MONITOR_ACCURACY_MARGIN (so a scheduler can run `tmdb-analytics train`)."""
     names = _models(model)
-    found = run(lambda settings: _assess_all(settings, names))
+    found = run(lambda settings: _assess_all(settings, names, model is not None))
     code = 0
     for name in names:
         result = found[name]
+        if isinstance(result, Skipped):
+            console.print(f"skipped {result}")
+            continue
         if isinstance(result, str):
             console.print(f"[red]cannot judge[/red] {result}")
             code = max(code, UNJUDGED)
@@ -106,12 +123,15 @@ def report(model: Models = None) -> None:
     from app.services.monitoring import mlflow_metrics
 
     names = _models(model)
-    found = run(lambda settings: _assess_all(settings, names))
+    found = run(lambda settings: _assess_all(settings, names, model is not None))
     settings = get_settings()  # the same object `run` used (cached)
     mlflow_link.fail_fast(settings.mlflow_timeout_seconds)
     code = 0
     for name in names:
         result = found[name]
+        if isinstance(result, Skipped):
+            console.print(f"skipped {result}")
+            continue
         if isinstance(result, str):
             console.print(f"[red]cannot judge[/red] {result}")
             code = UNJUDGED

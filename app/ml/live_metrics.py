@@ -28,7 +28,33 @@ FloatVector = npt.NDArray[np.float64]
 HEADLINE: dict[str, tuple[str, bool]] = {
     "revenue": ("rmsle", False),
     "hit": ("roc_auc", True),
+    "engagement": ("vote_count_rmsle", False),
 }
+# The engagement card's test figures per output, and their live names.
+ENGAGEMENT_TEST_FIGURES = {
+    "vote_count": {
+        "rmsle": "vote_count_rmsle",
+        "median_ae_votes": "vote_count_median_ae",
+        "interval_coverage": "vote_count_interval_coverage",
+    },
+    "vote_average": {
+        "rmse": "vote_average_rmse",
+        "mae": "vote_average_mae",
+        "interval_coverage": "vote_average_interval_coverage",
+    },
+}
+
+
+def flat_test_metrics(model: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A card's test metrics under the names live accuracy uses."""
+    if model != "engagement":
+        return metrics
+    flat: dict[str, Any] = {}
+    for output, names in ENGAGEMENT_TEST_FIGURES.items():
+        figures = metrics.get(output)
+        if isinstance(figures, dict):
+            flat.update({live: figures.get(test) for test, live in names.items()})
+    return flat
 
 
 def regression(
@@ -50,6 +76,43 @@ def regression(
         "mae_usd": float(mean_absolute_error(y, p)),
         "median_ae_usd": float(median_absolute_error(y, p)),
     }
+
+
+def _covered(actual: FloatVector, low: Sequence[float], high: Sequence[float]) -> float:
+    lo, hi = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    return float(np.mean((lo <= actual) & (actual <= hi)))
+
+
+def engagement(
+    votes: Sequence[float],
+    predicted_votes: Sequence[float],
+    votes_low: Sequence[float],
+    votes_high: Sequence[float],
+    ratings: Sequence[float],
+    predicted_ratings: Sequence[float],
+    ratings_low: Sequence[float],
+    ratings_high: Sequence[float],
+) -> dict[str, Any]:
+    """Votes: RMSLE (log1p votes, what training reports), median absolute error in votes and
+    interval coverage; rating (films with enough votes to be rated): RMSE, MAE, coverage."""
+    out: dict[str, Any] = dict.fromkeys(
+        [*ENGAGEMENT_TEST_FIGURES["vote_count"].values(), "n_rated"], None
+    )
+    out |= dict.fromkeys(ENGAGEMENT_TEST_FIGURES["vote_average"].values())
+    out["n_rated"] = len(ratings)
+    if votes:
+        y = np.asarray(votes, dtype=np.float64)
+        p = np.clip(np.asarray(predicted_votes, dtype=np.float64), 0, None)
+        out["vote_count_rmsle"] = float(root_mean_squared_log_error(y, p))
+        out["vote_count_median_ae"] = float(median_absolute_error(y, p))
+        out["vote_count_interval_coverage"] = _covered(y, votes_low, votes_high)
+    if ratings:
+        y = np.asarray(ratings, dtype=np.float64)
+        p = np.asarray(predicted_ratings, dtype=np.float64)
+        out["vote_average_rmse"] = float(np.sqrt(np.mean((p - y) ** 2)))
+        out["vote_average_mae"] = float(mean_absolute_error(y, p))
+        out["vote_average_interval_coverage"] = _covered(y, ratings_low, ratings_high)
+    return out
 
 
 def classification(

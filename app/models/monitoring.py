@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 DriftStatus = Literal["ok", "warn", "drift"]
 # The served models (`app.ml.artifacts.MODEL_NAMES`); defined here, the leaf module of the two.
@@ -85,7 +85,32 @@ class PerformanceReport(BaseModel):
 
 class OutcomeItem(BaseModel):
     id: int = Field(ge=1, le=2**53, description="TMDB id of the film, as sent with its prediction")
-    revenue: float = Field(gt=0, le=1e12, description="Actual worldwide revenue in USD")
+    revenue: float | None = Field(
+        default=None, gt=0, le=1e12, description="Actual worldwide revenue in USD"
+    )
+    vote_count: int | None = Field(
+        default=None, ge=0, le=10**9, description="TMDB votes the film has now (engagement)"
+    )
+    vote_average: float | None = Field(
+        default=None, ge=0, le=10, description="Its TMDB rating now, 0-10 (engagement)"
+    )
+
+    @model_validator(mode="after")
+    def _some_figure(self) -> OutcomeItem:
+        if self.revenue is None and self.vote_count is None and self.vote_average is None:
+            raise ValueError("give at least one of revenue, vote_count, vote_average")
+        return self
+
+    def figures(self) -> dict[str, float]:
+        return {
+            k: float(v)
+            for k, v in (
+                ("revenue", self.revenue),
+                ("vote_count", self.vote_count),
+                ("vote_average", self.vote_average),
+            )
+            if v is not None
+        }
 
 
 class OutcomesRequest(BaseModel):

@@ -80,14 +80,18 @@ async def monitoring_page(name: ModelName, state: State) -> HTMLResponse:
 
 @outcomes_router.post(
     "/outcomes",
-    summary="Report actual revenues",
+    summary="Report actual outcomes (revenue, votes, rating)",
     response_model=OutcomesResult,
     responses=problem_responses(413, 422, 500, 503),
 )
 async def report_outcomes(
     body: OutcomesRequest, state: State, principal: CurrentPrincipal
 ) -> OutcomesResult:
-    """The actual worldwide revenue (USD) of films by TMDB id; joined to their logged
-    predictions for live accuracy. Posting a film again replaces its figure."""
-    revenues = {item.id: item.revenue for item in body.items}  # the last figure of an id wins
-    return await service.record_outcomes(state.db, revenues, str(principal))
+    """What films by TMDB id actually did: worldwide revenue (USD; `revenue` and `hit`), and
+    the TMDB votes and rating they reached (`engagement`); each item gives at least one.
+    Joined to their logged predictions for live accuracy. Posting a figure of a film again
+    replaces that figure and keeps the others."""
+    figures: dict[int, dict[str, float]] = {}
+    for item in body.items:  # the last figure of an id wins
+        figures.setdefault(item.id, {}).update(item.figures())
+    return await service.record_outcomes(state.db, figures, str(principal))

@@ -126,9 +126,19 @@ async def predict_hit(
     responses=ERRORS,
 )
 async def predict_engagement(
-    body: PredictRequest, registry: Registry, settings: AppSettings
+    body: PredictRequest,
+    registry: Registry,
+    settings: AppSettings,
+    prediction_log: PredictionLog,
+    principal: CurrentPrincipal,
 ) -> Response:
     """Expected TMDB votes and rating, each with an 80% interval, for each film, in order;
     503 while no engagement model is active."""
-    result = await engagement.predict_engagement(registry, body, settings.max_batch_size)
+    result = await engagement.predict_engagement(
+        registry,
+        body,
+        settings.max_batch_size,
+        prediction_log,
+        LogContext(REQUEST_ID.get(), str(principal)),
+    )
     return _json(result)

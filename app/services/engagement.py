@@ -27,9 +27,11 @@ from app.services.model_admin import serving_model
 from app.services.predict import (
     INLINE_MAX_ROWS,
     BatchTooLargeError,
+    ToLog,
     _dropped_warnings,
     film_document,
 )
+from app.services.prediction_log import LogContext, PredictionLogWriter, entries
 
 ENGAGEMENT = "engagement"
 FloatVector = npt.NDArray[np.float64]
@@ -52,9 +54,16 @@ def _values(
     return clipped[0], clipped[1], clipped[2]
 
 
-def _score(model: LoadedModel, films: Sequence[Film], monitor: PredictionMonitor) -> dict[str, Any]:
-    """Everything CPU-bound for one request: features, both outputs, intervals, the body."""
-    X = model.transform([film_record(film_document(f)) for f in films])
+def _score(
+    model: LoadedModel,
+    films: Sequence[Film],
+    monitor: PredictionMonitor,
+    logged: Sequence[int] = (),
+) -> tuple[dict[str, Any], ToLog | None]:
+    """Everything CPU-bound for one request: features, both outputs, intervals, the body, and
+    the log records of the films at positions `logged`."""
+    records = [film_record(film_document(f)) for f in films]
+    X = model.transform(records)
     scores = model.score_matrix(X)  # (films, 2): log1p(votes), rating
     outputs = model.card.outputs
     assert outputs is not None  # the registry refuses engagement cards without them
@@ -93,16 +102,54 @@ def _score(model: LoadedModel, films: Sequence[Film], monitor: PredictionMonitor
     # The monitor summarises one output per model: the expected votes (in log1p, as trained).
     monitor.record(model.name, model.version, X, model.feature_names, scores[:, 0])
     PREDICTIONS.labels(model=model.name, version=model.version).inc(len(films))
-    return body
+    if not logged:
+        return body, None
+    picked = list(logged)
+    return body, ToLog(
+        ids=[films[i].id for i in picked],
+        inputs=model.input_reader.rows(X[picked], [records[i] for i in picked]),
+        outputs=[_logged_output(float(scores[i, 0]), predictions[i]) for i in picked],
+    )
+
+
+def _logged_output(score: float, prediction: dict[str, Any]) -> dict[str, Any]:
+    """`score` (log1p votes, what drift watches), both outputs and their intervals."""
+    intervals = prediction["intervals"]
+    return {
+        "score": score,
+        **{name: prediction[name] for name in OUTPUTS},
+        **{f"{name}_{side}": intervals[name][side] for name in OUTPUTS for side in ("low", "high")},
+    }
 
 
 async def predict_engagement(
-    registry: ModelRegistry, request: PredictRequest, max_batch: int
+    registry: ModelRegistry,
+    request: PredictRequest,
+    max_batch: int,
+    prediction_log: PredictionLogWriter | None = None,
+    context: LogContext | None = None,
 ) -> dict[str, Any]:
     if len(request.items) > max_batch:
         raise BatchTooLargeError(f"{len(request.items)} films; at most {max_batch} per request")
     # Taken once: an activation during this request does not change the model answering it.
     model = serving_model(registry, ENGAGEMENT)
+    logged = prediction_log.choose(len(request.items)) if prediction_log is not None else []
     if len(request.items) <= INLINE_MAX_ROWS:
-        return _score(model, request.items, registry.monitor)
-    return await run_in_threadpool(_score, model, request.items, registry.monitor)
+        body, to_log = _score(model, request.items, registry.monitor, logged)
+    else:
+        body, to_log = await run_in_threadpool(
+            _score, model, request.items, registry.monitor, logged
+        )
+    if to_log is not None and prediction_log is not None:
+        # Queued only: the writer task writes it later, the answer never waits for the log.
+        prediction_log.submit(
+            entries(
+                model.name,
+                model.version,
+                context or LogContext(None, None),
+                to_log.ids,
+                to_log.inputs,
+                to_log.outputs,
+            )
+        )
+    return body

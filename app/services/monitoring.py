@@ -39,6 +39,7 @@ from app.db import Document
 from app.errors import InvalidQueryError
 from app.ml import artifacts, drift, live_metrics
 from app.ml.card import ModelCard
+from app.ml.engagement import MIN_RATED_VOTES
 from app.ml.registry import LoadedModel, ModelRegistry
 from app.ml.targets import is_hit
 from app.models.monitoring import (
@@ -105,11 +106,13 @@ def watched_on_disk(root: Path, name: str, version: str) -> Watched:
 
 
 def test_metrics(root: Path, name: str, version: str) -> dict[str, Any] | None:
-    """The test metrics on a version's card, if the card can be read (blocking)."""
+    """The test metrics on a version's card, if the card can be read (blocking), named as
+    live accuracy names them (the engagement card keeps them per output)."""
     try:
-        return watched_on_disk(root, name, version).card.metrics
+        metrics = watched_on_disk(root, name, version).card.metrics
     except ValueError:
         return None
+    return live_metrics.flat_test_metrics(name, metrics)
 
 
 def thresholds(settings: Settings) -> drift.Thresholds:
@@ -278,7 +281,7 @@ class Judged:
     version: str
     film: int
     output: Mapping[str, Any]
-    revenue: float  # the outcome
+    actual: Mapping[str, float]  # the outcome's known figures (`outcomes.FIGURES`)
     budget: float | None  # as the model was given it
 
 
@@ -299,7 +302,7 @@ async def judged(
                 version=str(doc["version"]),
                 film=int(doc["id"]),
                 output=doc.get("output") or {},
-                revenue=known[int(doc["id"])],
+                actual=known[int(doc["id"])],
                 budget=float(budget) if isinstance(budget, int | float) else None,
             )
         )
@@ -315,17 +318,36 @@ def _latest(items: Iterable[Judged], key: Callable[[Judged], Any]) -> list[Judge
 
 
 def metrics_of(name: str, items: Sequence[Judged]) -> tuple[int, dict[str, Any]]:
-    """(films judged, their metrics); each film in `items` at most once."""
-    if name == "revenue":
-        return len(items), live_metrics.regression(
-            [j.revenue for j in items],
-            [_number(j.output.get("revenue")) for j in items],
-            [_number(j.output.get("low")) for j in items],
-            [_number(j.output.get("high")) for j in items],
+    """(films judged, their metrics); each film in `items` at most once. A film counts for a
+    model once the figure that model predicts is known."""
+    if name == "engagement":
+        votes = [j for j in items if "vote_count" in j.actual]
+        rated = [
+            j
+            for j in votes
+            if "vote_average" in j.actual and j.actual["vote_count"] >= MIN_RATED_VOTES
+        ]
+        return len(votes), live_metrics.engagement(
+            [j.actual["vote_count"] for j in votes],
+            [_number(j.output.get("vote_count")) for j in votes],
+            [_number(j.output.get("vote_count_low")) for j in votes],
+            [_number(j.output.get("vote_count_high")) for j in votes],
+            [j.actual["vote_average"] for j in rated],
+            [_number(j.output.get("vote_average")) for j in rated],
+            [_number(j.output.get("vote_average_low")) for j in rated],
+            [_number(j.output.get("vote_average_high")) for j in rated],
         )
-    hits = [j for j in items if j.budget is not None and j.budget > 0]
+    earned = [j for j in items if "revenue" in j.actual]
+    if name == "revenue":
+        return len(earned), live_metrics.regression(
+            [j.actual["revenue"] for j in earned],
+            [_number(j.output.get("revenue")) for j in earned],
+            [_number(j.output.get("low")) for j in earned],
+            [_number(j.output.get("high")) for j in earned],
+        )
+    hits = [j for j in earned if j.budget is not None and j.budget > 0]
     return len(hits), live_metrics.classification(
-        [is_hit(j.revenue, j.budget or 0.0) for j in hits],
+        [is_hit(j.actual["revenue"], j.budget or 0.0) for j in hits],
         [_number(j.output.get("score", j.output.get("probability"))) for j in hits],
         [bool(j.output.get("hit")) for j in hits],
     )
@@ -443,10 +465,10 @@ async def model_performance(
 
 
 async def record_outcomes(
-    db: AsyncDatabase[Document], revenues: Mapping[int, float], by: str
+    db: AsyncDatabase[Document], figures: Mapping[int, Mapping[str, float]], by: str
 ) -> OutcomesResult:
-    predicted = await prediction_log.predicted_among(db, revenues)
-    done = await outcomes.record(db, revenues, "api", by)
+    predicted = await prediction_log.predicted_among(db, figures)
+    done = await outcomes.record(db, figures, "api", by)
     return OutcomesResult(recorded=done.recorded, new=done.new, predicted=len(predicted))
 
 
@@ -475,17 +497,24 @@ async def served_version(db: AsyncDatabase[Document], root: Path, name: str) -> 
     return await asyncio.to_thread(artifacts.read_active, root, name)
 
 
+class NotServedError(ValueError):
+    """No version of the model was ever trained or activated."""
+
+
 async def assess(db: AsyncDatabase[Document], settings: Settings, name: str) -> Assessment:
-    """Judge the version of `name` that serves (raises `ValueError` when none can be read)."""
+    """Judge the version of `name` that serves (raises `ValueError` when none can be read,
+    `NotServedError` when there is none)."""
     root = settings.artifacts_dir
     version = await served_version(db, root, name)
     if version is None:
-        raise ValueError(f"{name}: no version serves (run tmdb-analytics train)")
+        raise NotServedError(f"{name}: no version serves (run tmdb-analytics train)")
     watched = await asyncio.to_thread(watched_on_disk, root, name, version)
     since, until = window(settings, None, None)
     report = await drift_report(db, watched, since, until, thresholds(settings))
     live = await performance(db, name, None, None, lambda v: test_metrics(root, name, v))
-    reasons = advice(report, live, watched.card.metrics, settings)
+    reasons = advice(
+        report, live, live_metrics.flat_test_metrics(name, watched.card.metrics), settings
+    )
     return Assessment(watched, report, live, reasons)
 
 

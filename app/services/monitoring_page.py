@@ -34,6 +34,12 @@ PAGE_HEADERS = {
 SHOWN: dict[str, tuple[str, ...]] = {
     "revenue": ("rmsle", "interval_coverage", "median_ae_usd"),
     "hit": ("roc_auc", "precision", "recall", "accuracy"),
+    "engagement": (
+        "vote_count_rmsle",
+        "vote_count_interval_coverage",
+        "vote_average_rmse",
+        "vote_average_interval_coverage",
+    ),
 }
 
 

@@ -112,9 +112,10 @@ async def upsert_movies(
         return WriteSummary()
     async with movies_write_lock(db):
         summary = await _upsert(db, latest, known)
-    # A revenue that arrives for a film the service predicted is that prediction's outcome
-    # (live accuracy). Unchanged films count too: the prediction may be newer than the film.
-    await outcomes.record_from_catalogue(db, {i: d.get("revenue") for i, d in latest.items()})
+    # A revenue, or the votes of a released film, that arrives for a film the service
+    # predicted is that prediction's outcome (live accuracy). Unchanged films count too: the
+    # prediction may be newer than the film.
+    await outcomes.record_from_catalogue(db, latest)
     return summary
 
 

@@ -344,15 +344,27 @@ async def _insert(db: AsyncDatabase[Document], batch: list[Document]) -> None:
 
 
 async def mark_predicted(db: AsyncDatabase[Document], ids: dict[int, datetime]) -> None:
-    """Remember that these TMDB ids were predicted (last at the given times)."""
+    """Remember that these TMDB ids were predicted (last at the given times).
+
+    Most ids are new: they cost one bulk insert. Only the ids already there (predicted before
+    this process's restart, or more than a day ago) are updated one by one: an upsert per id
+    was the log's main cost on FerretDB, which reads before it writes each one."""
+    markers = [
+        {"_id": str(film_id), "id": film_id, "first_at": at, "last_at": at}
+        for film_id, at in ids.items()
+    ]
+    try:
+        await db[PREDICTED_FILMS].insert_many(markers, ordered=False)
+        return
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if not errors or any(e.get("code") != 11000 for e in errors):
+            raise
+        present = [markers[int(e["index"])] for e in errors]
     await db[PREDICTED_FILMS].bulk_write(
         [
-            UpdateOne(
-                {"_id": str(film_id)},
-                {"$set": {"id": film_id, "last_at": at}, "$setOnInsert": {"first_at": at}},
-                upsert=True,
-            )
-            for film_id, at in ids.items()
+            UpdateOne({"_id": marker["_id"]}, {"$max": {"last_at": marker["last_at"]}})
+            for marker in present
         ],
         ordered=False,
     )
