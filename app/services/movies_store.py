@@ -1,6 +1,6 @@
 """Idempotent writes of films: upsert by TMDB id, classify each as inserted/updated/unchanged
 by a content hash, bump the data version once per batch that changed anything, and hand the
-revenues of predicted films to `outcomes` (live accuracy).
+revenues, votes and ratings of predicted films to `outcomes` (live accuracy).
 
 On FerretDB every write to `movies` runs under `movies_write_lock` (see there why); updates
 of many films at once rewrite the collection (`movies_rewrite`). Every batch that changes
