@@ -114,6 +114,10 @@ def _flag(value: Any) -> bool:
     return not _missing(value)
 
 
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
 def _billing(member: Mapping[str, Any]) -> int:
     order = member.get("order")
     return order if isinstance(order, int) else 10**6
@@ -137,6 +141,9 @@ def film_record(doc: Mapping[str, Any]) -> dict[str, Any]:
             directors = [str(imdb["director"])]
         if not actors:
             actors = [str(a) for a in imdb.get("actors") or []][:LEAD_ACTORS]
+    rating = doc.get("content_rating")  # a request's certification wins over the enrichment
+    if _missing(rating) and isinstance(imdb, Mapping):
+        rating = imdb.get("content_rating")
     released = doc.get("release_date")
     if isinstance(released, date):
         released = released.isoformat()
@@ -152,6 +159,11 @@ def film_record(doc: Mapping[str, Any]) -> dict[str, Any]:
         **{f: _str_list(doc.get(f)) for f in LIST_FIELDS},
         "homepage": _flag(doc.get("homepage")),
         "tagline": _flag(doc.get("tagline")),
+        # The text itself, for the text features of `app.ml.prerelease` (schema 2); schema-1
+        # transformers read only the flag above.
+        "overview": _text(doc.get("overview")),
+        "tagline_text": _text(doc.get("tagline")),
+        "content_rating": _text(rating),
         "belongs_to_collection": bool(collection) and _flag(collection),
         "directors": directors,
         "actors": actors,

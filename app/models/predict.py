@@ -195,6 +195,7 @@ class Film(BaseModel):
                 "keywords": ["heist", "space"],
                 "homepage": "https://example.org/heist",
                 "tagline": "Steal the stars.",
+                "overview": "A crew of thieves plans the first robbery in orbit.",
                 "cast": ["Tom Hardy", "Zendaya"],
                 "crew": [{"name": "Christopher Nolan", "job": "Director"}],
             }
@@ -224,6 +225,9 @@ class Film(BaseModel):
     keywords: Listed = Field(default_factory=list, max_length=500)
     homepage: str | None = Field(default=None, max_length=2000)
     tagline: str | None = Field(default=None, max_length=2000)
+    overview: str | None = Field(
+        default=None, max_length=10_000, description="Synopsis (feeds the text features)"
+    )
     belongs_to_collection: NameOrRef | None = None
     cast: list[NameOrCast] = Field(
         default_factory=list, max_length=1000, description="By billing order; the first 3 count"

@@ -71,6 +71,7 @@ def film_document(film: Film) -> dict[str, Any]:
         "keywords": _names(film.keywords),
         "homepage": film.homepage,
         "tagline": film.tagline,
+        "overview": film.overview,
         "belongs_to_collection": collection
         if collection is None or isinstance(collection, str)
         else collection["name"],
