@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -301,6 +301,8 @@ class FilmFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     `fit_transform` only), so that "no credits given" at serving time is learnt from
     ordinary films rather than from the few obscure ones the IMDB join missed.
     """
+
+    schema_version: ClassVar[int] = FEATURE_SCHEMA_VERSION
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -52,8 +53,10 @@ from app.ml import artifacts
 from app.ml.card import ModelCard
 from app.ml.explain import GroupOcclusion
 from app.ml.fastpath import Scorer, compile_tail, pipeline_scorer, verified
-from app.ml.features import FEATURE_SCHEMA_VERSION, FilmFeatures, film_record
+from app.ml.features import FilmFeatures, film_record
 from app.ml.monitoring import PredictionMonitor
+from app.ml.prerelease import SCHEMA_VERSION as LATEST_SCHEMA
+from app.ml.shap_explain import ShapExplainer
 from app.observability import MODEL_BEHIND, MODEL_FOLLOW_FAILURES
 from app.services import model_versions
 from app.services.model_versions import ActiveRecord
@@ -67,6 +70,10 @@ FAST_MAX_ROWS = 256
 # A version the database names but this process cannot load is tried again after this long
 # (a missing file may be synced meanwhile); a new activation, even of it, is tried at once.
 FOLLOW_RETRY_SECONDS = 30.0
+
+# Schema 1: `FilmFeatures` (artifacts trained before issue 14 keep loading); schema 2:
+# `PreReleaseFeatures`.
+SUPPORTED_SCHEMAS = (1, LATEST_SCHEMA)
 
 # Films that exercise every branch of the feature code: fully described, bare, undated,
 # unknown budget. Used to check a freshly loaded artifact before it may serve.
@@ -119,6 +126,8 @@ class LoadedModel:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     feature_names: tuple[str, ...] = field(init=False)
     feature_index: dict[str, int] = field(init=False)
+    _shap: ShapExplainer | bool | None = field(init=False, default=None, repr=False)
+    _shap_lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
 
     @property
     def classifier(self) -> bool:
@@ -137,8 +146,28 @@ class LoadedModel:
     def transform(self, records: Sequence[Mapping[str, Any]]) -> FloatMatrix:
         return self.features.transform(records)
 
+    def explainer(self) -> ShapExplainer | GroupOcclusion:
+        """SHAP for tree models of schema 2 (built on first use: importing shap and
+        converting the trees takes a while), occlusion otherwise."""
+        if self._shap is None:
+            with self._shap_lock:
+                if self._shap is None:
+                    try:
+                        built = ShapExplainer.build(self.pipeline)
+                    except Exception:  # shap cannot read this model: occlusion still works
+                        log.exception(
+                            "%s %s: SHAP unavailable, using occlusion", self.name, self.version
+                        )
+                        built = None
+                    self._shap = built if built is not None else False
+        return self._shap if isinstance(self._shap, ShapExplainer) else self.occlusion
+
+    @property
+    def explanation_method(self) -> str:
+        return "shap" if isinstance(self.explainer(), ShapExplainer) else "occlusion"
+
     def explain(self, X: FloatMatrix) -> tuple[FloatVector, FloatMatrix]:
-        return self.occlusion.contributions(X, self.score_matrix)
+        return self.explainer().contributions(X, self.score_matrix)
 
 
 def _check_versions(card: ModelCard) -> None:
@@ -170,10 +199,10 @@ def load_version(root: Path, name: str, version: str) -> LoadedModel:
         ) from None
     if card.name != name or card.version != version:
         raise ArtifactError(f"{name} {version}: card describes {card.name} {card.version}")
-    if card.feature_schema_version != FEATURE_SCHEMA_VERSION:
+    if card.feature_schema_version not in SUPPORTED_SCHEMAS:
         raise ArtifactError(
             f"{name} {version}: feature schema {card.feature_schema_version}, "
-            f"this service speaks {FEATURE_SCHEMA_VERSION}"
+            f"this service speaks {', '.join(map(str, SUPPORTED_SCHEMAS))}"
         )
     _check_versions(card)
     if (name == "revenue") != (card.task == "regression"):
@@ -202,6 +231,10 @@ def _assemble(
     if not isinstance(pipeline, Pipeline) or not isinstance(pipeline[0], FilmFeatures):
         raise ArtifactError(f"{name} {version}: not a FilmFeatures pipeline")
     features: FilmFeatures = pipeline[0]
+    if features.schema_version != card.feature_schema_version:
+        raise ArtifactError(
+            f"{name} {version}: features are not schema {card.feature_schema_version}"
+        )
     if list(features.feature_names_) != [f.name for f in card.features]:
         raise ArtifactError(f"{name} {version}: features differ from the card's schema")
     classifier = card.task == "classification"

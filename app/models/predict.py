@@ -228,6 +228,11 @@ class Film(BaseModel):
     overview: str | None = Field(
         default=None, max_length=10_000, description="Synopsis (feeds the text features)"
     )
+    content_rating: str | None = Field(
+        default=None,
+        max_length=20,
+        description="US certification as rated before release: G, PG, PG-13, R, NC-17, NR",
+    )
     belongs_to_collection: NameOrRef | None = None
     cast: list[NameOrCast] = Field(
         default_factory=list, max_length=1000, description="By billing order; the first 3 count"

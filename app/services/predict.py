@@ -72,6 +72,7 @@ def film_document(film: Film) -> dict[str, Any]:
         "homepage": film.homepage,
         "tagline": film.tagline,
         "overview": film.overview,
+        "content_rating": film.content_rating,
         "belongs_to_collection": collection
         if collection is None or isinstance(collection, str)
         else collection["name"],
