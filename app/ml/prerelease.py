@@ -599,7 +599,7 @@ class PreReleaseFeatures(FilmFeatures):
             ):
                 cached = False
             self.__dict__["_text_fast"] = cached
-        return cached or None
+        return cached if isinstance(cached, TextProjection) else None
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()
