@@ -300,6 +300,15 @@ class TrimmedFilm(Film):
 
 class PredictRequest(BaseModel):
     items: list[Film] = Field(min_length=1, max_length=MAX_ITEMS)
+    interval_level: float | None = Field(
+        default=None,
+        ge=0.5,
+        le=0.95,
+        examples=[0.95],
+        description="Revenue only: nominal coverage of the interval, one of the levels the "
+        "model's card lists (0.5, 0.6, 0.7, 0.8, 0.9, 0.95 for models trained since issue 14); "
+        "default 0.8",
+    )
 
 
 class Interval(BaseModel):
@@ -308,11 +317,16 @@ class Interval(BaseModel):
 
 
 class Contribution(BaseModel):
-    feature: str = Field(examples=["budget"], description="Input field")
+    feature: str = Field(
+        examples=["budget"],
+        description="Input field, or a group derived from several (text: overview, tagline "
+        "and keywords; franchise: title and earlier films)",
+    )
     contribution: float = Field(
         examples=[0.84],
-        description="Change in the score due to this field versus a typical film "
-        "(log revenue for revenue, probability for hit)",
+        description="Change in the score due to this field versus an average or typical film "
+        "(log revenue for revenue, probability for hit): SHAP values summed per field for tree "
+        "models (the model card's `explanations`), occlusion otherwise",
     )
 
 

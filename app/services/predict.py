@@ -10,6 +10,7 @@ import numpy.typing as npt
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import DomainError
+from app.ml.card import IntervalSpec
 from app.ml.features import film_record
 from app.ml.monitoring import PredictionMonitor
 from app.ml.registry import LoadedModel, ModelRegistry
@@ -33,6 +34,26 @@ INLINE_MAX_ROWS = 1
 class BatchTooLargeError(DomainError):
     status = 413
     title = "Content Too Large"
+
+
+class IntervalLevelError(DomainError):
+    status = 422
+    title = "Unprocessable Content"
+
+
+def interval_offsets(
+    interval: IntervalSpec, level: float | None
+) -> tuple[float, dict[str, tuple[float, float]]]:
+    """(nominal level, offsets per budget group) for a requested level (None: the default)."""
+    default = round(interval.quantiles[1] - interval.quantiles[0], 4)
+    if level is None or abs(level - default) < 1e-9:
+        return default, interval.offsets
+    key = f"{level:.2f}"
+    levels = interval.levels or {}
+    if abs(level - round(level, 2)) > 1e-9 or key not in levels:
+        offered = sorted({*levels, f"{default:.2f}"})
+        raise IntervalLevelError(f"interval_level {level}: this model offers {', '.join(offered)}")
+    return float(key), levels[key]
 
 
 def _names(values: Sequence[str | Mapping[str, Any]], code_key: str | None = None) -> list[str]:
@@ -84,7 +105,7 @@ def film_document(film: Film) -> dict[str, Any]:
 def _contributions(model: LoadedModel, row: FloatVector) -> list[dict[str, Any]]:
     return [
         {"feature": f, "contribution": round(c, 5)}
-        for f, c in model.occlusion.top(row, TOP_CONTRIBUTIONS)
+        for f, c in model.explainer().top(row, TOP_CONTRIBUTIONS)
     ]
 
 
@@ -107,7 +128,11 @@ def _dropped_warnings(films: Sequence[Film], predictions: list[dict[str, Any]]) 
 
 
 def _score(
-    model: LoadedModel, films: Sequence[Film], explain: bool, monitor: PredictionMonitor
+    model: LoadedModel,
+    films: Sequence[Film],
+    explain: bool,
+    monitor: PredictionMonitor,
+    level: float | None = None,
 ) -> dict[str, Any]:
     """Everything CPU-bound for one request: features, scores, explanations, the body."""
     X = model.transform([film_record(film_document(f)) for f in films])
@@ -125,10 +150,11 @@ def _score(
     else:
         interval = model.card.interval
         assert interval is not None  # the registry refuses regression cards without one
+        nominal, offsets = interval_offsets(interval, level)
         known = X[:, index["budget_known"]] > 0
-        pooled = interval.offsets["all"]
-        lo_known, hi_known = interval.offsets.get("budget_known", pooled)
-        lo_unknown, hi_unknown = interval.offsets.get("budget_unknown", pooled)
+        pooled = offsets["all"]
+        lo_known, hi_known = offsets.get("budget_known", pooled)
+        lo_unknown, hi_unknown = offsets.get("budget_unknown", pooled)
         low = np.expm1(scores + np.where(known, lo_known, lo_unknown)).clip(min=0)
         high = np.expm1(scores + np.where(known, hi_known, hi_unknown)).clip(min=0)
         revenue = np.expm1(scores).clip(min=0)
@@ -139,7 +165,7 @@ def _score(
             }
             for i in range(len(films))
         ]
-        extra = {"interval_level": round(interval.quantiles[1] - interval.quantiles[0], 4)}
+        extra = {"interval_level": nominal}
     predictions: list[dict[str, Any]] = []
     for i, (film, output) in enumerate(zip(films, outputs, strict=True)):
         item: dict[str, Any] = {"index": i, "title": film.title, **output}
@@ -169,6 +195,9 @@ async def predict(
         raise BatchTooLargeError(f"{len(request.items)} films; at most {max_batch} per request")
     # Taken once: a reload during this request does not change the model that answers it.
     model = serving_model(registry, name)
+    level = request.interval_level if name == "revenue" else None
+    if level is not None and model.card.interval is not None:
+        interval_offsets(model.card.interval, level)  # a 422 before any work
     if len(request.items) <= INLINE_MAX_ROWS and not explain:
-        return _score(model, request.items, explain, registry.monitor)
-    return await run_in_threadpool(_score, model, request.items, explain, registry.monitor)
+        return _score(model, request.items, explain, registry.monitor, level)
+    return await run_in_threadpool(_score, model, request.items, explain, registry.monitor, level)
