@@ -106,6 +106,9 @@ async def test_explain_adds_top_contributions(api: httpx.AsyncClient) -> None:
             "title",
             "director",
             "cast",
+            "text",
+            "franchise",
+            "content_rating",
         }
         assert second["contributions"] == contributions
     plain = await api.post("/v1/predict/revenue", json={"items": [FILM]})
@@ -113,6 +116,37 @@ async def test_explain_adds_top_contributions(api: httpx.AsyncClient) -> None:
     assert (
         plain.json()["predictions"][0]["revenue"] == explained.json()["predictions"][0]["revenue"]
     )
+
+
+async def test_interval_level_widens_and_narrows_the_interval(api: httpx.AsyncClient) -> None:
+    items = [FILM, *tmdb_items(4, offset=200)]
+    widths: dict[float, list[float]] = {}
+    for level in (None, 0.5, 0.8, 0.95):
+        body: dict[str, Any] = {"items": items}
+        if level is not None:
+            body["interval_level"] = level
+        response = await api.post("/v1/predict/revenue", json=body)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["interval_level"] == (level or 0.8)
+        widths[level or 0.8] = [
+            math.log1p(p["interval"]["high"]) - math.log1p(p["interval"]["low"])
+            for p in answer["predictions"]
+        ]
+        for p in answer["predictions"]:
+            assert p["interval"]["low"] <= p["revenue"] <= p["interval"]["high"]
+    for a, b, c in zip(widths[0.5], widths[0.8], widths[0.95], strict=True):
+        assert a < b < c
+    # A level the card does not offer is a 422 naming the offered ones; hit ignores it.
+    bad = await api.post("/v1/predict/revenue", json={"items": items, "interval_level": 0.55})
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith(PROBLEM)
+    assert "0.95" in bad.json()["detail"]
+    out_of_range = await api.post(
+        "/v1/predict/revenue", json={"items": items, "interval_level": 0.99}
+    )
+    assert out_of_range.status_code == 422
+    hit = await api.post("/v1/predict/hit", json={"items": items, "interval_level": 0.95})
+    assert hit.status_code == 200
 
 
 async def test_plain_names_and_tmdb_objects_are_the_same_film(api: httpx.AsyncClient) -> None:

@@ -24,7 +24,9 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from app.ml.estimators import AveragedRegressor, CalibratedHit, Calibration, ConstantDollarRegressor
 from app.ml.features import FilmFeatures
+from app.ml.prerelease import PreReleaseFeatures
 from app.ml.targets import is_hit
 
 Records = Sequence[dict[str, Any]]
@@ -91,82 +93,239 @@ HIT = Task(
 TASKS: dict[str, Task] = {t.name: t for t in (REVENUE, HIT)}
 
 
+# Schema-2 feature groups in the order the ablation tries them (see training.selection).
+FEATURE_GROUPS = ("content_rating", "franchise", "text", "release_context", "constant_dollars")
+TEXT_COMPONENTS = 20
+TEXT_DROPOUT = PEOPLE_DROPOUT  # clients often send no overview either
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Which schema-2 groups a pipeline's features use (all off: schema-1 columns only)."""
+
+    groups: frozenset[str] = frozenset()
+
+    def with_group(self, group: str) -> FeatureConfig:
+        return FeatureConfig(self.groups | {group})
+
+    def label(self) -> str:
+        return "+".join(g for g in FEATURE_GROUPS if g in self.groups) or "base"
+
+
+# The search space per family (full mode). Quick mode takes the first entry of each.
+SEARCH_SPACE: dict[str, list[dict[str, Any]]] = {
+    "linear": [{"strength": v} for v in (1.0, 0.1, 10.0)],
+    "random_forest": [
+        {"n_estimators": 200, "min_samples_leaf": 3, "max_features": 0.3},
+        {"n_estimators": 200, "min_samples_leaf": 8, "max_features": 0.2},
+    ],
+    "hist_gradient_boosting": [
+        {
+            "max_iter": 400,
+            "learning_rate": 0.03,
+            "max_leaf_nodes": 7,
+            "min_samples_leaf": 40,
+            "l2_regularization": 5.0,
+        },
+        {
+            "max_iter": 500,
+            "learning_rate": 0.03,
+            "max_leaf_nodes": 7,
+            "min_samples_leaf": 40,
+            "l2_regularization": 5.0,
+            "max_features": 0.5,
+        },
+        {
+            "max_iter": 300,
+            "learning_rate": 0.05,
+            "max_leaf_nodes": 15,
+            "min_samples_leaf": 20,
+            "l2_regularization": 1.0,
+        },
+    ],
+    "lightgbm": [
+        {
+            "n_estimators": 800,
+            "learning_rate": 0.01,
+            "num_leaves": 7,
+            "min_child_samples": 50,
+            "subsample": 0.7,
+            "colsample_bytree": 0.3,
+            "reg_lambda": 10.0,
+        },
+        {
+            "n_estimators": 400,
+            "learning_rate": 0.03,
+            "num_leaves": 15,
+            "min_child_samples": 20,
+            "subsample": 0.8,
+            "colsample_bytree": 0.5,
+            "reg_lambda": 1.0,
+        },
+    ],
+}
+QUICK_PARAMS: dict[str, dict[str, Any]] = {
+    "linear": {"strength": 1.0},
+    "random_forest": {"n_estimators": 30, "min_samples_leaf": 5, "max_features": 0.3},
+    "hist_gradient_boosting": {"max_iter": 40, "learning_rate": 0.1, "max_leaf_nodes": 7},
+    "lightgbm": {
+        "n_estimators": 40,
+        "learning_rate": 0.1,
+        "num_leaves": 7,
+        "min_child_samples": 20,
+    },
+}
+# A reference model for the feature ablation (the first HGB setting: the old default winner).
+ABLATION_FAMILY = "hist_gradient_boosting"
+
+
+def families(task: Task) -> list[str]:
+    """Model families compared for a task. For `hit`, the `*_roi` families regress the log ROI
+    (log1p revenue - log1p budget) and calibrate it into P(hit >= 2x budget)."""
+    linear = "ridge" if task.kind == "regression" else "logistic_regression"
+    out = [linear, "random_forest", "hist_gradient_boosting", "lightgbm"]
+    if task.kind == "classification":
+        out += ["hist_gradient_boosting_roi", "lightgbm_roi"]
+    return out
+
+
+def _space(family: str) -> str:
+    base = family.removesuffix("_roi")
+    return "linear" if base in ("ridge", "logistic_regression") else base
+
+
 def candidates(task: Task, quick: bool) -> list[CandidateSpec]:
-    """A small grid per family: enough to tell the families apart and to pick sensible
-    regularization, small enough to train both models in well under two minutes."""
-    if task.kind == "regression":
-        linear = CandidateSpec("ridge", {"alpha": 30.0})
-        linear_grid = [CandidateSpec("ridge", {"alpha": a}) for a in (3.0, 30.0, 300.0)]
-    else:
-        linear = CandidateSpec("logistic_regression", {"C": 0.05})
-        linear_grid = [CandidateSpec("logistic_regression", {"C": c}) for c in (0.01, 0.05, 0.3)]
-    if quick:
-        return [
-            linear,
-            CandidateSpec("random_forest", {"n_estimators": 30, "min_samples_leaf": 5}),
-            CandidateSpec(
-                "hist_gradient_boosting",
-                {"max_iter": 40, "learning_rate": 0.1, "max_leaf_nodes": 7},
-            ),
-        ]
-    return [
-        *linear_grid,
-        CandidateSpec(
-            "random_forest", {"n_estimators": 200, "min_samples_leaf": 3, "max_features": 0.3}
-        ),
-        CandidateSpec(
-            "random_forest", {"n_estimators": 200, "min_samples_leaf": 10, "max_features": 0.3}
-        ),
-        CandidateSpec(
-            "hist_gradient_boosting",
-            {
-                "max_iter": 300,
-                "learning_rate": 0.05,
-                "max_leaf_nodes": 15,
-                "min_samples_leaf": 20,
-                "l2_regularization": 1.0,
-            },
-        ),
-        CandidateSpec(
-            "hist_gradient_boosting",
-            {
-                "max_iter": 400,
-                "learning_rate": 0.03,
-                "max_leaf_nodes": 7,
-                "min_samples_leaf": 40,
-                "l2_regularization": 5.0,
-            },
-        ),
-    ]
+    """Every (family, settings) pair the search compares: the search space of SEARCH_SPACE,
+    or one small setting per family in quick mode (tests, smoke runs)."""
+    out: list[CandidateSpec] = []
+    for family in families(task):
+        grid = [QUICK_PARAMS[_space(family)]] if quick else SEARCH_SPACE[_space(family)]
+        out.extend(CandidateSpec(family, dict(p)) for p in grid)
+    return out
 
 
-def build_pipeline(task: Task, spec: CandidateSpec, seed: int) -> Pipeline:
-    features = FilmFeatures(people_dropout=PEOPLE_DROPOUT, random_state=seed)
-    p = dict(spec.params)
-    regression = task.kind == "regression"
-    if spec.family in ("ridge", "logistic_regression"):
+def ablation_candidate(quick: bool) -> CandidateSpec:
+    params = QUICK_PARAMS if quick else {k: v[0] for k, v in SEARCH_SPACE.items()}
+    return CandidateSpec(ABLATION_FAMILY, dict(params[ABLATION_FAMILY]))
+
+
+def uses_roi(spec: CandidateSpec) -> bool:
+    return spec.family.endswith("_roi") or (
+        spec.family == "blend" and any(m.endswith("_roi") for m in spec.params["members"])
+    )
+
+
+def make_features(
+    config: FeatureConfig | None,
+    seed: int,
+    schedule: tuple[tuple[int, str, float | None], ...] | None = None,
+) -> FilmFeatures:
+    """Schema 1 (`FilmFeatures`) when no config is given, else schema 2."""
+    if config is None:
+        return FilmFeatures(people_dropout=PEOPLE_DROPOUT, random_state=seed)
+    g = config.groups
+    return PreReleaseFeatures(
+        people_dropout=PEOPLE_DROPOUT,
+        random_state=seed,
+        text_components=TEXT_COMPONENTS if "text" in g else 0,
+        text_dropout=TEXT_DROPOUT if "text" in g else 0.0,
+        franchise="franchise" in g,
+        release_context="release_context" in g,
+        constant_dollars="constant_dollars" in g,
+        content_rating="content_rating" in g,
+        schedule=schedule if "release_context" in g else None,
+    )
+
+
+def _estimator(task: Task, family: str, params: dict[str, Any], seed: int) -> Any:
+    """The model after the feature step (a Pipeline for linear families)."""
+    p = dict(params)
+    regression = task.kind == "regression" or family.endswith("_roi")
+    base = family.removesuffix("_roi")
+    if base in ("ridge", "logistic_regression"):
+        strength = p.pop("strength", None)
+        if strength is not None:  # one knob for both: more is more regularization
+            p = {"alpha": 30.0 * strength} if regression else {"C": 0.05 / strength}
         model: Any = (
             Ridge(**p) if regression else LogisticRegression(**p, max_iter=5000, random_state=seed)
         )
+        # Medians for unknown facts plus "was missing" indicators: a linear model cannot
+        # route NaN the way trees do.
         return Pipeline(
             [
-                ("features", features),
-                # Medians for unknown facts plus "was missing" indicators: a linear model
-                # cannot route NaN the way trees do.
                 ("impute", SimpleImputer(strategy="median", add_indicator=True)),
                 ("scale", StandardScaler()),
                 ("model", model),
             ]
         )
-    if spec.family == "random_forest":
+    if base == "random_forest":
         cls = RandomForestRegressor if regression else RandomForestClassifier
-        model = cls(**{"max_features": 0.3, **p}, n_jobs=1, random_state=seed)
-    elif spec.family == "hist_gradient_boosting":
+        return cls(**{"max_features": 0.3, **p}, n_jobs=1, random_state=seed)
+    if base == "hist_gradient_boosting":
         cls2 = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
-        model = cls2(**p, early_stopping=False, random_state=seed)
+        return cls2(**p, early_stopping=False, random_state=seed)
+    if base == "lightgbm":
+        import lightgbm as lgb
+
+        cls3 = lgb.LGBMRegressor if regression else lgb.LGBMClassifier
+        if p.get("subsample", 1.0) < 1.0:
+            p.setdefault("subsample_freq", 1)
+        return cls3(**p, n_jobs=1, verbose=-1, random_state=seed)
+    raise ValueError(f"unknown model family {family!r}")
+
+
+def build_tail(
+    task: Task,
+    spec: CandidateSpec,
+    seed: int,
+    config: FeatureConfig | None = None,
+    calibration: Calibration | None = None,
+) -> Any:
+    """Everything after the feature step, wrapped for constant dollars or calibration."""
+    if spec.family == "blend":
+        members = [
+            _estimator(task, m, p, seed)
+            for m, p in zip(spec.params["members"], spec.params["settings"], strict=True)
+        ]
+        model: Any = AveragedRegressor(members)
     else:
-        raise ValueError(f"unknown model family {spec.family!r}")
-    return Pipeline([("features", features), ("model", model)])
+        model = _estimator(task, spec.family, spec.params, seed)
+    if task.kind == "regression":
+        if config is not None and "constant_dollars" in config.groups:
+            return ConstantDollarRegressor(model, column=-1)
+        return model
+    if config is None:
+        return model  # schema 1: the classifier as before
+    return CalibratedHit(model, "log_roi" if uses_roi(spec) else "label", calibration)
+
+
+def build_pipeline(
+    task: Task,
+    spec: CandidateSpec,
+    seed: int,
+    config: FeatureConfig | None = None,
+    schedule: tuple[tuple[int, str, float | None], ...] | None = None,
+    calibration: Calibration | None = None,
+) -> Pipeline:
+    features = make_features(config, seed, schedule)
+    tail = build_tail(task, spec, seed, config, calibration)
+    if isinstance(tail, Pipeline) and config is None:
+        return Pipeline([("features", features), *tail.steps])  # schema-1 layout, as before
+    return Pipeline([("features", features), ("model", tail)])
+
+
+def fit_target(task: Task, spec: CandidateSpec, records: Records) -> Array:
+    """What the estimator is fitted on: the task's label, or the log ROI for `*_roi`."""
+    if task.kind == "classification" and uses_roi(spec):
+        return log_roi(records)
+    return task.label(records)
+
+
+def log_roi(records: Records) -> Array:
+    return np.asarray(
+        [math.log1p(float(r["revenue"])) - math.log1p(float(r["budget"])) for r in records],
+        dtype=np.float64,
+    )
 
 
 def predict(task: Task, pipeline: Pipeline, records: Records) -> Array:
@@ -174,6 +333,13 @@ def predict(task: Task, pipeline: Pipeline, records: Records) -> Array:
     if task.kind == "regression":
         return np.asarray(pipeline.predict(records), dtype=np.float64)
     return np.asarray(pipeline.predict_proba(records)[:, 1], dtype=np.float64)
+
+
+def tail_score(task: Task, tail: Any, X: Array) -> Array:
+    """The served score from a fitted tail: log revenue, or P(hit)."""
+    if task.kind == "regression":
+        return np.asarray(tail.predict(X), dtype=np.float64)
+    return np.asarray(tail.predict_proba(X)[:, 1], dtype=np.float64)
 
 
 def is_better(task: Task, a: float, b: float) -> bool:

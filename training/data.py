@@ -38,11 +38,13 @@ PROJECTION: dict[str, Any] = {
     "keywords": 1,
     "homepage": 1,
     "tagline": 1,
+    "overview": 1,
     "belongs_to_collection": 1,
     "cast": 1,
     "crew": 1,
     "imdb.director": 1,
     "imdb.actors": 1,
+    "imdb.content_rating": 1,
     # Outcomes of the engagement model (training/engagement.py), never features.
     "vote_count": 1,
     "vote_average": 1,

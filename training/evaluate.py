@@ -106,3 +106,30 @@ def classification_metrics(y: Array, proba: Array, threshold: float) -> dict[str
         "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
         "n": float(len(y)),
     }
+
+
+def reliability_table(y: Array, proba: Array, bins: int = 10) -> list[dict[str, float]]:
+    """Equal-width probability bins: mean predicted, observed rate, films (empty bins out)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(proba, edges[1:-1]), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            out.append(
+                {
+                    "low": float(edges[b]),
+                    "high": float(edges[b + 1]),
+                    "predicted": float(proba[mask].mean()),
+                    "observed": float(y[mask].mean()),
+                    "n": float(mask.sum()),
+                }
+            )
+    return out
+
+
+def expected_calibration_error(y: Array, proba: Array, bins: int = 10) -> float:
+    """ECE: the film-weighted mean |observed rate - mean predicted| over equal-width bins."""
+    table = reliability_table(y, proba, bins)
+    n = sum(row["n"] for row in table)
+    return float(sum(row["n"] * abs(row["observed"] - row["predicted"]) for row in table) / n)

@@ -77,14 +77,126 @@ def _correlations(ev: Evaluation) -> str:
     return _png(fig)
 
 
-def _importance(ev: Evaluation) -> str:
+def _importance(ev: Evaluation, method: str) -> str:
     items = list(ev.importance.items())[:15]
     fig, ax = _figure(6.4, 0.32 * len(items) + 1.2)
     sns.barplot(x=[v for _, v in items], y=[k for k, _ in items], ax=ax, color="C2")
     unit = "log revenue" if ev.task.kind == "regression" else "probability"
     ax.set_xlabel(f"mean |contribution| on test films ({unit})")
-    ax.set_title("Input field importance (occlusion, as returned by explain=true)")
+    label = "SHAP, TreeExplainer" if method == "shap" else "occlusion"
+    ax.set_title(f"Global input field importance ({label}, as returned by explain=true)")
     return _png(fig)
+
+
+def _reliability(ev: Evaluation) -> str:
+    """Equal-width bins of predicted P(hit) against the observed share, with film counts."""
+    table = (ev.calibration or {}).get("reliability") or []
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 6), height_ratios=[3, 1], sharex=True)
+    pred = [r["predicted"] for r in table]
+    axes[0].plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    axes[0].plot(pred, [r["observed"] for r in table], marker="o", label="model (test films)")
+    if ev.pred_baseline is not None:
+        from training.evaluate import reliability_table
+
+        base = reliability_table(ev.y_test, ev.pred_baseline)
+        axes[0].plot(
+            [r["predicted"] for r in base],
+            [r["observed"] for r in base],
+            marker="x",
+            alpha=0.6,
+            label="today's model (schema 1)",
+        )
+    axes[0].set_ylabel("observed share of hits")
+    axes[0].legend(fontsize=8)
+    ece = ev.metrics.get("ece", float("nan"))
+    axes[0].set_title(f"Reliability (test, 10 equal-width bins): ECE {ece:.3f}")
+    axes[1].bar([(r["low"] + r["high"]) / 2 for r in table], [r["n"] for r in table], width=0.09)
+    axes[1].set_xlabel("predicted P(hit)")
+    axes[1].set_ylabel("films")
+    axes[1].set_xlim(0, 1)
+    return _png(fig)
+
+
+def _rows(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>-</p>"
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(k, '')))}</td>" for k in keys) + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _selection_html(card: ModelCard, ev: Evaluation) -> str:
+    sel = card.selection or {}
+    if not sel:
+        return ""
+    metric = ev.task.selection_metric
+    parts = [
+        "<h2>Model selection</h2>",
+        f"<p>{html.escape(str(sel.get('search_space', {}).get('cv', '')))}; folds "
+        f"(train/validation films): "
+        + ", ".join(f"{f['train']}/{f['validation']}" for f in sel.get("folds", []))
+        + f". Metric: mean {metric} over folds.</p>",
+        "<h3>Feature ablation (each group kept only if it improves the cross-validated "
+        "score, with the reference model)</h3>",
+        _rows(sel.get("ablation", [])),
+        f"<p>Kept: <b>{html.escape(', '.join(sel.get('features', [])) or 'none')}</b>.</p>",
+        "<h3>Stacking</h3>",
+        f"<pre>{html.escape(json.dumps(sel.get('stacking', {}), indent=1))}</pre>",
+        "<h3>Search space</h3>",
+        f"<pre>{html.escape(json.dumps(sel.get('search_space', {}), indent=1))}</pre>",
+    ]
+    return "".join(parts)
+
+
+def _baseline_html(card: ModelCard) -> str:
+    m = card.metrics
+    if "baseline_schema1_rmsle" in m:
+        rows = [
+            {"model": "today's (schema 1, old default)", "test RMSLE": m["baseline_schema1_rmsle"]},
+            {"model": f"this version ({card.family})", "test RMSLE": m["rmsle"]},
+        ]
+    elif "baseline_schema1_roc_auc" in m:
+        rows = [
+            {
+                "model": "today's (schema 1, old default)",
+                "test ROC AUC": m["baseline_schema1_roc_auc"],
+                "Brier": m.get("baseline_schema1_brier", float("nan")),
+                "ECE": m.get("baseline_schema1_ece", float("nan")),
+            },
+            {
+                "model": f"this version ({card.family})",
+                "test ROC AUC": m["roc_auc"],
+                "Brier": m["brier"],
+                "ECE": m.get("ece", float("nan")),
+            },
+        ]
+    else:
+        return ""
+    return "<h2>Compared with today's model (same test films)</h2>" + _rows(rows)
+
+
+def _intervals_html(card: ModelCard) -> str:
+    spec = card.interval
+    if spec is None or not spec.coverage_test_levels:
+        return ""
+    rows = [
+        {"nominal": float(level), "test coverage": cov, "gap (points)": 100 * (cov - float(level))}
+        for level, cov in sorted(spec.coverage_test_levels.items())
+    ]
+    return (
+        f"<h2>Intervals</h2><p>{html.escape(spec.method)}; {spec.calibration_rows} "
+        "calibration residuals in the served offsets.</p>" + _rows(rows)
+    )
 
 
 def _candidates(ev: Evaluation) -> str:
@@ -93,7 +205,7 @@ def _candidates(ev: Evaluation) -> str:
         f"{c.family}\n" + ",".join(f"{k}={v}" for k, v in list(c.params.items())[:3])
         for c in ev.candidates
     ]
-    values = [c.validation[metric] for c in ev.candidates]
+    values = [c.validation.get("cv_mean", c.validation.get(metric, 0.0)) for c in ev.candidates]
     fig, ax = _figure(8.5, 0.45 * len(labels) + 1.2)
     colors = [
         "C3" if (c.family, c.params) == (ev.chosen.family, ev.chosen.params) else "C0"
@@ -101,7 +213,7 @@ def _candidates(ev: Evaluation) -> str:
     ]
     ax.barh(labels, values, color=colors)
     ax.set_xlabel(
-        f"validation {metric} ({'higher' if ev.task.higher_is_better else 'lower'} is better)"
+        f"cross-validated {metric} ({'higher' if ev.task.higher_is_better else 'lower'} is better)"
     )
     lo = min(values)
     ax.set_xlim(lo - 0.05 * abs(lo), max(values) + 0.02 * abs(max(values)))
@@ -196,13 +308,29 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def _calibration_html(card: ModelCard) -> str:
+    cal = card.calibration
+    if not cal:
+        return ""
+    shown = {k: v for k, v in cal.items() if k != "reliability"}
+    return (
+        "<h2>Calibration of P(hit)</h2><p>Method chosen by Brier score on the last "
+        "cross-validation fold, fitted on out-of-fold scores.</p>" + _metrics_table(shown)
+    )
+
+
 def write_report(path: Path, card: ModelCard, ev: Evaluation) -> None:
     plots: list[tuple[str, str]] = [
         ("Target distribution", _target_distribution(ev)),
         ("Model comparison", _candidates(ev)),
     ]
     plots += _regression_plots(ev) if ev.task.kind == "regression" else _classification_plots(ev)
-    plots += [("Feature importance", _importance(ev)), ("Correlations", _correlations(ev))]
+    if ev.task.kind == "classification" and ev.calibration:
+        plots.append(("Reliability", _reliability(ev)))
+    plots += [
+        ("Feature importance", _importance(ev, card.explanations or "occlusion")),
+        ("Correlations", _correlations(ev)),
+    ]
     split = card.data.split
     figures = "".join(
         f"<figure><figcaption>{html.escape(title)}</figcaption>"
@@ -233,6 +361,10 @@ test {split.test}; train until {split.train_until or "-"}, test from {split.test
 {_metrics_table(card.metrics)}
 <h2>Validation metrics of the chosen candidate</h2>
 {_metrics_table(dict(card.validation_metrics))}
+{_baseline_html(card)}
+{_intervals_html(card)}
+{_calibration_html(card)}
+{_selection_html(card, ev)}
 <h2>Plots</h2>
 {figures}
 <p><small>This product uses the TMDB API but is not endorsed or certified by TMDB.</small></p>

@@ -32,7 +32,6 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 from app.ml import artifacts
 from app.ml.card import (
     ArtifactInfo,
-    Candidate,
     DataInfo,
     IntervalSpec,
     ModelCard,
@@ -41,16 +40,17 @@ from app.ml.card import (
 from app.ml.drift import PROFILE_FILE, InputReader, build_profile
 from app.ml.explain import GroupOcclusion
 from app.ml.fastpath import pipeline_scorer
-from app.ml.features import FEATURE_SCHEMA_VERSION, LIST_FIELDS, FilmFeatures
-from training import evaluate
+from app.ml.features import LIST_FIELDS, FilmFeatures
+from app.ml.shap_explain import ShapExplainer
+from training import evaluate, selection
 from training.candidates import (
     PEOPLE_DROPOUT,
     TASKS,
     CandidateSpec,
     Task,
+    ablation_candidate,
     build_pipeline,
-    candidates,
-    is_better,
+    fit_target,
     predict,
 )
 from training.data import Dataset
@@ -62,6 +62,9 @@ log = logging.getLogger("training")
 Array = npt.NDArray[np.float64]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INTERVAL_QUANTILES = (0.1, 0.9)
+# Interval levels a request may ask for; 0.80 is the default, as before.
+INTERVAL_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+DEFAULT_LEVEL = "0.80"
 INPUT_FIELDS = [
     "title",
     "budget",
@@ -74,11 +77,17 @@ INPUT_FIELDS = [
     "belongs_to_collection",
     "cast",
     "crew",
+    "overview",
+    "content_rating",
 ]
 
 
 def _strip_people(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**r, "directors": [], "actors": []} for r in records]
+
+
+def _strip_text(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "overview": "", "tagline_text": ""} for r in records]
 
 
 def _budget_known(records: Sequence[dict[str, Any]]) -> npt.NDArray[np.bool_]:
@@ -105,92 +114,111 @@ def evaluate_task(
         if options.split == "time"
         else random_split(population, options.seed)
     )
-    y_train, y_val, y_test = (task.label(s) for s in (split.train, split.validation, split.test))
-    results: list[Candidate] = []
-    best: tuple[CandidateSpec, float, Array] | None = None
-    for spec in candidates(task, options.quick):
-        started = time.perf_counter()
-        pipeline = build_pipeline(task, spec, options.seed).fit(split.train, y_train)
-        pred_val = predict(task, pipeline, split.validation)
-        scores = _validation_scores(task, y_val, pred_val)
-        seconds = time.perf_counter() - started
-        results.append(
-            Candidate(
-                family=spec.family, params=spec.params, validation=scores, fit_seconds=seconds
-            )
-        )
-        say(
-            f"  {task.name} {spec.family} {spec.params}: "
-            + ", ".join(f"{k}={v:.4f}" for k, v in scores.items())
-            + f" ({seconds:.1f}s)"
-        )
-        score = scores[task.selection_metric]
-        if best is None or is_better(task, score, best[1]):
-            best = (spec, score, pred_val)
-    assert best is not None
-    chosen, _, pred_val = best
+    seen = [*split.train, *split.validation]  # the development films
+    # The release calendar: every film's date and budget (announced before release), whether
+    # or not its outcome is known; outcomes never enter it.
+    schedule = tuple((int(r["id"]), r["release_date"], r["budget"]) for r in records if "id" in r)
+    sel = selection.select(task, seen, options.quick, options.seed, schedule, say)
+    chosen, config = sel.chosen, sel.config
+    y_seen, y_test = task.label(seen), task.label(split.test)
+    oof_ok = sel.oof_fold >= 0
+    say(f"  {task.name}: chose {chosen.family} on [{config.label()}]")
 
-    # Serving settings come from validation only (the test set stays untouched by choices).
-    threshold = (
-        evaluate.choose_threshold(y_val, pred_val) if task.kind == "classification" else None
-    )
-    val_residuals = y_val - pred_val
-    val_budget = _budget_known(split.validation)
-    offsets_val = (
-        evaluate.fit_interval(val_residuals, val_budget, INTERVAL_QUANTILES)
-        if task.kind == "regression"
-        else None
-    )
+    def fit(films: Sequence[dict[str, Any]]) -> Pipeline:
+        pipeline = build_pipeline(task, chosen, options.seed, config, schedule, sel.calibration)
+        return pipeline.fit(films, fit_target(task, chosen, films))
 
-    # One fit on train+validation, one look at test.
-    seen = [*split.train, *split.validation]
-    evaluated = build_pipeline(task, chosen, options.seed).fit(seen, task.label(seen))
+    # One fit on the development films, one look at test.
+    evaluated = fit(seen)
     pred_test = predict(task, evaluated, split.test)
     pred_test_no_people = predict(task, evaluated, _strip_people(split.test))
     test_budget = _budget_known(split.test)
+    # Today's model on the same films: schema-1 features, the old default settings.
+    baseline_spec = ablation_candidate(options.quick)
+    baseline = build_pipeline(task, baseline_spec, options.seed).fit(seen, task.label(seen))
+    pred_baseline = predict(task, baseline, split.test)
     metrics: dict[str, Any]
-    interval = None
+    interval_spec = None
+    threshold: float | None = None
+    calibration_info: dict[str, Any] | None = None
     if task.kind == "regression":
         metrics = dict(evaluate.regression_metrics(y_test, pred_test))
         metrics["rmsle_without_credits"] = evaluate.regression_metrics(y_test, pred_test_no_people)[
             "rmsle"
         ]
-        assert offsets_val is not None
-        coverage = evaluate.interval_coverage(y_test, pred_test, test_budget, offsets_val)
-        metrics["interval_coverage"] = coverage
-        # The served offsets use every held-out residual (validation from the train fit,
-        # test from the train+validation fit); the coverage above used validation only.
-        residuals = np.concatenate([val_residuals, y_test - pred_test])
-        known = np.concatenate([val_budget, test_budget])
-        interval = evaluate.fit_interval(residuals, known, INTERVAL_QUANTILES)
+        metrics["rmsle_without_text"] = evaluate.regression_metrics(
+            y_test, predict(task, evaluated, _strip_text(split.test))
+        )["rmsle"]
+        metrics["baseline_schema1_rmsle"] = evaluate.regression_metrics(y_test, pred_baseline)[
+            "rmsle"
+        ]
+        # Conformal offsets from the out-of-fold residuals of the cross-validation (films
+        # each fold model never saw), per budget group, at every offered level.
+        residuals = y_seen[oof_ok] - sel.oof[oof_ok]
+        known = _budget_known(seen)[oof_ok]
+        levels = selection.conformal_levels(residuals, known, INTERVAL_LEVELS)
+        coverage = {
+            key: evaluate.interval_coverage(y_test, pred_test, test_budget, offsets)
+            for key, offsets in levels.items()
+        }
+        metrics["interval_coverage"] = coverage[DEFAULT_LEVEL]
+        for key in ("0.50", "0.80", "0.95"):
+            metrics[f"interval_coverage_{key}"] = coverage[key]
+        # The served offsets also use the test residuals of the development fit.
+        all_residuals = np.concatenate([residuals, y_test - pred_test])
+        all_known = np.concatenate([known, test_budget])
+        served_levels = selection.conformal_levels(all_residuals, all_known, INTERVAL_LEVELS)
         interval_spec = IntervalSpec(
-            method="split conformal on log1p(revenue), Mondrian by budget known/unknown",
+            method="split conformal on log1p(revenue) over out-of-fold residuals of the "
+            "time-series cross-validation, Mondrian by budget known/unknown",
             quantiles=INTERVAL_QUANTILES,
-            offsets=interval,
-            calibration_rows=len(residuals),
-            coverage_test=coverage,
+            offsets=served_levels[DEFAULT_LEVEL],
+            calibration_rows=len(all_residuals),
+            coverage_test=coverage[DEFAULT_LEVEL],
+            levels=served_levels,
+            coverage_test_levels={k: round(v, 4) for k, v in coverage.items()},
         )
     else:
-        assert threshold is not None
+        # The decision threshold from out-of-fold calibrated probabilities (validation only).
+        assert sel.calibration is not None
+        oof_proba = np.clip(sel.calibration(sel.oof[oof_ok]), 0, 1)
+        threshold = evaluate.choose_threshold(y_seen[oof_ok], oof_proba)
         metrics = dict(evaluate.classification_metrics(y_test, pred_test, threshold))
         metrics["roc_auc_without_credits"] = evaluate.classification_metrics(
             y_test, pred_test_no_people, threshold
         )["roc_auc"]
-        interval_spec = None
+        metrics["ece"] = evaluate.expected_calibration_error(y_test, pred_test)
+        metrics["baseline_schema1_roc_auc"] = evaluate.classification_metrics(
+            y_test, pred_baseline, 0.5
+        )["roc_auc"]
+        metrics["baseline_schema1_ece"] = evaluate.expected_calibration_error(y_test, pred_baseline)
+        metrics["baseline_schema1_brier"] = evaluate.classification_metrics(
+            y_test, pred_baseline, 0.5
+        )["brier"]
+        calibration_info = {
+            **sel.calibration_report,
+            "test_brier": metrics["brier"],
+            "test_ece": metrics["ece"],
+            "reliability": evaluate.reliability_table(y_test, pred_test),
+        }
 
     importance, correlations, (corr_names, corr_matrix) = _explain_evaluation(
         task, evaluated, split.test, y_test
     )
+    best = next(r for r in sel.results if r.spec == chosen) if chosen.family != "blend" else None
     evaluation = Evaluation(
         task=task,
         split=split,
-        candidates=results,
+        candidates=sel.candidates(),
         chosen=chosen,
-        val_metrics=next(
-            c.validation for c in results if c.family == chosen.family and c.params == chosen.params
-        ),
+        val_metrics={
+            "cv_" + task.selection_metric: round(
+                best.score if best is not None else float(sel.stacking["cv"]), 5
+            ),
+            "cv_folds": float(len(sel.folds)),
+        },
         metrics=metrics,
-        y_train=y_train,
+        y_train=task.label(split.train),
         y_test=y_test,
         pred_test=pred_test,
         test_budget_known=test_budget,
@@ -200,30 +228,38 @@ def evaluate_task(
         correlations=correlations,
         corr_names=corr_names,
         corr_matrix=corr_matrix,
+        selection={
+            "features": sorted(config.groups),
+            "ablation": sel.ablation,
+            "stacking": sel.stacking,
+            "search_space": sel.search_space,
+            "folds": [{"train": len(f.train), "validation": len(f.validation)} for f in sel.folds],
+        },
+        calibration=calibration_info,
+        pred_baseline=pred_baseline,
     )
-    if options.refit_all:
-        everything = [*seen, *split.test]
-        served = build_pipeline(task, chosen, options.seed).fit(everything, task.label(everything))
-    else:
-        served = evaluated
+    served = fit([*seen, *split.test]) if options.refit_all else evaluated
     return evaluation, served
 
 
 def _explain_evaluation(
     task: Task, pipeline: Pipeline, test: Sequence[dict[str, Any]], y_test: Array
 ) -> tuple[dict[str, float], dict[str, float], tuple[list[str], Array]]:
-    """Field importance (mean |occlusion contribution| over test films, the same numbers the
-    API returns per film), each feature's correlation with the target on test, and the
-    correlation matrix of the target with the most correlated features."""
+    """Global field importance (mean |contribution| over test films: SHAP for tree models of
+    schema 2, occlusion otherwise; the same numbers the API returns per film), each feature's
+    correlation with the target on test, and the correlation matrix of the target with the
+    most correlated features."""
     features: FilmFeatures = pipeline[0]
     X = features.transform(test)
-    occlusion = GroupOcclusion(features.feature_groups_, features.reference_)
-    _, contrib = occlusion.contributions(
+    explainer: ShapExplainer | GroupOcclusion | None = ShapExplainer.build(pipeline)
+    if explainer is None:
+        explainer = GroupOcclusion(features.feature_groups_, features.reference_)
+    _, contrib = explainer.contributions(
         X, pipeline_scorer(pipeline, task.kind == "classification")
     )
     importance = dict(
         sorted(
-            zip(occlusion.names, np.abs(contrib).mean(axis=0).tolist(), strict=True),
+            zip(explainer.names, np.abs(contrib).mean(axis=0).tolist(), strict=True),
             key=lambda kv: -kv[1],
         )
     )
@@ -245,6 +281,10 @@ def _explain_evaluation(
 
 
 # --- artifacts ---------------------------------------------------------------------------
+
+
+def _explanation_method(pipeline: Pipeline) -> str:
+    return "shap" if ShapExplainer.build(pipeline) is not None else "occlusion"
 
 
 def git_sha() -> str | None:
@@ -280,7 +320,7 @@ def _params(spec: CandidateSpec, pipeline: Pipeline, seed: int) -> dict[str, Any
         **spec.params,
         "people_dropout": PEOPLE_DROPOUT,
         "seed": seed,
-        "features": pipeline[0].get_params(),
+        "features": {k: v for k, v in pipeline[0].get_params().items() if k != "schedule"},
         "estimator": type(pipeline.steps[-1][1]).__name__,
     }
 
@@ -382,7 +422,7 @@ def _write_version(
                 rows=n_rows,
                 split=ev.split.info,
             ),
-            feature_schema_version=FEATURE_SCHEMA_VERSION,
+            feature_schema_version=features.schema_version,
             input_fields=INPUT_FIELDS,
             features=features.feature_schema(),
             family=ev.chosen.family,
@@ -404,6 +444,9 @@ def _write_version(
                 bytes=model_path.stat().st_size,
             ),
             training_seconds=0.0,
+            selection=ev.selection,
+            calibration=ev.calibration,
+            explanations=_explanation_method(pipeline),
         )
         fitted_on = [*ev.split.train, *ev.split.validation]
         if options.refit_all:

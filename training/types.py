@@ -55,6 +55,9 @@ class Evaluation:
     correlations: dict[str, float] = field(default_factory=dict)
     corr_names: list[str] = field(default_factory=list)
     corr_matrix: Array = field(default_factory=lambda: np.zeros((0, 0)))
+    selection: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    pred_baseline: Array | None = None  # today's (schema-1) model on the same test films
 
 
 @dataclass

@@ -52,6 +52,14 @@ class IntervalSpec(BaseModel):
     )
     calibration_rows: int
     coverage_test: float = Field(description="Share of test films inside their interval")
+    levels: dict[str, dict[str, tuple[float, float]]] | None = Field(
+        default=None,
+        description="Nominal level (e.g. '0.95') -> group -> (low, high) offsets; a request "
+        "may ask for any of these levels (schema 2)",
+    )
+    coverage_test_levels: dict[str, float] | None = Field(
+        default=None, description="Level -> share of test films inside their interval"
+    )
 
 
 class OutputSpec(BaseModel):
@@ -126,6 +134,17 @@ class ModelCard(BaseModel):
     )
     mlflow: MlflowInfo | None = None
     training_seconds: float
+    selection: dict[str, Any] | None = Field(
+        default=None,
+        description="Time-series cross-validation: folds, feature ablation, search space, "
+        "stacking (schema 2)",
+    )
+    calibration: dict[str, Any] | None = Field(
+        default=None, description="How P(hit) was calibrated (method chosen on validation)"
+    )
+    explanations: str | None = Field(
+        default=None, description="How `explain=true` computes contributions: shap or occlusion"
+    )
 
     def without_internals(self) -> ModelCard:
         """The card as non-admins see it: no MLflow tracking URI."""

@@ -283,29 +283,40 @@ def compile_tail(pipeline: Pipeline) -> Scorer | None:
     """A fast scorer for everything after the feature step, or None when the estimator is
     not one this module knows (the pipeline is then used as is)."""
     steps = [step for _, step in pipeline.steps[1:]]
-    model = steps[-1]
-    if len(steps) == 1 and isinstance(
-        model, HistGradientBoostingRegressor | HistGradientBoostingClassifier
-    ):
-        if (
-            getattr(model._loss, "n_classes", 2) not in (None, 2)
-            or model._baseline_prediction.size != 1
-        ):
+    if len(steps) == 1:
+        return compile_estimator(steps[0])
+    return _compile_linear(steps)
+
+
+def compile_estimator(model: Any) -> Scorer | None:
+    """The served score of one fitted estimator: a regressor's prediction, a binary
+    classifier's P(class 1); wrappers of `app.ml.estimators` compile through to their parts."""
+    from app.ml.estimators import AveragedRegressor, CalibratedHit, ConstantDollarRegressor
+
+    if isinstance(model, ConstantDollarRegressor):
+        inner = compile_estimator(model.estimator_)
+        if inner is None:
             return None
-        hgb = _hgb_trees(model)
-        if hgb is None:
+        column = model.column
+        return lambda X: inner(X) + X[:, column]
+    if isinstance(model, AveragedRegressor):
+        members = [_compile_raw(e) for e in model.estimators_]
+        if any(m is None for m in members):
             return None
-        classifier = isinstance(model, HistGradientBoostingClassifier)
-        if not classifier and type(model._loss.link).__name__ != "IdentityLink":
+        return lambda X: np.mean([m(X) for m in members if m is not None], axis=0)
+    if isinstance(model, CalibratedHit):
+        from app.ml.estimators import Calibration
+
+        raw = _compile_raw(model.estimator_)
+        if raw is None:
             return None
-        return CompiledTrees(
-            hgb,
-            combine="sum",
-            baseline=float(np.asarray(model._baseline_prediction).reshape(-1)[0]),
-            link="sigmoid" if classifier else "identity",
-            float32_inputs=False,
-        )
-    if len(steps) == 1 and isinstance(model, RandomForestRegressor | RandomForestClassifier):
+        calibration = model.calibration or Calibration("identity")
+        return lambda X: np.clip(calibration(raw(X)), 0.0, 1.0)
+    if isinstance(model, Pipeline):
+        return _compile_linear([step for _, step in model.steps])
+    if isinstance(model, HistGradientBoostingRegressor | HistGradientBoostingClassifier):
+        return _compile_hgb(model)
+    if isinstance(model, RandomForestRegressor | RandomForestClassifier):
         classifier = isinstance(model, RandomForestClassifier)
         if classifier and len(model.classes_) != 2:
             return None
@@ -316,6 +327,48 @@ def compile_tail(pipeline: Pipeline) -> Scorer | None:
             link="identity",
             float32_inputs=True,
         )
+    if type(model).__module__.startswith("lightgbm"):
+        return _compile_lightgbm(model)
+    return None
+
+
+def _compile_raw(model: Any) -> Scorer | None:
+    """Like `app.ml.estimators.raw_score`: log-odds for classifiers, predictions otherwise."""
+    scorer = compile_estimator(model)
+    if scorer is None or not hasattr(model, "predict_proba"):
+        return scorer
+
+    def raw(X: FloatMatrix) -> FloatVector:
+        p = np.clip(scorer(X), 1e-12, 1 - 1e-12)
+        out: FloatVector = np.log(p / (1 - p))
+        return out
+
+    return raw
+
+
+def _compile_hgb(model: Any) -> Scorer | None:
+    if (
+        getattr(model._loss, "n_classes", 2) not in (None, 2)
+        or model._baseline_prediction.size != 1
+    ):
+        return None
+    hgb = _hgb_trees(model)
+    if hgb is None:
+        return None
+    classifier = isinstance(model, HistGradientBoostingClassifier)
+    if not classifier and type(model._loss.link).__name__ != "IdentityLink":
+        return None
+    return CompiledTrees(
+        hgb,
+        combine="sum",
+        baseline=float(np.asarray(model._baseline_prediction).reshape(-1)[0]),
+        link="sigmoid" if classifier else "identity",
+        float32_inputs=False,
+    )
+
+
+def _compile_linear(steps: list[Any]) -> Scorer | None:
+    model = steps[-1] if steps else None
     if (
         len(steps) == 3
         and isinstance(steps[0], SimpleImputer)
@@ -326,6 +379,71 @@ def compile_tail(pipeline: Pipeline) -> Scorer | None:
         link = "sigmoid" if isinstance(model, LogisticRegression) else "identity"
         return CompiledLinear(steps[0], steps[1], model, link)
     return None
+
+
+def _lgbm_walk(node: dict[str, Any], depth: int, nodes: list[dict[str, Any]]) -> int:
+    index = len(nodes)
+    row: dict[str, Any] = {"depth": depth}
+    nodes.append(row)
+    if "leaf_value" in node or "split_feature" not in node:
+        row.update(
+            feature=0, threshold=np.inf, missing_left=True, left=0, right=0, leaf=True,
+            value=float(node.get("leaf_value", 0.0)),
+        )  # fmt: skip
+        return index
+    if node.get("decision_type", "<=") != "<=" or node.get("missing_type") == "Zero":
+        raise ValueError("unsupported split")
+    threshold = float(node["threshold"])
+    missing = node.get("missing_type", "None")
+    row.update(
+        feature=int(node["split_feature"]),
+        threshold=threshold,
+        missing_left=bool(node.get("default_left")) if missing == "NaN" else bool(threshold >= 0.0),
+        leaf=False,
+        value=0.0,
+    )
+    row["left"] = _lgbm_walk(node["left_child"], depth + 1, nodes)
+    row["right"] = _lgbm_walk(node["right_child"], depth + 1, nodes)
+    return index
+
+
+def _compile_lightgbm(model: Any) -> Scorer | None:
+    """LightGBM's trees from its JSON dump. Numeric splits only (`<=`); a NaN goes where
+    LightGBM sends it: the default side for `missing_type` NaN, and as the value 0 for None
+    (LightGBM reads NaN as 0 for features that had no missing value in training)."""
+    objective = str(model.objective_ if hasattr(model, "objective_") else model.objective)
+    if objective not in ("regression", "binary"):
+        return None
+    dump = model.booster_.dump_model()
+    trees: list[dict[str, npt.NDArray[Any]]] = []
+    for info in dump["tree_info"]:
+        nodes: list[dict[str, Any]] = []
+
+        try:
+            _lgbm_walk(info["tree_structure"], 0, nodes)
+        except (ValueError, KeyError):
+            return None
+        trees.append(
+            {
+                "feature": np.asarray([n["feature"] for n in nodes]),
+                "threshold": np.asarray([n["threshold"] for n in nodes]),
+                "missing_left": np.asarray([n["missing_left"] for n in nodes]),
+                "left": np.asarray([n["left"] for n in nodes], dtype=np.intp),
+                "right": np.asarray([n["right"] for n in nodes], dtype=np.intp),
+                "leaf": np.asarray([n["leaf"] for n in nodes]),
+                "value": np.asarray([n["value"] for n in nodes]),
+                "depth": np.asarray(max(n["depth"] for n in nodes)),
+            }
+        )
+    if not trees:
+        return None
+    return CompiledTrees(
+        trees,
+        combine="sum",
+        baseline=0.0,
+        link="sigmoid" if objective == "binary" else "identity",
+        float32_inputs=False,
+    )
 
 
 _controller: Any = None

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -116,6 +116,10 @@ def _flag(value: Any) -> bool:
     return not _missing(value)
 
 
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
 def _billing(member: Mapping[str, Any]) -> int:
     order = member.get("order")
     return order if isinstance(order, int) else 10**6
@@ -139,6 +143,9 @@ def film_record(doc: Mapping[str, Any]) -> dict[str, Any]:
             directors = [str(imdb["director"])]
         if not actors:
             actors = [str(a) for a in imdb.get("actors") or []][:LEAD_ACTORS]
+    rating = doc.get("content_rating")  # a request's certification wins over the enrichment
+    if _missing(rating) and isinstance(imdb, Mapping):
+        rating = imdb.get("content_rating")
     released = doc.get("release_date")
     if isinstance(released, date):
         released = released.isoformat()
@@ -154,6 +161,11 @@ def film_record(doc: Mapping[str, Any]) -> dict[str, Any]:
         **{f: _str_list(doc.get(f)) for f in LIST_FIELDS},
         "homepage": _flag(doc.get("homepage")),
         "tagline": _flag(doc.get("tagline")),
+        # The text itself, for the text features of `app.ml.prerelease` (schema 2); schema-1
+        # transformers read only the flag above.
+        "overview": _text(doc.get("overview")),
+        "tagline_text": _text(doc.get("tagline")),
+        "content_rating": _text(rating),
         "belongs_to_collection": bool(collection) and _flag(collection),
         "directors": directors,
         "actors": actors,
@@ -291,6 +303,8 @@ class FilmFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     `fit_transform` only), so that "no credits given" at serving time is learnt from
     ordinary films rather than from the few obscure ones the IMDB join missed.
     """
+
+    schema_version: ClassVar[int] = FEATURE_SCHEMA_VERSION
 
     def __init__(
         self,

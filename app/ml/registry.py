@@ -31,6 +31,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -64,8 +65,10 @@ from app.ml.fastpath import (
     pipeline_scorer,
     verified,
 )
-from app.ml.features import FEATURE_SCHEMA_VERSION, FilmFeatures, film_record
+from app.ml.features import FilmFeatures, film_record
 from app.ml.monitoring import PredictionMonitor
+from app.ml.prerelease import SCHEMA_VERSION as LATEST_SCHEMA
+from app.ml.shap_explain import ShapExplainer
 from app.observability import MODEL_BEHIND, MODEL_FOLLOW_FAILURES
 from app.services import model_versions
 from app.services.model_versions import ActiveRecord
@@ -80,6 +83,10 @@ FAST_MAX_ROWS = 256
 # A version the database names but this process cannot load is tried again after this long
 # (a missing file may be synced meanwhile); a new activation, even of it, is tried at once.
 FOLLOW_RETRY_SECONDS = 30.0
+
+# Schema 1: `FilmFeatures` (artifacts trained before issue 14 keep loading); schema 2:
+# `PreReleaseFeatures`.
+SUPPORTED_SCHEMAS = (1, LATEST_SCHEMA)
 
 # Films that exercise every branch of the feature code: fully described, bare, undated,
 # unknown budget. Used to check a freshly loaded artifact before it may serve.
@@ -139,6 +146,8 @@ class LoadedModel:
     feature_names: tuple[str, ...] = field(init=False)
     feature_index: dict[str, int] = field(init=False)
     input_reader: InputReader = field(init=False)  # the monitored inputs, for the log
+    _shap: ShapExplainer | bool | None = field(init=False, default=None, repr=False)
+    _shap_lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
 
     @property
     def classifier(self) -> bool:
@@ -160,8 +169,28 @@ class LoadedModel:
             return self.batch_features(records)
         return self.features.transform(records)
 
+    def explainer(self) -> ShapExplainer | GroupOcclusion:
+        """SHAP for tree models of schema 2 (built on first use: importing shap and
+        converting the trees takes a while), occlusion otherwise."""
+        if self._shap is None:
+            with self._shap_lock:
+                if self._shap is None:
+                    try:
+                        built = ShapExplainer.build(self.pipeline)
+                    except Exception:  # shap cannot read this model: occlusion still works
+                        log.exception(
+                            "%s %s: SHAP unavailable, using occlusion", self.name, self.version
+                        )
+                        built = None
+                    self._shap = built if built is not None else False
+        return self._shap if isinstance(self._shap, ShapExplainer) else self.occlusion
+
+    @property
+    def explanation_method(self) -> str:
+        return "shap" if isinstance(self.explainer(), ShapExplainer) else "occlusion"
+
     def explain(self, X: FloatMatrix) -> tuple[FloatVector, FloatMatrix]:
-        return self.occlusion.contributions(X, self.score_matrix)
+        return self.explainer().contributions(X, self.score_matrix)
 
 
 def _check_versions(card: ModelCard) -> None:
@@ -193,10 +222,10 @@ def load_version(root: Path, name: str, version: str) -> LoadedModel:
         ) from None
     if card.name != name or card.version != version:
         raise ArtifactError(f"{name} {version}: card describes {card.name} {card.version}")
-    if card.feature_schema_version != FEATURE_SCHEMA_VERSION:
+    if card.feature_schema_version not in SUPPORTED_SCHEMAS:
         raise ArtifactError(
             f"{name} {version}: feature schema {card.feature_schema_version}, "
-            f"this service speaks {FEATURE_SCHEMA_VERSION}"
+            f"this service speaks {', '.join(map(str, SUPPORTED_SCHEMAS))}"
         )
     _check_versions(card)
     if card.task != artifacts.MODEL_TASKS.get(name):
@@ -229,6 +258,12 @@ def _assemble(
     if not isinstance(pipeline, Pipeline) or not isinstance(pipeline[0], step):
         raise ArtifactError(f"{name} {version}: not a {step.__name__} pipeline")
     features: FilmFeatures | EngagementFeatures = pipeline[0]
+    # The engagement transformer wraps a `FilmFeatures`: its schema is that of the wrapped one.
+    base = features.base_ if isinstance(features, EngagementFeatures) else features
+    if base.schema_version != card.feature_schema_version:
+        raise ArtifactError(
+            f"{name} {version}: features are not schema {card.feature_schema_version}"
+        )
     if list(features.feature_names_) != [f.name for f in card.features]:
         raise ArtifactError(f"{name} {version}: features differ from the card's schema")
     classifier = card.task == "classification"
@@ -256,9 +291,10 @@ def _assemble(
     if note and card.profile is not None:
         log.warning("%s %s: %s; drift is not measured for it", name, version, note)
     batch: BatchFeatures | None = None
-    # The batch path mirrors `FilmFeatures` only: the engagement model's features (its own
-    # audience track record on top) go through their transformer, item by item.
-    if isinstance(features, FilmFeatures):
+    # The batch path mirrors schema-1 `FilmFeatures` only: the engagement model's features
+    # (its own audience track record on top) and schema 2's `PreReleaseFeatures` (text,
+    # franchise, release context...) go through their transformer.
+    if type(features) is FilmFeatures:
         try:
             batch = BatchFeatures(features)
         except (KeyError, AttributeError, ValueError) as exc:  # a fitted state it cannot read

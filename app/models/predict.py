@@ -179,6 +179,7 @@ class Film(BaseModel):
                 "keywords": ["heist", "space"],
                 "homepage": "https://example.org/heist",
                 "tagline": "Steal the stars.",
+                "overview": "A crew of thieves plans the first robbery in orbit.",
                 "cast": ["Tom Hardy", "Zendaya"],
                 "crew": [{"name": "Christopher Nolan", "job": "Director"}],
             }
@@ -215,6 +216,14 @@ class Film(BaseModel):
     keywords: Listed = Field(default_factory=list, max_length=500)
     homepage: str | None = Field(default=None, max_length=2000)
     tagline: str | None = Field(default=None, max_length=2000)
+    overview: str | None = Field(
+        default=None, max_length=10_000, description="Synopsis (feeds the text features)"
+    )
+    content_rating: str | None = Field(
+        default=None,
+        max_length=20,
+        description="US certification as rated before release: G, PG, PG-13, R, NC-17, NR",
+    )
     belongs_to_collection: NameOrRef | None = None
     cast: list[NameOrCast] = Field(
         default_factory=list, max_length=1000, description="By billing order; the first 3 count"
@@ -281,6 +290,7 @@ class TrimmedFilm(Film):
 
 
 FILM_FIELDS = frozenset(Film.model_fields)
+INTERVAL_LEVEL_MIN, INTERVAL_LEVEL_MAX = 0.5, 0.95  # PredictRequest.interval_level
 
 
 def _fast_film(values: dict[str, Any], posted: dict[str, Any]) -> Film:
@@ -296,6 +306,15 @@ def _fast_film(values: dict[str, Any], posted: dict[str, Any]) -> Film:
 
 class PredictRequest(BaseModel):
     items: list[Film] = Field(min_length=1, max_length=MAX_ITEMS)
+    interval_level: float | None = Field(
+        default=None,
+        ge=INTERVAL_LEVEL_MIN,
+        le=INTERVAL_LEVEL_MAX,
+        examples=[0.95],
+        description="Revenue only: nominal coverage of the interval, one of the levels the "
+        "model's card lists (0.5, 0.6, 0.7, 0.8, 0.9, 0.95 for models trained since issue 14); "
+        "default 0.8",
+    )
     # The canonical record of each film (`app.ml.features.film_record`) where the fast path
     # derived it while validating (None for a film pydantic validated); None when pydantic
     # validated the whole request.
@@ -311,6 +330,13 @@ class PredictRequest(BaseModel):
         fast = fast_items(data)
         if fast is None:
             return handler(data)
+        level = data.get("interval_level")
+        # Only a plain number in range is taken as is; anything else (a string to coerce, a
+        # value to refuse) is for pydantic, like a film that needs it.
+        if level is not None and (
+            type(level) not in (int, float) or not INTERVAL_LEVEL_MIN <= level <= INTERVAL_LEVEL_MAX
+        ):
+            return handler(data)
         films: list[Film] = []
         records: list[dict[str, Any] | None] = []
         for posted, checked in zip(data["items"], fast, strict=True):
@@ -323,7 +349,11 @@ class PredictRequest(BaseModel):
             else:
                 films.append(_fast_film(checked[0], posted))
                 records.append(checked[1])
-        request = cls.model_construct(items=films)
+        request = (
+            cls.model_construct(items=films)
+            if level is None
+            else cls.model_construct(items=films, interval_level=float(level))
+        )
         request._records = records
         return request
 
@@ -339,11 +369,16 @@ class Interval(BaseModel):
 
 
 class Contribution(BaseModel):
-    feature: str = Field(examples=["budget"], description="Input field")
+    feature: str = Field(
+        examples=["budget"],
+        description="Input field, or a group derived from several (text: overview, tagline "
+        "and keywords; franchise: title and earlier films)",
+    )
     contribution: float = Field(
         examples=[0.84],
-        description="Change in the score due to this field versus a typical film "
-        "(log revenue for revenue, probability for hit)",
+        description="Change in the score due to this field versus an average or typical film "
+        "(log revenue for revenue, probability for hit): SHAP values summed per field for tree "
+        "models (the model card's `explanations`), occlusion otherwise",
     )
 
 

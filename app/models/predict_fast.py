@@ -29,6 +29,7 @@ from app.ml.features import LEAD_ACTORS, money
 MAX_ITEMS = 1000  # PredictRequest.items (app.models.predict)
 NAME_MAX, CODE_MAX = 300, 10
 TITLE_MAX, LANGUAGE_MAX, TEXT_MAX = 500, 10, 2000
+OVERVIEW_MAX, RATING_MAX = 10_000, 20
 RUNTIME_MAX = 1000.0
 # Lengths of the list fields, as `Film` declares them.
 LIST_MAX = {
@@ -236,6 +237,8 @@ def _film(item: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             language = None
     homepage = _text(get("homepage"), TEXT_MAX)
     tagline = _text(get("tagline"), TEXT_MAX)
+    overview = _text(get("overview"), OVERVIEW_MAX)
+    rating = _text(get("content_rating"), RATING_MAX)
     genres = get("genres", [])
     companies = get("production_companies", [])
     countries = get("production_countries", [])
@@ -257,6 +260,10 @@ def _film(item: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "keywords": _names(keywords, "keywords"),
         "homepage": bool(homepage and homepage.strip()),
         "tagline": bool(tagline and tagline.strip()),
+        # The texts themselves, for schema 2's text features (`film_record` strips them).
+        "overview": overview.strip() if overview else "",
+        "tagline_text": tagline.strip() if tagline else "",
+        "content_rating": rating.strip() if rating else "",
         "belongs_to_collection": _collection(collection),
         "directors": _directors(crew),
         "actors": _cast(cast),
@@ -276,6 +283,8 @@ def _film(item: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "keywords": keywords,
         "homepage": homepage,
         "tagline": tagline,
+        "overview": overview,
+        "content_rating": rating,
         "belongs_to_collection": collection,
         "cast": cast,
         "crew": crew,

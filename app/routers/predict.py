@@ -53,7 +53,8 @@ router = APIRouter(prefix="/v1/predict", tags=["predictions"], route_class=Orjso
 Explain = Annotated[
     bool,
     Query(
-        description="Add each film's top input-field contributions (slower: one re-score per field)"
+        description="Add each film's top input-field contributions (SHAP for tree models, "
+        "else occlusion; slower)"
     ),
 ]
 ERRORS = problem_responses(413, 422, 500, 503)
@@ -79,7 +80,8 @@ async def predict_revenue(
     principal: CurrentPrincipal,
     explain: Explain = False,
 ) -> Response:
-    """Expected worldwide revenue (USD) with an 80% interval for each film, in order."""
+    """Expected worldwide revenue (USD) with an interval (80% unless `interval_level` asks
+    for another) for each film, in order."""
     result = await service.predict(
         registry,
         "revenue",

@@ -11,6 +11,7 @@ import numpy.typing as npt
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import DomainError
+from app.ml.card import IntervalSpec
 from app.ml.features import film_record
 from app.ml.monitoring import PredictionMonitor
 from app.ml.registry import LoadedModel, ModelRegistry
@@ -35,6 +36,26 @@ INLINE_MAX_ROWS = 1
 class BatchTooLargeError(DomainError):
     status = 413
     title = "Content Too Large"
+
+
+class IntervalLevelError(DomainError):
+    status = 422
+    title = "Unprocessable Content"
+
+
+def interval_offsets(
+    interval: IntervalSpec, level: float | None
+) -> tuple[float, dict[str, tuple[float, float]]]:
+    """(nominal level, offsets per budget group) for a requested level (None: the default)."""
+    default = round(interval.quantiles[1] - interval.quantiles[0], 4)
+    if level is None or abs(level - default) < 1e-9:
+        return default, interval.offsets
+    key = f"{level:.2f}"
+    levels = interval.levels or {}
+    if abs(level - round(level, 2)) > 1e-9 or key not in levels:
+        offered = sorted({*levels, f"{default:.2f}"})
+        raise IntervalLevelError(f"interval_level {level}: this model offers {', '.join(offered)}")
+    return float(key), levels[key]
 
 
 def _names(values: Sequence[str | Mapping[str, Any]], code_key: str | None = None) -> list[str]:
@@ -73,6 +94,8 @@ def film_document(film: Film) -> dict[str, Any]:
         "keywords": _names(film.keywords),
         "homepage": film.homepage,
         "tagline": film.tagline,
+        "overview": film.overview,
+        "content_rating": film.content_rating,
         "belongs_to_collection": collection
         if collection is None or isinstance(collection, str)
         else collection["name"],
@@ -84,7 +107,7 @@ def film_document(film: Film) -> dict[str, Any]:
 def _contributions(model: LoadedModel, row: FloatVector) -> list[dict[str, Any]]:
     return [
         {"feature": f, "contribution": round(c, 5)}
-        for f, c in model.occlusion.top(row, TOP_CONTRIBUTIONS)
+        for f, c in model.explainer().top(row, TOP_CONTRIBUTIONS)
     ]
 
 
@@ -131,9 +154,11 @@ def _score(
     explain: bool,
     monitor: PredictionMonitor,
     logged: Sequence[int] = (),
+    level: float | None = None,
 ) -> tuple[dict[str, Any], ToLog | None]:
     """Everything CPU-bound for one request: features, scores, explanations, the body, and
-    the log records of the films at positions `logged`."""
+    the log records of the films at positions `logged`. `level`: the revenue interval's
+    nominal coverage (None: the card's default)."""
     films = request.items
     records = film_records(request)
     X = model.transform(records)
@@ -144,6 +169,7 @@ def _score(
     index = model.feature_index
     outputs: list[dict[str, Any]]  # per film, what the model says
     extra: dict[str, Any]  # for the whole body
+    logged_outputs: dict[int, dict[str, Any]] = {}  # where the log keeps another output
     if model.classifier:
         threshold = float(model.card.threshold or 0.5)
         outputs = [{"probability": round(p, 5), "hit": p >= threshold} for p in scores.tolist()]
@@ -151,12 +177,9 @@ def _score(
     else:
         interval = model.card.interval
         assert interval is not None  # the registry refuses regression cards without one
+        nominal, offsets = interval_offsets(interval, level)
         known = X[:, index["budget_known"]] > 0
-        pooled = interval.offsets["all"]
-        lo_known, hi_known = interval.offsets.get("budget_known", pooled)
-        lo_unknown, hi_unknown = interval.offsets.get("budget_unknown", pooled)
-        low = np.expm1(scores + np.where(known, lo_known, lo_unknown)).clip(min=0)
-        high = np.expm1(scores + np.where(known, hi_known, hi_unknown)).clip(min=0)
+        low, high = _bounds(scores, known, offsets)
         revenue = np.expm1(scores).clip(min=0)
         # Python floats once (`tolist`), not a numpy scalar per cell: a 1,000-film body
         # holds 3,000 of them.
@@ -164,7 +187,18 @@ def _score(
             {"revenue": round(r, 2), "interval": {"low": round(lo, 2), "high": round(hi, 2)}}
             for r, lo, hi in zip(revenue.tolist(), low.tolist(), high.tolist(), strict=True)
         ]
-        extra = {"interval_level": round(interval.quantiles[1] - interval.quantiles[0], 4)}
+        extra = {"interval_level": nominal}
+        if logged and offsets is not interval.offsets:
+            # The log keeps the default-level interval whatever level the request asked
+            # for: live coverage (`app.ml.live_metrics`) is read against the card's default.
+            low, high = _bounds(scores, known, interval.offsets)
+            logged_outputs = {
+                i: {
+                    **outputs[i],
+                    "interval": {"low": round(float(low[i]), 2), "high": round(float(high[i]), 2)},
+                }
+                for i in logged
+            }
     predictions: list[dict[str, Any]] = [
         {"index": i, "title": film.title, **output}
         for i, (film, output) in enumerate(zip(films, outputs, strict=True))
@@ -187,9 +221,24 @@ def _score(
     to_log = ToLog(
         ids=[films[i].id for i in picked],
         inputs=model.input_reader.rows(X[picked], [records[i] for i in picked]),
-        outputs=[_logged_output(scores[i], outputs[i], extra) for i in picked],
+        outputs=[
+            _logged_output(scores[i], logged_outputs.get(i, outputs[i]), extra) for i in picked
+        ],
     )
     return body, to_log
+
+
+def _bounds(
+    scores: FloatVector, known: npt.NDArray[np.bool_], offsets: Mapping[str, tuple[float, float]]
+) -> tuple[FloatVector, FloatVector]:
+    """The revenue interval (USD) around log1p scores, with the offsets of each film's
+    budget group (the pooled ones for a group the card does not split out)."""
+    pooled = offsets["all"]
+    lo_known, hi_known = offsets.get("budget_known", pooled)
+    lo_unknown, hi_unknown = offsets.get("budget_unknown", pooled)
+    low = np.expm1(scores + np.where(known, lo_known, lo_unknown)).clip(min=0)
+    high = np.expm1(scores + np.where(known, hi_known, hi_unknown)).clip(min=0)
+    return low, high
 
 
 def _logged_output(score: float, output: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -217,13 +266,16 @@ async def predict(
         raise BatchTooLargeError(f"{len(request.items)} films; at most {max_batch} per request")
     # Taken once: a reload during this request does not change the model that answers it.
     model = serving_model(registry, name)
+    level = request.interval_level if name == "revenue" else None
+    if level is not None and model.card.interval is not None:
+        interval_offsets(model.card.interval, level)  # a 422 before any work
     films = request.items
     logged = prediction_log.choose(len(films)) if prediction_log is not None else []
     if len(films) <= INLINE_MAX_ROWS and not explain:
-        body, to_log = _score(model, request, explain, registry.monitor, logged)
+        body, to_log = _score(model, request, explain, registry.monitor, logged, level)
     else:
         body, to_log = await run_in_threadpool(
-            _score, model, request, explain, registry.monitor, logged
+            _score, model, request, explain, registry.monitor, logged, level
         )
     if to_log is not None and prediction_log is not None:
         # Queued only: the writer task writes it later, the answer never waits for the log.
