@@ -224,8 +224,12 @@ def us_holidays(year: int) -> list[date]:
 
 def days_to_holiday(d: date) -> int:
     """Days from `d` to the next holiday on or after it."""
-    upcoming = [h for h in us_holidays(d.year) if h >= d] or [date(d.year + 1, 1, 1)]
-    return (upcoming[0] - d).days
+    upcoming = [h for h in us_holidays(d.year) if h >= d]
+    if upcoming:
+        return (upcoming[0] - d).days
+    # After Christmas: the next New Year's Day, counted without building it (the year
+    # after 9999, a valid release date, does not exist for `date`).
+    return (date(d.year, 12, 31) - d).days + 1
 
 
 @dataclass
