@@ -35,6 +35,7 @@ from app.ml.features import (
     _key,
     money,
 )
+from app.ml.prerelease import PreReleaseFeatures
 
 FloatMatrix = npt.NDArray[np.float64]
 IntVector = npt.NDArray[np.int64]
@@ -217,6 +218,10 @@ class BatchFeatures:
             j += n_stats + 1
         if len(self.all_missing):
             out[:, self.all_missing] = 0.0
+        if isinstance(self.features, PreReleaseFeatures):
+            # Schema 2: its own columns (text, franchise, release context...) from its own
+            # code, film by film, over the schema-1 columns computed above.
+            self.features.fill_extras(out, records, None, None)
         return out
 
 

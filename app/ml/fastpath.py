@@ -14,6 +14,7 @@ where scikit-learn's per-call overhead no longer matters, still go through the p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,6 +38,28 @@ class Scorer(Protocol):
     """Feature matrix -> the served score (log revenue, or P(hit))."""
 
     def __call__(self, X: FloatMatrix) -> FloatVector: ...
+
+
+class Composed:
+    """A scorer made of compiled parts (the wrappers of `app.ml.estimators`): `parts` lets
+    `scales` judge it by what it is made of."""
+
+    def __init__(self, score: Callable[[FloatMatrix], FloatVector], *parts: Scorer) -> None:
+        self.score = score
+        self.parts = parts
+
+    def __call__(self, X: FloatMatrix) -> FloatVector:
+        return self.score(X)
+
+
+def scales(scorer: Scorer) -> bool:
+    """Whether a compiled scorer beats scikit-learn at any batch size: linear models and
+    trees padded to full depth do; the node-by-node tree walk only on small batches."""
+    if isinstance(scorer, Composed):
+        return all(scales(p) for p in scorer.parts)
+    return isinstance(scorer, CompiledLinear) or (
+        isinstance(scorer, CompiledTrees) and scorer.perfect is not None
+    )
 
 
 def _sigmoid(raw: FloatVector) -> FloatVector:
@@ -298,12 +321,13 @@ def compile_estimator(model: Any) -> Scorer | None:
         if inner is None:
             return None
         column = model.column
-        return lambda X: inner(X) + X[:, column]
+        return Composed(lambda X: inner(X) + X[:, column], inner)
     if isinstance(model, AveragedRegressor):
         members = [_compile_raw(e) for e in model.estimators_]
         if any(m is None for m in members):
             return None
-        return lambda X: np.mean([m(X) for m in members if m is not None], axis=0)
+        parts = [m for m in members if m is not None]
+        return Composed(lambda X: np.mean([m(X) for m in parts], axis=0), *parts)
     if isinstance(model, CalibratedHit):
         from app.ml.estimators import Calibration
 
@@ -311,7 +335,7 @@ def compile_estimator(model: Any) -> Scorer | None:
         if raw is None:
             return None
         calibration = model.calibration or Calibration("identity")
-        return lambda X: np.clip(calibration(raw(X)), 0.0, 1.0)
+        return Composed(lambda X: np.clip(calibration(raw(X)), 0.0, 1.0), raw)
     if isinstance(model, Pipeline):
         return _compile_linear([step for _, step in model.steps])
     if isinstance(model, HistGradientBoostingRegressor | HistGradientBoostingClassifier):
@@ -343,7 +367,7 @@ def _compile_raw(model: Any) -> Scorer | None:
         out: FloatVector = np.log(p / (1 - p))
         return out
 
-    return raw
+    return Composed(raw, scorer)
 
 
 def _compile_hgb(model: Any) -> Scorer | None:

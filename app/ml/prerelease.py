@@ -551,8 +551,20 @@ class PreReleaseFeatures(FilmFeatures):
         self, records: Sequence[Mapping[str, Any]], drop_people: Any, drop_text: Any
     ) -> FloatMatrix:
         out = super()._transform(records, drop_people)
-        if not len(records):
-            return out
+        if len(records):
+            self.fill_extras(out, records, drop_people, drop_text)
+        return out
+
+    def fill_extras(
+        self,
+        out: FloatMatrix,
+        records: Sequence[Mapping[str, Any]],
+        drop_people: Any,
+        drop_text: Any,
+    ) -> None:
+        """Schema 2's own columns, written into `out` over its schema-1 columns (which they
+        read): how `transform` finishes, and how `app.ml.batch_features` extends its
+        column-wise schema-1 matrix."""
         pos = self._pos
         if self.svd_ is not None:
             j = pos["text_known"]
@@ -561,7 +573,6 @@ class PreReleaseFeatures(FilmFeatures):
             self._fill_facts(out, records, drop_people)
         if len(self.all_missing_):
             out[:, self.all_missing_] = 0.0
-        return out
 
     def _text_block(self, records: Sequence[Mapping[str, Any]], drop: Any) -> FloatMatrix:
         prose, keywords = (list(t) for t in zip(*(_texts(r) for r in records), strict=True))

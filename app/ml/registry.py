@@ -57,14 +57,7 @@ from app.ml.card import ModelCard
 from app.ml.drift import InputReader, read_profile
 from app.ml.engagement import OUTPUTS, EngagementFeatures, compile_engagement
 from app.ml.explain import GroupOcclusion
-from app.ml.fastpath import (
-    CompiledLinear,
-    CompiledTrees,
-    Scorer,
-    compile_tail,
-    pipeline_scorer,
-    verified,
-)
+from app.ml.fastpath import Scorer, compile_tail, pipeline_scorer, scales, verified
 from app.ml.features import FilmFeatures, film_record
 from app.ml.monitoring import PredictionMonitor
 from app.ml.prerelease import SCHEMA_VERSION as LATEST_SCHEMA
@@ -291,10 +284,10 @@ def _assemble(
     if note and card.profile is not None:
         log.warning("%s %s: %s; drift is not measured for it", name, version, note)
     batch: BatchFeatures | None = None
-    # The batch path mirrors schema-1 `FilmFeatures` only: the engagement model's features
-    # (its own audience track record on top) and schema 2's `PreReleaseFeatures` (text,
-    # franchise, release context...) go through their transformer.
-    if type(features) is FilmFeatures:
+    # The batch path mirrors `FilmFeatures` (schema 2's `PreReleaseFeatures` adds its own
+    # columns through its code): the engagement model's features (its own audience track
+    # record on top) go through their transformer, item by item.
+    if isinstance(features, FilmFeatures):
         try:
             batch = BatchFeatures(features)
         except (KeyError, AttributeError, ValueError) as exc:  # a fitted state it cannot read
@@ -315,14 +308,7 @@ def _assemble(
         profile=profile,
         profile_note=note,
         batch_features=batch,
-        fast_max_rows=(
-            0
-            if fast is None
-            else sys.maxsize
-            if isinstance(fast, CompiledLinear)
-            or (isinstance(fast, CompiledTrees) and fast.perfect is not None)
-            else FAST_MAX_ROWS
-        ),
+        fast_max_rows=(0 if fast is None else sys.maxsize if scales(fast) else FAST_MAX_ROWS),
     )
 
 
