@@ -19,11 +19,13 @@ from app.db import Document
 from app.ml import artifacts
 from app.ml.card import ModelCard
 from app.ml.features import FEATURE_SCHEMA_VERSION, TRACK_KINDS, FilmFeatures, film_record
+from app.ml.prerelease import SCHEMA_VERSION as PRERELEASE_SCHEMA
 from app.services.csv_io import import_tmdb_csv
 from app.settings import Settings
 from tests.ml_support import quick_options, real_dataset, small_dataset
 from tests.support import TMDB_TRAIN_CSV, require_shared
 from training import evaluate
+from training.candidates import TASKS, families
 from training.data import load_from_csv, load_from_db
 from training.split import time_split
 from training.train import train_models
@@ -86,7 +88,9 @@ def test_model_card_schema_and_contents(run: tuple[Path, Path, list[TrainedModel
             assert key in raw, key
         card = ModelCard.model_validate(raw)
         assert card.name == t.name and card.version == t.version
-        assert card.feature_schema_version == FEATURE_SCHEMA_VERSION
+        # revenue and hit: schema 2 (`PreReleaseFeatures`); engagement keeps schema 1.
+        schema = FEATURE_SCHEMA_VERSION if t.name == "engagement" else PRERELEASE_SCHEMA
+        assert card.feature_schema_version == schema
         assert card.data.films == expected.size
         assert card.data.sha256 == expected.content_hash()
         split = card.data.split
@@ -99,12 +103,11 @@ def test_model_card_schema_and_contents(run: tuple[Path, Path, list[TrainedModel
         assert not {"popularity", "vote_count", "vote_average", "revenue"} & {
             f.group for f in card.features
         }
-        assert {c.family for c in card.candidates} == {
-            "ridge" if t.name == "revenue" else "logistic_regression",
-            "random_forest",
-            "hist_gradient_boosting",
-        }
-        assert card.family in {c.family for c in card.candidates}
+        # Every family of the search (issue 14 added LightGBM and, for hit, ROI regressors);
+        # the served model is one of them or the stacked average of two ("blend").
+        searched = {c.family for c in card.candidates}
+        assert searched == set(families(TASKS[t.name]))
+        assert card.family in searched | {"blend"}
         assert {"scikit-learn", "numpy", "python", "mlflow"} <= set(card.library_versions)
         assert card.artifact.sha256 == artifacts.sha256_file(t.path / artifacts.MODEL_FILE)
         if t.name == "revenue":
