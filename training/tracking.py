@@ -178,7 +178,7 @@ class Tracker:
                     pip_requirements=[
                         f"{pkg}=={ver}"
                         for pkg, ver in card.library_versions.items()
-                        if pkg in ("scikit-learn", "numpy", "pandas", "joblib", "scipy")
+                        if pkg in ("scikit-learn", "numpy", "pandas", "joblib", "scipy", "lightgbm")
                     ],
                     # The served artifact is a pickle too (model.joblib); skops would refuse
                     # the custom feature transformer as an "untrusted type".

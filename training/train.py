@@ -302,7 +302,8 @@ def git_sha() -> str | None:
 
 
 def library_versions(with_mlflow: bool) -> dict[str, str]:
-    names = ["scikit-learn", "numpy", "pandas", "joblib", "scipy", "pydantic"]
+    # lightgbm: a candidate family since issue 14, so a served pickle may need it.
+    names = ["scikit-learn", "numpy", "pandas", "joblib", "scipy", "pydantic", "lightgbm"]
     if with_mlflow:
         names.append("mlflow")
     out = {"python": platform.python_version()}
