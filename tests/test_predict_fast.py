@@ -24,10 +24,11 @@ from app.ml import artifacts
 from app.ml import batch_features as batch_module
 from app.ml.batch_features import BatchFeatures
 from app.ml.features import film_record
+from app.ml.monitoring import PredictionMonitor
 from app.ml.registry import LoadedModel, load_version
 from app.models.predict import Film, PredictRequest
 from app.models.predict_fast import fast_items
-from app.services.predict import film_document, film_records
+from app.services.predict import _score, film_document, film_records
 from tests.ml_support import FILM, FILM_PLAIN, NBSP, tmdb_items, tmdb_records, trained_artifacts
 
 
@@ -110,7 +111,10 @@ AWKWARD: dict[str, list[Any]] = {
     ],
     "original_language": [None, "", " ", "en", " en", "x" * 10, "x" * 11, " " * 11, 3],
     "homepage": [None, "", " ", "https://x", 5, "x" * 2001],
-    "tagline": [None, "", "Again.", False],
+    "tagline": [None, "", "Again.", " Padded tagline ", False],
+    # Schema 2's text and rating inputs (issue 14): kept as posted, stripped in the record.
+    "overview": [None, "", " ", "A heist in orbit.", " padded ", "x" * 10_000, "x" * 10_001, 5],
+    "content_rating": [None, "", "PG-13", " r ", "x" * 20, "x" * 21, 13, ["R"]],
     "belongs_to_collection": [
         None,
         "Saga",
@@ -223,6 +227,25 @@ def test_the_fast_path_accepts_only_what_pydantic_accepts_and_agrees_with_it() -
     assert taken > 400 and refused > 400 and coerced > 100, (taken, refused, coerced)
 
 
+def test_interval_level_is_the_same_on_both_paths() -> None:
+    """A plain in-range number is taken by the fast path; anything else goes to pydantic,
+    which coerces or refuses it as it always did."""
+    items = [FILM, FILM_PLAIN]
+    for level in (None, 0.5, 0.95, 1, "0.9", 0.49, 0.951, True, "high", float("nan")):
+        body: dict[str, Any] = {"items": items}
+        if level is not None:
+            body["interval_level"] = level
+        try:
+            request = PredictRequest.model_validate(body)
+        except ValidationError:
+            continue  # refused by pydantic, whichever path saw it first
+        expected = None if level is None else float(level)
+        assert request.interval_level == expected, level
+        # The films took the fast path whenever the level let them.
+        taken = request.records is not None
+        assert taken == (level is None or type(level) in (int, float)), level
+
+
 def test_a_request_with_a_bad_film_reports_it_by_index_and_field() -> None:
     items = [
         {**FILM, "budget": -5},
@@ -301,3 +324,21 @@ def test_a_model_whose_batch_features_disagree_is_served_by_the_reference(
         model.transform(records), model.features.transform(records), equal_nan=True
     )
     assert batch_module.verified(BatchFeatures(model.features), records) is False
+
+
+def test_the_log_keeps_the_default_interval_whatever_level_was_asked(
+    models: list[LoadedModel],
+) -> None:
+    """Live coverage is judged against the card's default level, so the prediction log
+    keeps that interval even when a request asked for another."""
+    revenue = next(m for m in models if m.name == "revenue")
+    items = [FILM, FILM_PLAIN, *tmdb_items(3)]
+    logged = [0, 2, 4]
+    wide = PredictRequest.model_validate({"items": items, "interval_level": 0.95})
+    plain = PredictRequest.model_validate({"items": items})
+    body_wide, log_wide = _score(revenue, wide, False, PredictionMonitor(), logged, 0.95)
+    body_plain, log_plain = _score(revenue, plain, False, PredictionMonitor(), logged, None)
+    assert body_wide["interval_level"] == 0.95 and body_plain["interval_level"] == 0.8
+    assert body_wide["predictions"] != body_plain["predictions"]
+    assert log_wide is not None and log_plain is not None
+    assert log_wide.outputs == log_plain.outputs
