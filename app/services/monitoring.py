@@ -260,6 +260,10 @@ class DriftWatch:
                     log.warning("drift check of %s failed: %s", name, exc.__class__.__name__)
                 except Exception:  # the loop must outlive any surprise; the next round retries
                     log.exception("drift check of %s failed", name)
+            # Again before the long sleep: a cancel swallowed by a check's driver call would
+            # otherwise keep `close` (and the app's shutdown) waiting a whole refresh period.
+            if this is not None and this.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(self._settings.drift_refresh_seconds)
 
     async def close(self) -> None:
