@@ -490,9 +490,12 @@ async def test_pending_predictions_become_the_documents_each_request_would_have_
         )
     ]
     together = prediction_log.documents(pending)
-    strip = lambda docs: sorted(  # noqa: E731
-        ({k: v for k, v in d.items() if k != "_id"} for d in docs), key=lambda d: d["id"]
-    )
+
+    def strip(docs: list[Document]) -> list[Document]:
+        return sorted(
+            ({k: v for k, v in d.items() if k != "_id"} for d in docs), key=lambda d: d["id"]
+        )
+
     assert strip(together) == strip(alone) and len(together) == 1 + 2 + 3 + 4
 
     writer = PredictionLogWriter(db, capacity=7, flush_seconds=60)
