@@ -508,6 +508,44 @@ async def test_pending_predictions_become_the_documents_each_request_would_have_
     assert await prediction_log.count(db, "revenue") == 7
 
 
+async def test_steady_traffic_is_written_in_batches_not_one_insert_per_prediction(
+    db: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prediction every 10 ms for a second: the writer waits out its flush interval between
+    writes. It used to write whatever had arrived as soon as the last write returned, which
+    under steady traffic meant an insert per prediction."""
+    batches: list[int] = []
+    insert = prediction_log._insert
+
+    async def counted(database: AsyncDatabase[Document], batch: list[Document]) -> None:
+        batches.append(len(batch))
+        await insert(database, batch)
+
+    monkeypatch.setattr(prediction_log, "_insert", counted)
+    reader = drift.InputReader(["runtime"])
+    writer = PredictionLogWriter(db, flush_seconds=0.3)
+    await writer.start()
+    for k in range(100):
+        writer.submit_pending(
+            prediction_log.PendingPredictions(
+                "revenue",
+                "v1",
+                prediction_log.LogContext(f"req-{k}", None),
+                datetime.now(UTC),
+                [k],
+                reader,
+                np.asarray([[100.0 + k]]),
+                [{}],
+                [{"score": 1.0}],
+            )
+        )
+        await asyncio.sleep(0.01)
+    assert await writer.flush(timeout=30)
+    await writer.close()
+    assert sum(batches) == 100 and await prediction_log.count(db, "revenue") == 100
+    assert len(batches) <= 8, batches
+
+
 async def test_predicted_ids_are_inserted_once_and_their_last_time_moves_forward(
     db: AsyncDatabase[Document],
 ) -> None:

@@ -328,7 +328,12 @@ class PredictionLogWriter:
                 raise asyncio.CancelledError
             if self._closing and not (self._buffer or self._pending):
                 return
-            if backoff or (not (self._buffer or self._pending) and not self._closing):
+            # Between writes the task waits out the flush interval unless a full batch is
+            # ready (or a flush or shutdown asks): writing whatever arrived as soon as the
+            # last write returned made batches of one film under steady traffic, an insert
+            # per prediction, the log's main cost.
+            full = len(self._buffer) + self._pending_films >= self._batch_size
+            if backoff or not (full or self._closing):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), backoff or self._flush_seconds)
             self._wake.clear()
