@@ -53,6 +53,12 @@ SAMPLE = {"off": "0", "on": "1"}
 TARGET = 0.10  # at most 10% slower
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux `/proc`)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def order(round_no: int) -> tuple[str, ...]:
     """off-on, on-off, off-on, ...: neither series always goes first."""
     return SERIES if round_no % 2 == 0 else SERIES[::-1]
@@ -111,9 +117,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 return clients[name].post(path, json=bodies[position[name] % len(bodies)])
 
             singles: dict[str, list[float]] = {n: [] for n in SERIES}
+            # CPU is counted per process, so it does not depend on what else the machine runs:
+            # each server's CPU over its own rounds, and the database's over the whole phase
+            # (the server without the log sends it nothing per request).
+            pids = {"off": p0.pid, "on": p1.pid}
+            service_cpu = dict.fromkeys(SERIES, 0.0)
+            db_pid = int(db.pidfile.read_text().split()[0])
+            # The database's idle rate (both servers' once-a-second model version checks) is
+            # measured first and taken off what it spends during the phase.
+            idle_from, idle_cpu = time.perf_counter(), cpu_seconds(db_pid)
+            time.sleep(5.0)
+            idle_rate = (cpu_seconds(db_pid) - idle_cpu) / (time.perf_counter() - idle_from)
+            db_before, logged_before = cpu_seconds(db_pid), answered["on"]
+            phase_from = time.perf_counter()
             for r in range(args.rounds):
                 for name in order(r):
+                    before = cpu_seconds(pids[name])
                     singles[name] += timed(lambda n=name: one(n), args.per_round, 20)  # type: ignore[misc]
+                    service_cpu[name] += cpu_seconds(pids[name]) - before
+            time.sleep(1.0)  # the last batch of the log is written
+            db_cpu = cpu_seconds(db_pid) - db_before
+            db_cpu -= idle_rate * (time.perf_counter() - phase_from)
+            results["cpu_ms"] = {n: 1000 * service_cpu[n] / len(singles[n]) for n in SERIES} | {
+                "database_per_logged": 1000 * db_cpu / (answered["on"] - logged_before)
+            }
             rates: dict[str, list[float]] = {n: [] for n in SERIES}
             for r in range(args.concurrent_rounds):
                 for name in order(r):
@@ -153,6 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(results: dict[str, Any], args: argparse.Namespace, command: str) -> str:
     off, on = results["off"], results["on"]
     log_on = results["log"]["on"]
+    cpu = results["cpu_ms"]
     p50_cost = on["p50_ms"] / off["p50_ms"] - 1
     rps_cost = 1 - on["rps"] / off["rps"]
     conc_cost = 1 - on["concurrent_rps"] / off["concurrent_rps"]
@@ -201,6 +229,11 @@ def markdown(results: dict[str, Any], args: argparse.Namespace, command: str) ->
         f"- The logging server answered {results['answered']['on']:,} predictions and wrote "
         f"{log_on['written']:,} to the log ({log_on['dropped']} dropped); the other wrote "
         f"{results['log']['off']['written']}.",
+        f"- CPU per sequential request (counted per process, so independent of other load on "
+        f"the machine): service {cpu['off']:.3f} ms without the log, {cpu['on']:.3f} ms with it "
+        f"({cpu['on'] / cpu['off'] - 1:+.1%}); the database spent "
+        f"{cpu['database_per_logged']:.3f} ms per logged prediction (beyond its idle rate, "
+        "measured first: both servers' once-a-second model version checks).",
         "",
     ]
     return "\n".join(lines)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import stat
+from pathlib import Path
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -88,3 +89,26 @@ async def test_import_lines_beyond_the_first_few_go_to_a_file(
     assert len(listed) > 100 and all(line.startswith("line ") for line in listed)
     assert f"{len(listed)} lines in all" in joined.output
     assert str(files[0]) in joined.output.replace("\n", "")
+
+
+def test_bootstrap_trains_only_the_models_without_a_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An install upgraded to a release with a new model gets that model at the next
+    `make run`, without retraining the ones it has; a complete install trains nothing."""
+    from app.cli import data as cli_data
+    from app.ml import artifacts
+
+    root = tmp_path / "artifacts"
+    for name in ("revenue", "hit"):
+        (root / name / "20260101T000000Z").mkdir(parents=True)
+        artifacts.write_active(root, name, "20260101T000000Z")
+    asked: list[list[str] | None] = []
+    monkeypatch.setattr(cli_data, "train_command", lambda model=None: asked.append(model))
+    settings = Settings(artifacts_dir=root, app_env="test")
+    cli_data._train_if_no_models(settings)
+    assert asked == [["engagement"]]
+    (root / "engagement" / "20260101T000000Z").mkdir(parents=True)
+    artifacts.write_active(root, "engagement", "20260101T000000Z")
+    cli_data._train_if_no_models(settings)
+    assert asked == [["engagement"]]

@@ -461,6 +461,91 @@ def test_a_catalogue_record_tells_an_outcome_only_once_it_is_one() -> None:
     assert outcomes.catalogue_figures(undated, today) == {"revenue": 5e6}
 
 
+async def test_pending_predictions_become_the_documents_each_request_would_have_made(
+    db: AsyncDatabase[Document],
+) -> None:
+    """The writer reads the inputs of many requests (and model versions) in one pass: the
+    documents are those each request would have made alone; what does not fit is counted."""
+    readers = [drift.InputReader(["log_budget", "runtime"]), drift.InputReader(["runtime"])]
+    rng = np.random.default_rng(3)
+    pending = [
+        prediction_log.PendingPredictions(
+            model="revenue",
+            version=f"v{k % 2}",
+            context=prediction_log.LogContext(f"req-{k}", "key:abc"),
+            at=datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=k),
+            ids=[100 * k + i for i in range(k + 1)],
+            reader=readers[k % 2],
+            X=rng.uniform(1, 20, size=(k + 1, 2 - k % 2)),
+            records=[{"genres": ["Drama"], "original_language": "en"}] * (k + 1),
+            outputs=[{"score": float(k)}] * (k + 1),
+        )
+        for k in range(4)
+    ]
+    alone = [
+        doc
+        for p in pending
+        for doc in entries(
+            p.model, p.version, p.context, p.ids, p.reader.rows(p.X, p.records), p.outputs, at=p.at
+        )
+    ]
+    together = prediction_log.documents(pending)
+
+    def strip(docs: list[Document]) -> list[Document]:
+        return sorted(
+            ({k: v for k, v in d.items() if k != "_id"} for d in docs), key=lambda d: d["id"]
+        )
+
+    assert strip(together) == strip(alone) and len(together) == 1 + 2 + 3 + 4
+
+    writer = PredictionLogWriter(db, capacity=7, flush_seconds=60)
+    assert [writer.submit_pending(p) for p in pending] == [1, 2, 3, 1]
+    assert writer.stats("revenue")["dropped"] == 3 and writer.stats("revenue")["buffered"] == 7
+    await writer.start()
+    assert await writer.flush(timeout=30)
+    await writer.close()
+    assert writer.stats("revenue")["written"] == 7
+    assert await prediction_log.count(db, "revenue") == 7
+
+
+async def test_steady_traffic_is_written_in_batches_not_one_insert_per_prediction(
+    db: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prediction every 10 ms for a second: the writer waits out its flush interval between
+    writes. It used to write whatever had arrived as soon as the last write returned, which
+    under steady traffic meant an insert per prediction."""
+    batches: list[int] = []
+    insert = prediction_log._insert
+
+    async def counted(database: AsyncDatabase[Document], batch: list[Document]) -> None:
+        batches.append(len(batch))
+        await insert(database, batch)
+
+    monkeypatch.setattr(prediction_log, "_insert", counted)
+    reader = drift.InputReader(["runtime"])
+    writer = PredictionLogWriter(db, flush_seconds=0.3)
+    await writer.start()
+    for k in range(100):
+        writer.submit_pending(
+            prediction_log.PendingPredictions(
+                "revenue",
+                "v1",
+                prediction_log.LogContext(f"req-{k}", None),
+                datetime.now(UTC),
+                [k],
+                reader,
+                np.asarray([[100.0 + k]]),
+                [{}],
+                [{"score": 1.0}],
+            )
+        )
+        await asyncio.sleep(0.01)
+    assert await writer.flush(timeout=30)
+    await writer.close()
+    assert sum(batches) == 100 and await prediction_log.count(db, "revenue") == 100
+    assert len(batches) <= 8, batches
+
+
 async def test_predicted_ids_are_inserted_once_and_their_last_time_moves_forward(
     db: AsyncDatabase[Document],
 ) -> None:

@@ -314,15 +314,16 @@ def _find(directory: Path, patterns: tuple[str, ...]) -> list[Path]:
 
 
 def _train_if_no_models(settings: Settings) -> None:
-    """A first run gets working predictions: train once when no model version exists yet."""
-    from app.ml.artifacts import read_active
+    """A first run gets working predictions: train the models that have no version yet (all
+    of them on a first run; on an install upgraded to a new model, just that one)."""
+    from app.ml.artifacts import MODEL_NAMES, read_active
 
-    missing = [m for m in ("revenue", "hit") if read_active(settings.artifacts_dir, m) is None]
+    missing = [m for m in MODEL_NAMES if read_active(settings.artifacts_dir, m) is None]
     if not missing:
         return
     console.print(f"[bold]no trained {' / '.join(missing)} model yet: training (about a minute)")
     try:
-        train_command()
+        train_command(model=missing)
     except (typer.Exit, SystemExit, Exception) as exc:  # serving analytics must not depend on it
         console.print(f"[yellow]training failed ({exc!r}); predictions stay unavailable[/yellow]")
 

@@ -31,7 +31,7 @@ from app.services.predict import (
     _dropped_warnings,
     film_document,
 )
-from app.services.prediction_log import LogContext, PredictionLogWriter, entries
+from app.services.prediction_log import LogContext, PredictionLogWriter
 
 ENGAGEMENT = "engagement"
 FloatVector = npt.NDArray[np.float64]
@@ -107,7 +107,8 @@ def _score(
     picked = list(logged)
     return body, ToLog(
         ids=[films[i].id for i in picked],
-        inputs=model.input_reader.rows(X[picked], [records[i] for i in picked]),
+        X=X[picked],
+        records=[records[i] for i in picked],
         outputs=[_logged_output(float(scores[i, 0]), predictions[i]) for i in picked],
     )
 
@@ -142,14 +143,5 @@ async def predict_engagement(
         )
     if to_log is not None and prediction_log is not None:
         # Queued only: the writer task writes it later, the answer never waits for the log.
-        prediction_log.submit(
-            entries(
-                model.name,
-                model.version,
-                context or LogContext(None, None),
-                to_log.ids,
-                to_log.inputs,
-                to_log.outputs,
-            )
-        )
+        prediction_log.submit_pending(to_log.pending(model, context))
     return body

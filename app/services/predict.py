@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from app.models.predict import (
 )
 from app.observability import PREDICT_ITEMS_DROPPED, PREDICTIONS
 from app.services.model_admin import serving_model
-from app.services.prediction_log import LogContext, PredictionLogWriter, entries
+from app.services.prediction_log import LogContext, PendingPredictions, PredictionLogWriter
 
 FloatMatrix = npt.NDArray[np.float64]
 FloatVector = npt.NDArray[np.float64]
@@ -131,11 +132,26 @@ def _dropped_warnings(films: Sequence[Film], predictions: list[dict[str, Any]]) 
 
 @dataclass
 class ToLog:
-    """What the prediction log keeps of a request's logged films (built with the answer)."""
+    """What the prediction log keeps of a request's logged films (built with the answer;
+    their monitored inputs are read from `X` later, by the log's writer)."""
 
     ids: list[int | None]
-    inputs: list[dict[str, Any]]
+    X: npt.NDArray[np.float64]  # the logged films' rows of the feature matrix
+    records: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
+
+    def pending(self, model: LoadedModel, context: LogContext | None) -> PendingPredictions:
+        return PendingPredictions(
+            model.name,
+            model.version,
+            context or LogContext(None, None),
+            datetime.now(UTC),
+            self.ids,
+            model.input_reader,
+            self.X,
+            self.records,
+            self.outputs,
+        )
 
 
 def film_records(request: PredictRequest) -> list[dict[str, Any]]:
@@ -220,7 +236,8 @@ def _score(
     picked = list(logged)
     to_log = ToLog(
         ids=[films[i].id for i in picked],
-        inputs=model.input_reader.rows(X[picked], [records[i] for i in picked]),
+        X=X[picked],
+        records=[records[i] for i in picked],
         outputs=[
             _logged_output(scores[i], logged_outputs.get(i, outputs[i]), extra) for i in picked
         ],
@@ -279,14 +296,5 @@ async def predict(
         )
     if to_log is not None and prediction_log is not None:
         # Queued only: the writer task writes it later, the answer never waits for the log.
-        prediction_log.submit(
-            entries(
-                model.name,
-                model.version,
-                context or LogContext(None, None),
-                to_log.ids,
-                to_log.inputs,
-                to_log.outputs,
-            )
-        )
+        prediction_log.submit_pending(to_log.pending(model, context))
     return body

@@ -9,12 +9,14 @@ TMDB id when the caller gave one), `inputs` (the monitored inputs as the model s
 name: `app.ml.drift.MONITORED_INPUTS`) and `output` (`score`; revenue: `revenue`, `low`,
 `high`; hit: `probability`, `hit`, `threshold`).
 
-Writes never hold up a prediction. Requests hand their documents to `PredictionLogWriter`,
-which keeps them in a bounded in-memory buffer and writes them in batches from a background
-task owned by the lifespan: a full buffer drops new documents and counts them; while the
-database is down the writer retries with backoff and the buffer keeps what fits, so the log
-catches up after the outage. Each document carries its `_id` from the start, so a batch
-retried after a half-done insert is written once. Documents older than
+Writes never hold up a prediction. Requests hand their logged films to `PredictionLogWriter`
+as the model scored them (`PendingPredictions`: the feature rows, not yet documents); the
+writer's background task, owned by the lifespan, turns them into documents a batch at a time
+(reading the monitored inputs of many requests in one pass costs a fraction of doing it per
+request) and writes them in batches. The buffer is bounded: a full buffer drops new films and
+counts them; while the database is down the writer retries with backoff and the buffer keeps
+what fits, so the log catches up after the outage. Each document carries its `_id` from the
+start, so a batch retried after a half-done insert is written once. Documents older than
 `PREDICTION_LOG_DAYS` are deleted every hour, by one process at a time (FerretDB has no TTL
 indexes).
 """
@@ -37,6 +39,8 @@ from itertools import islice
 from typing import Any
 
 import bson
+import numpy as np
+import numpy.typing as npt
 from bson import ObjectId
 from bson.errors import InvalidDocument
 from prometheus_client import Counter, Gauge
@@ -45,6 +49,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from app.db import Document, create_missing_indexes, is_ferretdb
+from app.ml.drift import InputReader
 from app.services import meta_repo
 
 PREDICTION_LOG = "prediction_log"
@@ -87,6 +92,65 @@ class LogContext:
     principal: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class PendingPredictions:
+    """One request's logged films as the model scored them: the writer reads their monitored
+    inputs from `X` (their rows of the feature matrix) and makes the documents."""
+
+    model: str
+    version: str
+    context: LogContext
+    at: datetime
+    ids: list[int | None]
+    reader: InputReader
+    X: npt.NDArray[np.float64]
+    records: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def head(self, n: int) -> PendingPredictions:
+        return PendingPredictions(
+            self.model,
+            self.version,
+            self.context,
+            self.at,
+            self.ids[:n],
+            self.reader,
+            self.X[:n],
+            self.records[:n],
+            self.outputs[:n],
+        )
+
+
+def documents(pending: Sequence[PendingPredictions]) -> list[Document]:
+    """The log documents of pending requests, the inputs of each model version read at once."""
+    by_reader: dict[int, list[PendingPredictions]] = {}
+    for item in pending:
+        by_reader.setdefault(id(item.reader), []).append(item)
+    docs: list[Document] = []
+    for group in by_reader.values():
+        rows = group[0].reader.rows(
+            np.vstack([item.X for item in group]),
+            [record for item in group for record in item.records],
+        )
+        start = 0
+        for item in group:
+            end = start + len(item)
+            docs += entries(
+                item.model,
+                item.version,
+                item.context,
+                item.ids,
+                rows[start:end],
+                item.outputs,
+                at=item.at,
+            )
+            start = end
+    return docs
+
+
 def entries(
     model: str,
     version: str,
@@ -94,9 +158,11 @@ def entries(
     ids: Sequence[int | None],
     inputs: Sequence[dict[str, Any]],
     outputs: Sequence[dict[str, Any]],
+    *,
+    at: datetime | None = None,
 ) -> list[Document]:
     """The log documents of one request's logged films."""
-    at = datetime.now(UTC)
+    at = at or datetime.now(UTC)
     return [
         {
             "_id": ObjectId(),
@@ -135,6 +201,8 @@ class PredictionLogWriter:
         self._flush_seconds = flush_seconds
         self._prune_every = prune_every
         self._buffer: deque[Document] = deque()
+        self._pending: list[PendingPredictions] = []  # not yet documents
+        self._pending_films = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -160,17 +228,47 @@ class PredictionLogWriter:
 
     def submit(self, docs: Sequence[Document]) -> int:
         """Queue documents for writing; what does not fit is dropped and counted."""
-        room = self.capacity - len(self._buffer)
+        room = self.capacity - len(self._buffer) - self._pending_films
         accepted = docs if len(docs) <= room else docs[: max(room, 0)]
         self._buffer.extend(accepted)
         if len(accepted) < len(docs):
             for doc in docs[len(accepted) :]:
                 self.dropped[doc["model"]] += 1
                 LOG_DROPPED.labels(doc["model"]).inc()
-        LOG_BUFFERED.set(len(self._buffer))
-        if len(self._buffer) >= self._batch_size:
+        LOG_BUFFERED.set(len(self._buffer) + self._pending_films)
+        if len(self._buffer) + self._pending_films >= self._batch_size:
             self._wake.set()
         return len(accepted)
+
+    def submit_pending(self, pending: PendingPredictions) -> int:
+        """Queue a request's logged films (the request path's whole share of the work);
+        what does not fit is dropped and counted."""
+        room = max(self.capacity - len(self._buffer) - self._pending_films, 0)
+        accepted = pending if len(pending) <= room else pending.head(room)
+        if len(accepted) < len(pending):
+            lost = len(pending) - len(accepted)
+            self.dropped[pending.model] += lost
+            LOG_DROPPED.labels(pending.model).inc(lost)
+        if len(accepted):
+            self._pending.append(accepted)
+            self._pending_films += len(accepted)
+        LOG_BUFFERED.set(len(self._buffer) + self._pending_films)
+        if len(self._buffer) + self._pending_films >= self._batch_size:
+            self._wake.set()
+        return len(accepted)
+
+    def _materialize(self) -> None:
+        """Turn pending requests into documents at the buffer's tail."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_films = self._pending, [], 0
+        try:
+            self._buffer.extend(documents(pending))
+        except Exception:  # a bug here must not stop the writer: count the films as lost
+            log.exception("prediction log: %d predictions could not be read", len(pending))
+            for item in pending:
+                self.dropped[item.model] += len(item)
+                LOG_DROPPED.labels(item.model).inc(len(item))
 
     def stats(self, model: str) -> dict[str, Any]:
         """What `GET /v1/models/{name}` shows of this process's log writer."""
@@ -178,7 +276,7 @@ class PredictionLogWriter:
             "sample": self.sample,
             "written": self.written[model],
             "dropped": self.dropped[model],
-            "buffered": len(self._buffer),
+            "buffered": len(self._buffer) + self._pending_films,
             "capacity": self.capacity,
             "failing_since": self.failing_since.isoformat() if self.failing_since else None,
             "last_error": self.last_error,
@@ -197,10 +295,10 @@ class PredictionLogWriter:
         """Wait until everything queued so far is written (tests, shutdown); False if the
         buffer is still not empty after `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while self._buffer and time.monotonic() < deadline:
+        while (self._buffer or self._pending) and time.monotonic() < deadline:
             self._wake.set()
             await asyncio.sleep(0.02)
-        return not self._buffer
+        return not (self._buffer or self._pending)
 
     async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Write what is buffered (for at most `timeout` seconds), then stop; what could not
@@ -211,6 +309,7 @@ class PredictionLogWriter:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._task, timeout)
             self._task = None
+        self._materialize()
         if self._buffer:
             lost = Tally(doc["model"] for doc in self._buffer)
             for model, n in lost.items():
@@ -227,9 +326,14 @@ class PredictionLogWriter:
             # A cancel landing inside a driver call can be swallowed there (see the registry).
             if this is not None and this.cancelling():
                 raise asyncio.CancelledError
-            if self._closing and not self._buffer:
+            if self._closing and not (self._buffer or self._pending):
                 return
-            if backoff or (not self._buffer and not self._closing):
+            # Between writes the task waits out the flush interval unless a full batch is
+            # ready (or a flush or shutdown asks): writing whatever arrived as soon as the
+            # last write returned made batches of one film under steady traffic, an insert
+            # per prediction, the log's main cost.
+            full = len(self._buffer) + self._pending_films >= self._batch_size
+            if backoff or not (full or self._closing):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), backoff or self._flush_seconds)
             self._wake.clear()
@@ -242,6 +346,7 @@ class PredictionLogWriter:
 
     async def _write_buffer(self) -> bool:
         """Write the buffer batch by batch; False when the database refused (kept for later)."""
+        self._materialize()
         while self._buffer:
             batch = list(islice(self._buffer, self._batch_size))
             self._taken = len(batch)
@@ -272,7 +377,7 @@ class PredictionLogWriter:
                 self.written[model] += n
                 LOG_WRITTEN.labels(model).inc(n)
             self.last_written_at = datetime.now(UTC)
-            LOG_BUFFERED.set(len(self._buffer))
+            LOG_BUFFERED.set(len(self._buffer) + self._pending_films)
             if self.failing_since is not None:
                 log.info("prediction log: writes work again; %d waiting", len(self._buffer))
                 self.failing_since = None
