@@ -321,7 +321,7 @@ def _train_if_no_models(settings: Settings) -> None:
     missing = [m for m in MODEL_NAMES if read_active(settings.artifacts_dir, m) is None]
     if not missing:
         return
-    console.print(f"[bold]no trained {' / '.join(missing)} model yet: training (about a minute)")
+    console.print(f"[bold]no trained {' / '.join(missing)} model yet: training (a few minutes)")
     try:
         train_command(model=missing)
     except (typer.Exit, SystemExit, Exception) as exc:  # serving analytics must not depend on it
