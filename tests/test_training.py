@@ -27,6 +27,7 @@ from tests.support import TMDB_TRAIN_CSV, require_shared
 from training import evaluate
 from training.candidates import TASKS, families
 from training.data import load_from_csv, load_from_db
+from training.selection import choose_calibration
 from training.split import time_split
 from training.train import train_models
 from training.types import TrainedModel
@@ -373,3 +374,29 @@ def test_conformal_interval_covers_its_nominal_share() -> None:
     offsets = evaluate.fit_interval(calibration, known, (0.1, 0.9))
     coverage = evaluate.interval_coverage(fresh, np.zeros(4000), known, offsets)
     assert 0.77 <= coverage <= 0.83
+
+
+def _drifting_outcomes(shifts: list[float], per_fold: int = 400) -> tuple[Any, Any, Any]:
+    """Out-of-fold scores of folds 0..n-1 whose outcomes follow sigmoid(score + shift)."""
+    rng = np.random.default_rng(3)
+    score = rng.normal(0, 1.5, per_fold * len(shifts))
+    fold = np.repeat(np.arange(len(shifts)), per_fold)
+    p = 1 / (1 + np.exp(-(score + np.asarray(shifts)[fold])))
+    return (rng.random(len(p)) < p).astype(float), score, fold
+
+
+def test_calibration_follows_a_drifting_hit_rate_from_the_latest_fold() -> None:
+    y, score, fold = _drifting_outcomes([-1.5, -1.5, 1.0, 1.0])
+    calibration, report = choose_calibration(y, score, fold, allow_identity=True)
+    assert report["window"] == "recent" and report["fitted_on"] == 400
+    assert set(report["validation_brier"]) >= {"platt", "platt_recent", "identity"}
+    # Fitted on the last fold: its rate, not the mean of all folds.
+    last = fold == 3
+    assert calibration(score[last]).mean() == pytest.approx(y[last].mean(), abs=0.03)
+
+
+def test_calibration_uses_every_fold_when_the_rate_holds() -> None:
+    y, score, fold = _drifting_outcomes([0.0, 0.0, 0.0, 0.0], per_fold=150)
+    _, report = choose_calibration(y, score * 2, fold, allow_identity=False)
+    # Twice the log-odds: a map is needed, and the larger window fits it better.
+    assert report["chosen"] in {"platt", "isotonic"} and report["window"] == "all"
