@@ -261,8 +261,10 @@ def compare(base_path: Path, new_path: Path, write: bool) -> None:
                 if stack.get("tried")
                 else "no stacking"
             )
+            + _recency_text(selection.get("recency") or {})
             + (
-                f"; calibration chosen on validation: {calibration.get('chosen')} "
+                f"; calibration chosen on validation: {calibration.get('chosen')}"
+                f"{' fitted on the latest fold' if calibration.get('window') == 'recent' else ''} "
                 f"(validation Brier {calibration.get('validation_brier')})"
                 if calibration
                 else ""
@@ -289,6 +291,21 @@ def compare(base_path: Path, new_path: Path, write: bool) -> None:
         from bench.common import write_section
 
         write_section("models", text)
+
+
+def _recency_text(recency: dict[str, Any]) -> str:
+    """The recency-weight trials of a selection, for the text under the table."""
+    if not recency.get("tried"):
+        return ""
+    metric = recency.get("judged_by", "cv")
+    tried = ", ".join(
+        f"{t['half_life_years'] or 'none'}: {t.get(metric, t['cv'])}" for t in recency["tried"]
+    )
+    chosen = recency.get("half_life_years")
+    return (
+        f"; recency weights {'half-life ' + format(chosen, 'g') + ' years' if chosen else 'none'}"
+        f" ({'cv' if metric == 'cv' else 'cv ' + metric} by half-life {tried})"
+    )
 
 
 def main() -> None:

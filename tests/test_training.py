@@ -13,11 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
+from sklearn.base import clone
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline
 from typer.testing import CliRunner
 
 from app.db import Document
 from app.ml import artifacts
 from app.ml.card import ModelCard
+from app.ml.estimators import AveragedRegressor, ConstantDollarRegressor, fit_weighted
 from app.ml.features import FEATURE_SCHEMA_VERSION, TRACK_KINDS, FilmFeatures, film_record
 from app.ml.prerelease import SCHEMA_VERSION as PRERELEASE_SCHEMA
 from app.services.csv_io import import_tmdb_csv
@@ -25,7 +29,7 @@ from app.settings import Settings
 from tests.ml_support import quick_options, real_dataset, small_dataset
 from tests.support import TMDB_TRAIN_CSV, require_shared
 from training import evaluate
-from training.candidates import TASKS, families
+from training.candidates import TASKS, families, recency_weights
 from training.data import load_from_csv, load_from_db
 from training.selection import choose_calibration
 from training.split import time_split
@@ -400,3 +404,34 @@ def test_calibration_uses_every_fold_when_the_rate_holds() -> None:
     _, report = choose_calibration(y, score * 2, fold, allow_identity=False)
     # Twice the log-odds: a map is needed, and the larger window fits it better.
     assert report["chosen"] in {"platt", "isotonic"} and report["window"] == "all"
+
+
+def test_recency_weights_halve_per_half_life_and_average_one() -> None:
+    films: list[dict[str, Any]] = [
+        {"release_date": "2016-01-01"},
+        {"release_date": "2006-01-01"},
+        {"release_date": "1996-01-02"},
+        {"release_date": None},
+    ]
+    assert recency_weights(films, None) is None
+    w = recency_weights(films, 10.0)
+    assert w is not None
+    assert w[0] / w[1] == pytest.approx(2.0, rel=1e-3)
+    assert w[1] / w[2] == pytest.approx(2.0, rel=1e-3)
+    assert w[3] == pytest.approx(np.mean(w[:3]))  # undated: the mean weight
+    assert w.mean() == pytest.approx(1.0)
+
+
+def test_weights_reach_the_model_inside_the_wrappers() -> None:
+    """`fit_weighted` routes weights through a Pipeline and the estimator wrappers: zero
+    weight on half of the films is the same as leaving them out."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 3))
+    X[:, -1] = rng.normal(size=400)  # the price-level column of ConstantDollarRegressor
+    y = X[:, 0] * 2 + rng.normal(scale=0.1, size=400)
+    y[200:] += 5.0  # the films that will weigh nothing
+    w = np.r_[np.ones(200), np.zeros(200)]
+    tail = ConstantDollarRegressor(AveragedRegressor([Ridge(alpha=1.0), Ridge(alpha=2.0)]))
+    weighted = fit_weighted(Pipeline([("model", tail)]), X, y, w)
+    alone = Pipeline([("model", clone(tail))]).fit(X[:200], y[:200])
+    np.testing.assert_allclose(weighted.predict(X), alone.predict(X), atol=1e-8)

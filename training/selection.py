@@ -10,6 +10,9 @@ validation of the time split; the test films are never looked at here).
 3. **Search**: every (family, settings) of `SEARCH_SPACE` on the kept features.
 4. **Stacking**: the equal-weight average of the two best families, kept if it beats the
    best single model.
+4b. **Recency**: the chosen model refitted with weights that halve every few years of a
+   film's age (`recency_weights`), a half-life kept only if it beats the unweighted model
+   (RMSLE; for hit the Brier score of its probabilities, see `_try_recency`).
 5. **Calibration** (hit): isotonic or Platt, fitted on every earlier fold's out-of-fold
    scores or on the latest fold's only, whichever gives the lower Brier score on the last
    fold; then refitted one fold later (`choose_calibration`).
@@ -31,9 +34,11 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.model_selection import TimeSeriesSplit
 
 from app.ml.card import Candidate
-from app.ml.estimators import Calibration, fit_calibration, raw_score
+from app.ml.estimators import Calibration, fit_calibration, fit_weighted, raw_score
 from training.candidates import (
     FEATURE_GROUPS,
+    QUICK_HALF_LIVES,
+    RECENCY_HALF_LIVES,
     SEARCH_SPACE,
     Array,
     CandidateSpec,
@@ -44,6 +49,7 @@ from training.candidates import (
     candidates,
     fit_target,
     make_features,
+    recency_weights,
     uses_roi,
 )
 
@@ -97,6 +103,7 @@ class CvResult:
     fold_scores: list[float]
     oof: Array  # raw out-of-fold scores, NaN where a film never validated
     seconds: float
+    half_life: float | None = None
 
     @property
     def score(self) -> float:
@@ -118,6 +125,8 @@ class Selection:
     calibration: Calibration | None = None
     calibration_report: dict[str, Any] = field(default_factory=dict)
     search_space: dict[str, Any] = field(default_factory=dict)
+    half_life: float | None = None  # recency weights of the served model (None: unweighted)
+    recency: dict[str, Any] = field(default_factory=dict)
 
     def candidates(self) -> list[Candidate]:
         """The family search as the card lists it (ablation rows are in `ablation`)."""
@@ -168,7 +177,9 @@ class Selector:
         """Drop cached matrices of other feature sets (memory)."""
         self._matrices = {k: v for k, v in self._matrices.items() if k[0] == keep.label()}
 
-    def run(self, config: FeatureConfig, spec: CandidateSpec) -> CvResult:
+    def run(
+        self, config: FeatureConfig, spec: CandidateSpec, half_life: float | None = None
+    ) -> CvResult:
         started = time.perf_counter()
         oof = np.full(len(self.records), np.nan)
         scores: list[float] = []
@@ -176,8 +187,11 @@ class Selector:
             X_train, X_val = self.matrices(config, k)
             train = [self.records[i] for i in fold.train]
             # Uncalibrated here: selection ranks raw scores (AUC and RMSLE need no calibration).
-            tail = build_tail(self.task, spec, self.seed, config).fit(
-                X_train, fit_target(self.task, spec, train)
+            tail = fit_weighted(
+                build_tail(self.task, spec, self.seed, config),
+                X_train,
+                fit_target(self.task, spec, train),
+                recency_weights(train, half_life),
             )
             estimator = (
                 getattr(tail, "estimator_", tail) if self.task.kind != "regression" else tail
@@ -189,9 +203,10 @@ class Selector:
             )
             oof[fold.validation] = pred
             scores.append(cv_metric(self.task, self.y[fold.validation], pred))
-        result = CvResult(spec, config, scores, oof, time.perf_counter() - started)
+        result = CvResult(spec, config, scores, oof, time.perf_counter() - started, half_life)
+        weighted = f" half-life {half_life:g}y" if half_life is not None else ""
         self.say(
-            f"  {self.task.name} [{config.label()}] {spec.family} {spec.params}: "
+            f"  {self.task.name} [{config.label()}] {spec.family}{weighted} {spec.params}: "
             f"cv {self.task.selection_metric}={result.score:.4f} "
             f"(folds {', '.join(f'{s:.3f}' for s in scores)}; {result.seconds:.1f}s)"
         )
@@ -250,6 +265,18 @@ def select(
     stacking = _try_stacking(task, sel, config, results, best)
     chosen = stacking.pop("_chosen")
     oof = stacking.pop("_oof")
+    unweighted = float(stacking["cv"]) if chosen.family == "blend" else best.score
+
+    # 4b. Recency weights for the chosen model.
+    half_life, oof, recency = _try_recency(
+        task,
+        sel,
+        config,
+        chosen,
+        unweighted,
+        oof,
+        QUICK_HALF_LIVES if quick else RECENCY_HALF_LIVES,
+    )
 
     selection = Selection(
         config=config,
@@ -260,6 +287,8 @@ def select(
         folds=folds,
         oof=oof,
         oof_fold=sel.fold_ids(),
+        half_life=half_life,
+        recency=recency,
         search_space={
             "cv": f"TimeSeriesSplit(n_splits={len(folds)}) over development films by release date",
             "ablation_model": {"family": reference.family, **reference.params},
@@ -272,6 +301,65 @@ def select(
             sel.y, oof, selection.oof_fold, allow_identity=not uses_roi(chosen)
         )
     return selection
+
+
+def _try_recency(
+    task: Task,
+    sel: Selector,
+    config: FeatureConfig,
+    chosen: CandidateSpec,
+    unweighted: float,
+    oof: Array,
+    half_lives: Sequence[float | None],
+) -> tuple[float | None, Array, dict[str, Any]]:
+    """The half-life of the recency weights with the lowest cross-validated loss (None when
+    no weighting beats the unweighted model), its out-of-fold scores, and the trials.
+
+    The loss is RMSLE for revenue. For hit it is the Brier score of the out-of-fold
+    probabilities when the model's score is a log-odds (a `*_roi` score is no probability
+    before calibration, so ROC AUC decides there): what weighting recent films changes is
+    mostly the level of the probabilities, which ROC AUC does not see."""
+    brier = task.kind == "classification" and not uses_roi(chosen)
+    metric = "brier" if brier else task.selection_metric
+
+    def loss(scores: Array, cv: float) -> float:
+        if not brier:
+            return cv if not task.higher_is_better else -cv
+        folds = [
+            brier_score_loss(sel.y[f.validation], 1 / (1 + np.exp(-scores[f.validation])))
+            for f in sel.folds
+        ]
+        return float(np.mean(folds))
+
+    best_half_life, best_oof = None, oof
+    best_loss = loss(oof, unweighted)
+    tried: list[dict[str, Any]] = [
+        {"half_life_years": None, "cv": round(unweighted, 5), metric: round(abs(best_loss), 5)}
+    ]
+    for half_life in half_lives:
+        if half_life is None:
+            continue
+        result = sel.run(config, chosen, half_life)
+        trial_loss = loss(result.oof, result.score)
+        tried.append(
+            {
+                "half_life_years": half_life,
+                "cv": round(result.score, 5),
+                metric: round(abs(trial_loss), 5),
+            }
+        )
+        if trial_loss < best_loss:
+            best_half_life, best_loss, best_oof = half_life, trial_loss, result.oof
+    sel.say(
+        f"  {task.name} recency: "
+        + (f"half-life {best_half_life:g} years" if best_half_life else "unweighted")
+        + f" (cv {metric} {abs(best_loss):.4f} vs unweighted {abs(tried[0][metric]):.4f})"
+    )
+    return (
+        best_half_life,
+        best_oof,
+        {"tried": tried, "judged_by": metric, "half_life_years": best_half_life},
+    )
 
 
 def _try_stacking(

@@ -38,6 +38,7 @@ from app.ml.card import (
     ProfileInfo,
 )
 from app.ml.drift import PROFILE_FILE, InputReader, build_profile
+from app.ml.estimators import fit_weighted
 from app.ml.explain import GroupOcclusion
 from app.ml.fastpath import pipeline_scorer
 from app.ml.features import LIST_FIELDS, FilmFeatures
@@ -52,6 +53,7 @@ from training.candidates import (
     build_pipeline,
     fit_target,
     predict,
+    recency_weights,
 )
 from training.data import Dataset
 from training.engagement import ENGAGEMENT, train_engagement
@@ -126,7 +128,9 @@ def evaluate_task(
 
     def fit(films: Sequence[dict[str, Any]]) -> Pipeline:
         pipeline = build_pipeline(task, chosen, options.seed, config, schedule, sel.calibration)
-        return pipeline.fit(films, fit_target(task, chosen, films))
+        weights = recency_weights(films, sel.half_life)
+        fitted: Pipeline = fit_weighted(pipeline, films, fit_target(task, chosen, films), weights)
+        return fitted
 
     # One fit on the development films, one look at test.
     evaluated = fit(seen)
@@ -232,6 +236,7 @@ def evaluate_task(
             "features": sorted(config.groups),
             "ablation": sel.ablation,
             "stacking": sel.stacking,
+            "recency": sel.recency,
             "search_space": sel.search_space,
             "folds": [{"train": len(f.train), "validation": len(f.validation)} for f in sel.folds],
         },

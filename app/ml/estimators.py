@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+from sklearn.pipeline import Pipeline
 
 FloatMatrix = npt.NDArray[np.float64]
 FloatVector = npt.NDArray[np.float64]
@@ -32,6 +33,17 @@ def raw_score(estimator: Any, X: FloatMatrix) -> FloatVector:
     return np.asarray(estimator.predict(X), dtype=np.float64)
 
 
+def fit_weighted(estimator: Any, X: Any, y: Any, sample_weight: FloatVector | None) -> Any:
+    """`estimator.fit(X, y)` with per-film weights (training weighs recent films more, see
+    `training.candidates.recency_weights`), routed to a Pipeline's last step; None fits
+    unweighted."""
+    if sample_weight is None:
+        return estimator.fit(X, y)
+    if isinstance(estimator, Pipeline):
+        return estimator.fit(X, y, **{f"{estimator.steps[-1][0]}__sample_weight": sample_weight})
+    return estimator.fit(X, y, sample_weight=sample_weight)
+
+
 class ConstantDollarRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     """Learns log1p(revenue) minus the log price level of the release year (column `column`
     of X, see `PreReleaseFeatures`), i.e. revenue in constant dollars, and adds the level back
@@ -41,9 +53,13 @@ class ConstantDollarRegressor(RegressorMixin, BaseEstimator):  # type: ignore[mi
         self.estimator = estimator
         self.column = column
 
-    def fit(self, X: FloatMatrix, y: FloatVector) -> ConstantDollarRegressor:
+    def fit(
+        self, X: FloatMatrix, y: FloatVector, sample_weight: FloatVector | None = None
+    ) -> ConstantDollarRegressor:
         X = np.asarray(X, dtype=np.float64)
-        self.estimator_ = clone(self.estimator).fit(X, np.asarray(y) - X[:, self.column])
+        self.estimator_ = fit_weighted(
+            clone(self.estimator), X, np.asarray(y) - X[:, self.column], sample_weight
+        )
         return self
 
     def predict(self, X: FloatMatrix) -> FloatVector:
@@ -58,8 +74,10 @@ class AveragedRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     def __init__(self, estimators: Sequence[Any] = ()) -> None:
         self.estimators = estimators
 
-    def fit(self, X: FloatMatrix, y: FloatVector) -> AveragedRegressor:
-        self.estimators_ = [clone(e).fit(X, y) for e in self.estimators]
+    def fit(
+        self, X: FloatMatrix, y: FloatVector, sample_weight: FloatVector | None = None
+    ) -> AveragedRegressor:
+        self.estimators_ = [fit_weighted(clone(e), X, y, sample_weight) for e in self.estimators]
         return self
 
     def predict(self, X: FloatMatrix) -> FloatVector:
@@ -145,8 +163,10 @@ class CalibratedHit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.target = target
         self.calibration = calibration
 
-    def fit(self, X: FloatMatrix, y: FloatVector) -> CalibratedHit:
-        self.estimator_ = clone(self.estimator).fit(X, y)
+    def fit(
+        self, X: FloatMatrix, y: FloatVector, sample_weight: FloatVector | None = None
+    ) -> CalibratedHit:
+        self.estimator_ = fit_weighted(clone(self.estimator), X, y, sample_weight)
         self.classes_ = np.asarray([0.0, 1.0])
         return self
 
