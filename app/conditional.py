@@ -41,6 +41,13 @@ from app.state import AppState
 async def viewer(scope: Scope, state: AppState) -> Principal | None:
     """The request's principal when its credential verifies and may read (role viewer), as
     `app.security.current_principal` decides; None in every other case (never raises)."""
+    return await principal_with_role(scope, state, Role.viewer)
+
+
+async def principal_with_role(scope: Scope, state: AppState, role: Role) -> Principal | None:
+    """The request's principal when its credential verifies and its role includes `role`, as
+    `app.security.current_principal` and `require_role` decide; None in every other case
+    (never raises)."""
     api_key = header(scope, b"x-api-key")
     authorization = header(scope, b"authorization")
     try:
@@ -57,7 +64,7 @@ async def viewer(scope: Scope, state: AppState) -> Principal | None:
         return None
     if principal.password_change_only:
         return None  # the routed request answers its 403
-    return principal if principal.role.includes(Role.viewer) else None
+    return principal if principal.role.includes(role) else None
 
 
 _STALE_HEADER = (b"x-data-stale", b"true")

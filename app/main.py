@@ -21,6 +21,7 @@ from app.heap import freeze_startup_heap
 from app.limits import RequestRateLimiter, install_limits
 from app.ml.registry import ModelRegistry
 from app.observability import install_observability, metrics_router
+from app.predict_early import EarlyPredictMiddleware
 from app.routers import (
     accounts,
     analytics,
@@ -169,7 +170,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Starlette runs the middleware added last first: observability wraps the limits, so
     # 413/429/503 answers get a request id, a log line and a metric like any other. CORS sits
     # in between: preflights are answered before any limit, and 429s carry CORS headers.
-    # Innermost: conditional GETs that hit are answered 304 before routing (app.conditional).
+    # Innermost: conditional GETs that hit are answered before routing (app.conditional), and
+    # so are predictions (app.predict_early).
+    app.add_middleware(EarlyPredictMiddleware)
     app.add_middleware(ConditionalGetMiddleware, memo=conditional)
     install_limits(app, settings, limiter)
     install_cors(app, settings)
