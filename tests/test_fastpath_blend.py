@@ -1,0 +1,67 @@
+"""Blends of boosted trees compile to one tree walk (`app.ml.fastpath._merged_trees`) that
+scores exactly as scikit-learn and LightGBM do, missing values included."""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestRegressor,
+)
+
+from app.ml.estimators import AveragedRegressor, CalibratedHit, fit_calibration
+from app.ml.fastpath import CompiledTrees, compile_estimator
+
+
+def data(rows: int = 600) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(rows, 6))
+    y = X[:, 0] * 2 - X[:, 1] + np.sin(X[:, 2]) + rng.normal(scale=0.3, size=rows)
+    X[rng.random(X.shape) < 0.1] = np.nan  # missing facts go where training sent them
+    return X, y
+
+
+def test_a_regression_blend_is_one_walk_with_the_same_scores() -> None:
+    X, y = data()
+    blend = AveragedRegressor(
+        [
+            HistGradientBoostingRegressor(max_iter=60, max_leaf_nodes=7, random_state=0),
+            lgb.LGBMRegressor(n_estimators=80, num_leaves=7, verbose=-1, random_state=0),
+        ]
+    ).fit(X, y)
+    scorer = compile_estimator(blend)
+    assert isinstance(scorer, CompiledTrees)  # merged: one ensemble, not one per member
+    assert len(scorer.roots) == 60 + 80
+    np.testing.assert_allclose(scorer(X), blend.predict(X), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(scorer(X[:1]), blend.predict(X[:1]), rtol=1e-9, atol=1e-9)
+
+
+def test_a_calibrated_classifier_blend_merges_the_log_odds() -> None:
+    X, y = data()
+    label = (y > 0).astype(float)
+    members = [
+        HistGradientBoostingClassifier(max_iter=50, max_leaf_nodes=7, random_state=0),
+        lgb.LGBMClassifier(n_estimators=70, num_leaves=7, verbose=-1, random_state=0),
+    ]
+    raw = AveragedRegressor(members).fit(X, label).predict(X)
+    hit = CalibratedHit(AveragedRegressor(members), "label", fit_calibration("platt", raw, label))
+    hit.fit(X, label)
+    scorer = compile_estimator(hit)
+    assert scorer is not None
+    np.testing.assert_allclose(scorer(X), hit.predict_proba(X)[:, 1], rtol=1e-9, atol=1e-9)
+
+
+def test_a_blend_with_a_forest_is_not_merged() -> None:
+    X, y = data(300)
+    X = np.nan_to_num(X)
+    blend = AveragedRegressor(
+        [
+            HistGradientBoostingRegressor(max_iter=30, random_state=0),
+            RandomForestRegressor(n_estimators=10, random_state=0),
+        ]
+    ).fit(X, y)
+    scorer = compile_estimator(blend)
+    assert scorer is not None and not isinstance(scorer, CompiledTrees)
+    np.testing.assert_allclose(scorer(X), blend.predict(X), rtol=1e-6, atol=1e-6)
