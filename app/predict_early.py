@@ -9,7 +9,7 @@ request is answered when, and only when:
 
 * its credential verifies with the functions the routes use and its role includes
   `predictor` (`app.conditional.principal_with_role`), and its rate budget has a token, which
-  an answered request spends as a routed one would (one that falls back spends nothing here);
+  it spends as a routed request would (given back when it falls back to the route);
 * it has no query string (`explain=true` and friends go through the route), a JSON
   content type, and a body that `PredictRequest` accepts;
 * the service answers it without raising.
@@ -123,14 +123,15 @@ class EarlyPredictMiddleware:
             request = PredictRequest.model_validate(orjson.loads(body))
         except (orjson.JSONDecodeError, ValidationError):
             return False  # the route answers the 422
-        # A spent budget: the routed request answers the 429 itself.
-        if state.limiter.peek(principal.rate_key) > 0:
+        # A spent budget takes no token: the routed request then answers the 429 itself.
+        if state.limiter.hit(principal.rate_key) > 0:
             return False
         try:
             result = await answer(state, request, LogContext(REQUEST_ID.get(), str(principal)))
         except Exception:
-            return False  # nothing spent: the routed request is charged as usual
-        state.limiter.hit(principal.rate_key)
+            # The route answers it (413, 422, 503, or a 500) and is charged instead.
+            state.limiter.refund(principal.rate_key)
+            return False
         scope.setdefault("state", {})["principal"] = principal
         scope["route"] = route
         payload = orjson.dumps(result)

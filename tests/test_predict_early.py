@@ -129,3 +129,22 @@ async def test_the_rate_budget_is_spent_and_enforced(
         ]
     assert codes[:3] == [200, 200, 200]
     assert codes[3:] == [429, 429]
+
+
+async def test_a_request_the_route_answers_is_charged_once(
+    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root, _ = trained_artifacts(tmp_path_factory)
+    tight = app_settings(mongodb_uri, root, tmp_path_factory.mktemp("early-once")).model_copy(
+        update={"rate_limit_per_minute": 3}
+    )
+    good = {"items": [FILM]}
+    # 0.85 passes validation but is no level of the card: the service refuses it, and the
+    # route answers the 422.
+    odd_level = {"items": [FILM], "interval_level": 0.85}
+    async with serve(tight) as http:
+        codes = [
+            (await http.post("/v1/predict/revenue", json=body)).status_code
+            for body in (good, odd_level, good, good)
+        ]
+    assert codes == [200, 422, 200, 429]
