@@ -115,18 +115,23 @@ async def test_access_log_keeps_route_and_principal(
     assert 'route="/v1/predict/revenue"' in metrics
 
 
-async def test_the_rate_budget_is_spent_and_enforced(
-    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    root, _ = trained_artifacts(tmp_path_factory)
-    tight = app_settings(mongodb_uri, root, tmp_path_factory.mktemp("early-rate")).model_copy(
+async def post_in_turn(
+    uri: str, factory: pytest.TempPathFactory, bodies: list[dict[str, Any]]
+) -> list[int]:
+    """The status of each body posted in turn to `/v1/predict/revenue` by a credential with
+    three requests a minute."""
+    root, _ = trained_artifacts(factory)
+    tight = app_settings(uri, root, factory.mktemp("early-rate")).model_copy(
         update={"rate_limit_per_minute": 3}
     )
     async with serve(tight) as http:
-        codes = [
-            (await http.post("/v1/predict/revenue", json={"items": [FILM]})).status_code
-            for _ in range(5)
-        ]
+        return [(await http.post("/v1/predict/revenue", json=body)).status_code for body in bodies]
+
+
+async def test_the_rate_budget_is_spent_and_enforced(
+    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    codes = await post_in_turn(mongodb_uri, tmp_path_factory, [{"items": [FILM]}] * 5)
     assert codes[:3] == [200, 200, 200]
     assert codes[3:] == [429, 429]
 
@@ -134,17 +139,9 @@ async def test_the_rate_budget_is_spent_and_enforced(
 async def test_a_request_the_route_answers_is_charged_once(
     mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    root, _ = trained_artifacts(tmp_path_factory)
-    tight = app_settings(mongodb_uri, root, tmp_path_factory.mktemp("early-once")).model_copy(
-        update={"rate_limit_per_minute": 3}
-    )
     good = {"items": [FILM]}
     # 0.85 passes validation but is no level of the card: the service refuses it, and the
     # route answers the 422.
     odd_level = {"items": [FILM], "interval_level": 0.85}
-    async with serve(tight) as http:
-        codes = [
-            (await http.post("/v1/predict/revenue", json=body)).status_code
-            for body in (good, odd_level, good, good)
-        ]
+    codes = await post_in_turn(mongodb_uri, tmp_path_factory, [good, odd_level, good, good])
     assert codes == [200, 422, 200, 429]
