@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,10 +36,16 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from app.localdb import LocalServer, free_port  # noqa: E402
+from app.localdb import free_port  # noqa: E402
 from app.ml import artifacts  # noqa: E402
 from bench.bench_predict import films, summary, timed  # noqa: E402
-from bench.common import server_process, service_command, wait_until, write_section  # noqa: E402
+from bench.common import (  # noqa: E402
+    scratch_database,
+    server_process,
+    service_command,
+    wait_until,
+    write_section,
+)
 
 SECTION = "explain-bench"
 ADMIN_KEY = "bench-admin-key-0123456789abcdef0123456789abcdef"
@@ -68,26 +72,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     items, _ = films(1000)
     bodies = [{"items": [item]} for item in items]
 
-    work = Path(tempfile.mkdtemp(prefix="bench-explain-"))
-    db = LocalServer(directory=work / "ferretdb", port=free_port())
-    db.start()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | {
-        "PYTHONPATH": str(REPO),
-        "APP_ENV": "development",
-        "MONGODB_URI": db.uri,
-        "MONGODB_DB": "bench_explain",
-        "ARTIFACTS_DIR": str(root),
-        "ADMIN_API_KEY": ADMIN_KEY,
-        "RATE_LIMIT_PER_MINUTE": str(10**9),
-        "LOG_LEVEL": "warning",
-        "PREDICTION_LOG_SAMPLE": "0",
-        "DRIFT_REFRESH_SECONDS": "0",
-    }
-    url = f"http://127.0.0.1:{port}"
-    results: dict[str, Any] = {"versions": {m: versions[m] for m in models}, "models": {}}
-    finished = False
-    try:
+    with scratch_database("bench-explain-") as (work, db):
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | {
+            "PYTHONPATH": str(REPO),
+            "APP_ENV": "development",
+            "MONGODB_URI": db.uri,
+            "MONGODB_DB": "bench_explain",
+            "ARTIFACTS_DIR": str(root),
+            "ADMIN_API_KEY": ADMIN_KEY,
+            "RATE_LIMIT_PER_MINUTE": str(10**9),
+            "LOG_LEVEL": "warning",
+            "PREDICTION_LOG_SAMPLE": "0",
+            "DRIFT_REFRESH_SECONDS": "0",
+        }
+        url = f"http://127.0.0.1:{port}"
+        results: dict[str, Any] = {"versions": {m: versions[m] for m in models}, "models": {}}
         command = service_command(port)
         if args.profile is not None:
             command = [sys.executable, "-m", "bench.profile_server", str(args.profile), str(port)]
@@ -128,13 +128,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["models"][model] = {s: summary(times[model][s]) for s in SERIES} | {
                     "method": methods[model]
                 }
-        finished = True
-    finally:
-        db.stop()
-        if finished:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"benchmark failed; server logs kept in {work}", file=sys.stderr)
     return results
 
 

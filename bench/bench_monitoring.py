@@ -27,10 +27,8 @@ import argparse
 import asyncio
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,10 +39,16 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from app.localdb import LocalServer, free_port  # noqa: E402
+from app.localdb import free_port  # noqa: E402
 from app.ml import artifacts  # noqa: E402
 from bench.bench_predict import concurrent_rps, films, summary, timed  # noqa: E402
-from bench.common import server_process, service_command, wait_until, write_section  # noqa: E402
+from bench.common import (  # noqa: E402
+    scratch_database,
+    server_process,
+    service_command,
+    wait_until,
+    write_section,
+)
 
 SECTION = "monitoring-bench"
 ADMIN_KEY = "bench-admin-key-0123456789abcdef0123456789abcdef"
@@ -72,33 +76,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     items, _ = films(1000, with_ids=True)
     bodies = [{"items": [item]} for item in items]
 
-    work = Path(tempfile.mkdtemp(prefix="bench-monitoring-"))
-    db = LocalServer(directory=work / "ferretdb", port=free_port())
-    db.start()
-    ports = {name: free_port() for name in SERIES}
-    base_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    envs = {
-        name: base_env
-        | {
-            "PYTHONPATH": str(REPO),
-            "APP_ENV": "development",
-            "MONGODB_URI": db.uri,
-            "MONGODB_DB": f"bench_monitoring_{name}",
-            "ARTIFACTS_DIR": str(root),
-            "ADMIN_API_KEY": ADMIN_KEY,
-            "RATE_LIMIT_PER_MINUTE": str(10**9),
-            "LOG_LEVEL": "warning",
-            "PREDICTION_LOG_SAMPLE": SAMPLE[name],
-            "DRIFT_REFRESH_SECONDS": "0",
+    with scratch_database("bench-monitoring-") as (work, db):
+        ports = {name: free_port() for name in SERIES}
+        base_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        envs = {
+            name: base_env
+            | {
+                "PYTHONPATH": str(REPO),
+                "APP_ENV": "development",
+                "MONGODB_URI": db.uri,
+                "MONGODB_DB": f"bench_monitoring_{name}",
+                "ARTIFACTS_DIR": str(root),
+                "ADMIN_API_KEY": ADMIN_KEY,
+                "RATE_LIMIT_PER_MINUTE": str(10**9),
+                "LOG_LEVEL": "warning",
+                "PREDICTION_LOG_SAMPLE": SAMPLE[name],
+                "DRIFT_REFRESH_SECONDS": "0",
+            }
+            for name in SERIES
         }
-        for name in SERIES
-    }
-    urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERIES}
-    path = f"/v1/predict/{args.model}"
-    headers = {"X-API-Key": ADMIN_KEY}
-    results: dict[str, Any] = {"model": args.model, "version": version}
-    finished = False
-    try:
+        urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERIES}
+        path = f"/v1/predict/{args.model}"
+        headers = {"X-API-Key": ADMIN_KEY}
+        results: dict[str, Any] = {"model": args.model, "version": version}
         with (
             server_process(service_command(ports["off"]), envs["off"], work / "off.log") as p0,
             server_process(service_command(ports["on"]), envs["on"], work / "on.log") as p1,
@@ -167,13 +167,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "concurrent_rps": statistics.mean(rates[name]),
                     "concurrent_rounds": rates[name],
                 }
-        finished = True
-    finally:
-        db.stop()
-        if finished:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"benchmark failed; server logs kept in {work}", file=sys.stderr)
     return results
 
 

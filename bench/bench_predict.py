@@ -26,10 +26,8 @@ import asyncio
 import math
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -42,10 +40,11 @@ import joblib
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from app.localdb import LocalServer, free_port  # noqa: E402
+from app.localdb import free_port  # noqa: E402
 from app.ml import artifacts  # noqa: E402
 from bench.common import (  # noqa: E402
     percentile,
+    scratch_database,
     server_process,
     service_command,
     wait_until,
@@ -151,83 +150,81 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     classifier = args.model == "hit"
     items, records = films(max(1000, args.single))
 
-    work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
-    import mlflow.sklearn
+    with scratch_database("bench-predict-") as (work, db):
+        import mlflow.sklearn
 
-    mlflow_model = work / "mlflow-model"
-    mlflow.sklearn.save_model(
-        pipeline,
-        str(mlflow_model),
-        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-        pyfunc_predict_fn="predict_proba" if classifier else "predict",
-        pip_requirements=["scikit-learn", "numpy", "pandas"],
-    )
-    db = LocalServer(directory=work / "ferretdb", port=free_port())
-    db.start()
-    bin_dir = Path(sys.executable).parent
-    base_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    base_env |= {
-        # MLflow execs `uvicorn` by name: the venv's bin directory must come first on PATH.
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(REPO),
-    }
-    ports = {name: free_port() for name in SERVERS}
-    commands = {
-        "service": service_command(ports["service"]),
-        **{
-            name: [
-                str(bin_dir / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                str(mlflow_model),
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(ports[name]),
-                "-w",
-                "1",
-            ]
-            for name in ("mlflow", "mlflow_1t")
-        },
-    }
-    envs = {
-        "service": base_env
-        | {
-            "APP_ENV": "development",
-            "MONGODB_URI": db.uri,
-            "MONGODB_DB": "bench_predict",
-            "ARTIFACTS_DIR": str(root),
-            "ADMIN_API_KEY": ADMIN_KEY,
-            "RATE_LIMIT_PER_MINUTE": str(10**9),
-            "LOG_LEVEL": "warning",
-        },
-        "mlflow": base_env,
-        # Like for like: the service scores big batches with one OpenMP thread per request;
-        # by default MLflow's gradient boosting opens a two-thread OpenMP region per tree,
-        # which on a shared two-core machine waits for busy cores.
-        "mlflow_1t": base_env | {"OMP_NUM_THREADS": "1"},
-    }
-    urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERVERS}
-    paths = {name: "/invocations" for name in SERVERS} | {"service": f"/v1/predict/{args.model}"}
-    headers = {"service": {"X-API-Key": ADMIN_KEY}, "mlflow": {}, "mlflow_1t": {}}
-    single = {
-        name: [{"items": [i]} for i in items[: args.single]]
-        if name == "service"
-        else [{"dataframe_records": [r]} for r in records[: args.single]]
-        for name in SERVERS
-    }
-    batch = {
-        name: {"items": items[:1000]}
-        if name == "service"
-        else {"dataframe_records": records[:1000]}
-        for name in SERVERS
-    }
-    results: dict[str, Any] = {"model": args.model, "servers": {n: {} for n in SERVERS}}
-    finished = False
-    try:
+        mlflow_model = work / "mlflow-model"
+        mlflow.sklearn.save_model(
+            pipeline,
+            str(mlflow_model),
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            pyfunc_predict_fn="predict_proba" if classifier else "predict",
+            pip_requirements=["scikit-learn", "numpy", "pandas"],
+        )
+        bin_dir = Path(sys.executable).parent
+        base_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        base_env |= {
+            # MLflow execs `uvicorn` by name: the venv's bin directory must come first on PATH.
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(REPO),
+        }
+        ports = {name: free_port() for name in SERVERS}
+        commands = {
+            "service": service_command(ports["service"]),
+            **{
+                name: [
+                    str(bin_dir / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    str(mlflow_model),
+                    "--env-manager",
+                    "local",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(ports[name]),
+                    "-w",
+                    "1",
+                ]
+                for name in ("mlflow", "mlflow_1t")
+            },
+        }
+        envs = {
+            "service": base_env
+            | {
+                "APP_ENV": "development",
+                "MONGODB_URI": db.uri,
+                "MONGODB_DB": "bench_predict",
+                "ARTIFACTS_DIR": str(root),
+                "ADMIN_API_KEY": ADMIN_KEY,
+                "RATE_LIMIT_PER_MINUTE": str(10**9),
+                "LOG_LEVEL": "warning",
+            },
+            "mlflow": base_env,
+            # Like for like: the service scores big batches with one OpenMP thread per request;
+            # by default MLflow's gradient boosting opens a two-thread OpenMP region per tree,
+            # which on a shared two-core machine waits for busy cores.
+            "mlflow_1t": base_env | {"OMP_NUM_THREADS": "1"},
+        }
+        urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERVERS}
+        paths = {name: "/invocations" for name in SERVERS} | {
+            "service": f"/v1/predict/{args.model}"
+        }
+        headers = {"service": {"X-API-Key": ADMIN_KEY}, "mlflow": {}, "mlflow_1t": {}}
+        single = {
+            name: [{"items": [i]} for i in items[: args.single]]
+            if name == "service"
+            else [{"dataframe_records": [r]} for r in records[: args.single]]
+            for name in SERVERS
+        }
+        batch = {
+            name: {"items": items[:1000]}
+            if name == "service"
+            else {"dataframe_records": records[:1000]}
+            for name in SERVERS
+        }
+        results: dict[str, Any] = {"model": args.model, "servers": {n: {} for n in SERVERS}}
         with (
             server_process(commands["service"], envs["service"], work / "service.log") as p0,
             server_process(commands["mlflow"], envs["mlflow"], work / "mlflow.log") as p1,
@@ -293,13 +290,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 other = list(b["predictions"])
             results["max_abs_diff"] = max(abs(x - y) for x, y in zip(mine, other, strict=True))
             results["model_version"] = a["model_version"]
-        finished = True
-    finally:
-        db.stop()
-        if finished:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"benchmark failed; server logs kept in {work}", file=sys.stderr)
     return results
 
 

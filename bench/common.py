@@ -3,15 +3,21 @@ it, the uvicorn command of this service, and one writer of `bench/RESULTS.md` se
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
+
+if TYPE_CHECKING:
+    from app.localdb import LocalServer
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -62,6 +68,26 @@ def server_process(
     finally:
         if log is not None and not isinstance(out, int):
             out.close()
+
+
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[tuple[Path, LocalServer]]:
+    """A temporary folder holding a throwaway FerretDB, started. On the way out the server
+    stops and the folder goes, unless the benchmark failed: then the folder (server logs in
+    it) is kept and named on stderr."""
+    from app.localdb import LocalServer, free_port
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    db = LocalServer(directory=work / "ferretdb", port=free_port())
+    db.start()
+    try:
+        yield work, db
+    except BaseException:
+        db.stop()
+        print(f"benchmark failed; server logs kept in {work}", file=sys.stderr)
+        raise
+    db.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def wait_until(
