@@ -1,6 +1,6 @@
-"""Single predictions before routing: `POST /v1/predict/{revenue,hit,engagement}` without a
-query string, answered by the same service functions the routes call, without FastAPI's
-routing and dependency solving.
+"""Predictions before routing: `POST /v1/predict/{revenue,hit,engagement}` without a query
+string, answered by the same service functions the routes call, without FastAPI's routing and
+dependency solving.
 
 Profiled in process, resolving the routes' dependencies (credential, role, registry, settings,
 prediction log: fifteen nodes) cost about as much as featurizing and scoring a film, and kept
@@ -16,9 +16,8 @@ request is answered when, and only when:
 
 The first request to each path is routed too, to learn the route it matches (its template
 labels the access log and the metrics of the requests answered here). Anything else is passed
-to the app with its body replayed, so the route answers or refuses
-it exactly as before (422s naming the bad field, 413, 503, 401/403/429): this path never
-refuses anything itself. The answer's bytes are the route's (`orjson.dumps` of the same
+to the app with its body replayed, so the route answers or refuses it exactly as before (422s
+naming the bad field, 413, 503, 401/403/429): this path never refuses anything itself. The answer's bytes are the route's (`orjson.dumps` of the same
 dict), and the request keeps its route template and principal for the access log and
 metrics.
 """
@@ -80,7 +79,7 @@ def _is_json(scope: Scope) -> bool:
 
 
 class EarlyPredictMiddleware:
-    """One-film and batch predictions before routing (see the module docstring)."""
+    """Predictions before routing (see the module docstring)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
