@@ -17,9 +17,10 @@ request is answered when, and only when:
 The first request to each path is routed too, to learn the route it matches (its template
 labels the access log and the metrics of the requests answered here). Anything else is passed
 to the app with its body replayed, so the route answers or refuses it exactly as before (422s
-naming the bad field, 413, 503, 401/403/429): this path never refuses anything itself. The answer's bytes are the route's (`orjson.dumps` of the same
-dict), and the request keeps its route template and principal for the access log and
-metrics.
+naming the bad field, 413, 503, 401/403/429): this path never refuses anything itself.
+
+The answer's bytes are the route's (`orjson.dumps` of the same dict), and the request keeps
+its route template and principal for the access log and metrics.
 """
 
 from __future__ import annotations
