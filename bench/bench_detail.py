@@ -149,19 +149,27 @@ def http_lookups(uri: str, name: str, n: int, requests: int, workdir: Path) -> d
         # The first snapshot (minutes at 300k films) builds in the background: wait it out.
         wait_for_snapshot(http, server, log)
         print(f"[{n:,}] service ready after {time.perf_counter() - started:.0f}s", flush=True)
-        for _ in range(30):  # warm-up
-            http.get("/health")
-            http.get(f"/v1/movies/{rng.randint(1, n)}")
-        samples: dict[str, list[float]] = {"/health": [], "/v1/movies/{id}": []}
-        for _ in range(requests):  # alternating, so drift and noise hit both alike
-            t = time.perf_counter()
-            assert http.get("/health").status_code == 200
-            samples["/health"].append(time.perf_counter() - t)
-            movie_id = rng.randint(1, n)
-            t = time.perf_counter()
-            response = http.get(f"/v1/movies/{movie_id}")
-            samples["/v1/movies/{id}"].append(time.perf_counter() - t)
-            assert response.status_code == 200 and response.json()["id"] == movie_id
+        return detail_vs_health(http, n, requests, rng)
+
+
+def detail_vs_health(
+    http: httpx.Client, n: int, requests: int, rng: random.Random
+) -> dict[str, dict[str, float]]:
+    """p50 and p99 of `/health` and of `GET /v1/movies/{id}` for random ids in 1..n, asked
+    alternately so that drift and noise hit both alike."""
+    for _ in range(30):  # warm-up
+        http.get("/health")
+        http.get(f"/v1/movies/{rng.randint(1, n)}")
+    samples: dict[str, list[float]] = {"/health": [], "/v1/movies/{id}": []}
+    for _ in range(requests):
+        t = time.perf_counter()
+        assert http.get("/health").status_code == 200
+        samples["/health"].append(time.perf_counter() - t)
+        movie_id = rng.randint(1, n)
+        t = time.perf_counter()
+        response = http.get(f"/v1/movies/{movie_id}")
+        samples["/v1/movies/{id}"].append(time.perf_counter() - t)
+        assert response.status_code == 200 and response.json()["id"] == movie_id
     return {
         path: {"p50": percentile(values, 50), "p99": percentile(values, 99)}
         for path, values in samples.items()

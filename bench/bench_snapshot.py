@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -65,6 +66,7 @@ from app.services.movies_snapshot import search_snapshot
 from app.services.movies_store import upsert_movies
 from app.services.normalize import to_movie
 from bench.bench_analytics import PAGE_COLUMNS, duckdb_from_snapshot, synthetic_films
+from bench.bench_detail import detail_vs_health
 from bench.common import server_process, service_command, wait_until, write_section
 
 DB_NAME = "bench_catalogue"
@@ -337,7 +339,15 @@ async def in_process(
 # --- the run --------------------------------------------------------------------------------
 
 
-async def run(directory: Path, restarts: int, reps: int, wait_s: float) -> dict[str, Any]:
+def detail_at(base: str, films: int, requests: int) -> dict[str, dict[str, float]]:
+    """Film detail against `/health` on the running service (keep-alive, the API key)."""
+    with httpx.Client(base_url=base, headers={"X-API-Key": API_KEY}, timeout=60) as http:
+        return detail_vs_health(http, films, requests, random.Random(15))
+
+
+async def run(
+    directory: Path, restarts: int, reps: int, wait_s: float, detail_requests: int
+) -> dict[str, Any]:
     films = loaded_films(directory)
     if not films:
         raise SystemExit(f"no catalogue in {directory}: run `generate` first")
@@ -375,6 +385,8 @@ async def run(directory: Path, restarts: int, reps: int, wait_s: float) -> dict[
                 base_url=base, headers={"X-API-Key": API_KEY}, timeout=wait_s
             ) as http:
                 await until(http, before, wait_s)
+                print("(c) film detail vs /health...", flush=True)
+                detail = await asyncio.to_thread(detail_at, base, films, detail_requests)
                 summary = (await http.get("/v1/analytics/summary")).json()
                 print("(c) writing 1,000 changed films...", flush=True)
                 written = await write_changes(db, films, token)
@@ -389,6 +401,7 @@ async def run(directory: Path, restarts: int, reps: int, wait_s: float) -> dict[
                 marked = await http.get("/v1/movies", params={"q": token, "limit": 1})
                 lag = time.perf_counter() - t
                 assert marked.json()["total"] == CHANGED, marked.text[:300]
+        out["detail"] = detail
         out["changes"] = {
             **written,
             "lag_s": lag,
@@ -419,7 +432,8 @@ def report(r: dict[str, Any], command: str) -> str:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs), Python "
         f"{platform.python_version()}, numpy {np.__version__}, DuckDB {duckdb.__version__}, "
         f"FerretDB v1.24.2 (SQLite, patched `_id` lookups) local, {r['films']:,} synthetic "
-        "films (the generator of `bench_analytics`). The service: uvicorn, one worker.",
+        "films (the generator of `bench_analytics`). The service: uvicorn, one worker"
+        + (", loading the trained models at every start." if r.get("models") else "."),
         "",
     ]
     first = r.get("first")
@@ -459,6 +473,23 @@ def report(r: dict[str, Any], command: str) -> str:
         "The `after-changes` restart above caught up with them from the change log.",
         "",
     ]
+    detail = r.get("detail")
+    if detail:
+        health, film = detail["/health"], detail["/v1/movies/{id}"]
+        lines += [
+            f"### (c2) Film detail at {r['films']:,} films, the service idle and current",
+            "",
+            "`GET /v1/movies/{id}` (random ids) and `/health` asked alternately over one "
+            "keep-alive connection with the API key (`bench_detail.detail_vs_health`):",
+            "",
+            "| path | p50 ms | p99 ms |",
+            "|---|---:|---:|",
+            f"| `/health` | {health['p50'] * 1000:.2f} | {health['p99'] * 1000:.2f} |",
+            f"| `/v1/movies/{{id}}` | {film['p50'] * 1000:.2f} | {film['p99'] * 1000:.2f} |",
+            "",
+            f"Detail p50 / `/health` p50: **{film['p50'] / health['p50']:.2f}x**.",
+            "",
+        ]
     p = r["in_process"]
     lines += [
         f"### (d) In process, on the persisted {p['films']:,}-film snapshot",
@@ -488,6 +519,14 @@ def report(r: dict[str, Any], command: str) -> str:
         f"- Restart at {r['films']:,} films, current answers <= 10 s from process start: "
         f"worst **{restart:.1f} s**.",
         f"- {CHANGED:,} changed films reflected <= 5 s: **{c['lag_s']:.2f} s**.",
+        *(
+            [
+                f"- Film detail p50 <= 3x `/health`: **"
+                f"{detail['/v1/movies/{id}']['p50'] / detail['/health']['p50']:.2f}x**."
+            ]
+            if detail
+            else []
+        ),
         f"- Title search <= 1x DuckDB: worst **{worst['engine_s'] / worst['duckdb_s']:.2f}x** "
         f"(`{worst['q']}`).",
         "",
@@ -506,12 +545,22 @@ async def main() -> None:
     run_p.add_argument("--restarts", type=int, default=3)
     run_p.add_argument("--reps", type=int, default=7)
     run_p.add_argument("--timeout", type=float, default=600.0)
+    run_p.add_argument("--detail-requests", type=int, default=500, help="(c2) pairs")
+    run_p.add_argument(
+        "--artifacts-dir",
+        type=Path,
+        help="trained models for the service to load at every start, as in production",
+    )
     run_p.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if args.command == "generate":
         await generate(args.dir, args.films)
         return
-    results = await run(args.dir, args.restarts, args.reps, args.timeout)
+    if args.artifacts_dir:
+        shutil.rmtree(args.dir / "service-artifacts", ignore_errors=True)
+        shutil.copytree(args.artifacts_dir, args.dir / "service-artifacts")
+    results = await run(args.dir, args.restarts, args.reps, args.timeout, args.detail_requests)
+    results["models"] = args.artifacts_dir is not None
     (args.dir / "last-run.json").write_text(json.dumps(results))
     markdown = report(results, "python -m bench.bench_snapshot " + " ".join(sys.argv[1:]))
     print(markdown)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from app.ml import cpi
+from app.ml.batch_features import BatchFeatures
 from app.ml.features import film_record
 from app.ml.prerelease import BIG_BUDGET, PreReleaseFeatures
 from tests.ml_support import real_dataset
@@ -212,3 +213,14 @@ def test_later_outcomes_never_reach_earlier_films_on_real_data() -> None:
         first.transform([records[i] for i in later]),
         second.transform([changed[i] for i in later]),
     )
+
+
+def test_a_batch_gets_the_features_each_film_gets_alone() -> None:
+    """Schema 2's columns are gathered per group and written as blocks: a batch must give
+    every film the row it gets on its own (no film's facts land in another's row)."""
+    records = real_dataset().records[:400]
+    step = every_group(text_components=4).fit(records)
+    served = [with_outcomes_changed(r) for r in records[:120]]
+    alone = np.vstack([step.transform([r]) for r in served])
+    np.testing.assert_array_equal(step.transform(served), alone)
+    np.testing.assert_array_equal(BatchFeatures(step).transform(served), alone)

@@ -624,14 +624,23 @@ class PreReleaseFeatures(FilmFeatures):
     def _fill_facts(
         self, out: FloatMatrix, records: Sequence[Mapping[str, Any]], drop: Any
     ) -> None:
+        """The franchise, release-context, content-rating and constant-dollar columns. Each
+        group's values are gathered film by film into lists and written as one block per
+        group: a numpy slice assignment per film and group cost more than the facts."""
         pos = self._pos
         index = self.franchise_index_
         calendar = self.calendar_
+        n = len(records)
+        franchise_rows: list[tuple[float, ...]] = []
+        context_rows: list[tuple[float, ...]] = []
+        rating_cells: tuple[list[int], list[int]] = ([], [])
+        levels: list[float] = []
+        no_context = (NAN, NAN, NAN, NAN, NAN)
         for r, rec in enumerate(records):
             released = rec.get("release_date")
             d = None if _missing(released) else date.fromisoformat(str(released)[:10])
             day = d.toordinal() if d is not None else FAR_FUTURE
-            level = self._log_level(released)
+            levels.append(self._log_level(released))
             if self.franchise:
                 parts = title_parts(rec.get("title"))
                 keywords = {k.casefold() for k in _str_list(rec.get("keywords"))}
@@ -645,21 +654,21 @@ class PreReleaseFeatures(FilmFeatures):
                     if index is not None
                     else (0.0, NAN, NAN, NAN)
                 )
-                j = pos["title_number"]
-                out[r, j : j + 8] = (
-                    float(parts.number or 0),
-                    float(parts.subtitle),
-                    float(bool(keywords & SEQUEL_KEYWORDS)),
-                    float(
-                        bool(keywords & ADAPTATION_KEYWORDS)
-                        or any(k.startswith("based on") for k in keywords)
-                    ),
-                    *prior,
+                franchise_rows.append(
+                    (
+                        float(parts.number or 0),
+                        float(parts.subtitle),
+                        float(bool(keywords & SEQUEL_KEYWORDS)),
+                        float(
+                            bool(keywords & ADAPTATION_KEYWORDS)
+                            or any(k.startswith("based on") for k in keywords)
+                        ),
+                        *prior,
+                    )
                 )
             if self.release_context:
-                j = pos["big_films_same_week"]
                 if d is None:
-                    out[r, j : j + 5] = (NAN, NAN, NAN, NAN, NAN)
+                    context_rows.append(no_context)
                 else:
                     film_id = rec.get("id")
                     counts = (
@@ -669,25 +678,34 @@ class PreReleaseFeatures(FilmFeatures):
                     )
                     to_holiday = days_to_holiday(d)
                     december = d.month == 12 and d.day >= 15
-                    out[r, j : j + 5] = (
-                        *counts,
-                        float(to_holiday),
-                        float(to_holiday <= 10 or december),
+                    context_rows.append(
+                        (*counts, float(to_holiday), float(to_holiday <= 10 or december))
                     )
             if self.content_rating:
                 rating = RATING_ALIASES.get(str(rec.get("content_rating") or "").strip().upper())
                 if rating is not None:
-                    out[r, pos[f"content_rating={rating}"]] = 1.0
-            if self.constant_dollars:
-                j = pos["log_budget_constant"]
-                log_budget = out[r, pos["log_budget"]]
-                out[r, j] = log_budget - level  # NaN stays NaN
-                out[r, j + 1] = level
-                for kind in TRACK_KINDS:
-                    # Constant-dollar track records against the constant-dollar budget.
-                    out[r, pos[f"{kind}_revenue_to_budget"]] = (
-                        out[r, pos[f"{kind}_prior_mean_log_revenue"]] - out[r, j]
-                    )
+                    rating_cells[0].append(r)
+                    rating_cells[1].append(pos[f"content_rating={rating}"])
+        if n == 0:
+            return
+        if self.franchise:
+            j = pos["title_number"]
+            out[:, j : j + 8] = franchise_rows
+        if self.release_context:
+            j = pos["big_films_same_week"]
+            out[:, j : j + 5] = context_rows
+        if rating_cells[0]:
+            out[rating_cells] = 1.0
+        if self.constant_dollars:
+            j = pos["log_budget_constant"]
+            level = np.asarray(levels, dtype=np.float64)
+            out[:, j] = out[:, pos["log_budget"]] - level  # NaN stays NaN
+            out[:, j + 1] = level
+            for kind in TRACK_KINDS:
+                # Constant-dollar track records against the constant-dollar budget.
+                out[:, pos[f"{kind}_revenue_to_budget"]] = (
+                    out[:, pos[f"{kind}_prior_mean_log_revenue"]] - out[:, j]
+                )
 
 
 def feature_groups_enabled(features: FilmFeatures) -> dict[str, bool]:
