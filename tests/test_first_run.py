@@ -112,3 +112,35 @@ def test_bootstrap_trains_only_the_models_without_a_version(
     artifacts.write_active(root, "engagement", "20260101T000000Z")
     cli_data._train_if_no_models(settings)
     assert asked == [["engagement"]]
+
+
+async def test_bootstrap_without_csvs_trains_missing_models_from_stored_films(
+    db: AsyncDatabase[Document],
+    settings: Settings,
+    mongodb_uri: str,
+    db_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`make run` on a database an earlier run filled, with no CSV and no token: the missing
+    models are trained from the stored films; an empty database trains nothing."""
+    from app.cli import data as cli_data
+    from app.services.movies_repo import MOVIES
+
+    asked: list[list[str] | None] = []
+    monkeypatch.setattr(cli_data, "train_command", lambda model=None: asked.append(model))
+    monkeypatch.setenv("MONGODB_URI", mongodb_uri)
+    monkeypatch.setenv("MONGODB_DB", db_name)
+    monkeypatch.setenv("LOCAL_DB_DIR", str(settings.local_db_dir))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "no-csvs"))
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.delenv("TMDB_API_TOKEN", raising=False)
+    get_settings.cache_clear()
+    try:
+        await asyncio.to_thread(cli_data._load_data, get_settings())
+        assert asked == []  # nothing stored: nothing to train on
+        await db[MOVIES].insert_many([{"_id": str(i), "id": i, "title": f"F{i}"} for i in (1, 2)])
+        await asyncio.to_thread(cli_data._load_data, get_settings())
+        assert asked == [["revenue", "hit", "engagement"]]
+    finally:
+        get_settings.cache_clear()

@@ -339,7 +339,8 @@ def bootstrap(
         int, typer.Option(help="Where `serve` will listen (for the URLs shown)")
     ] = 8000,
 ) -> None:
-    """Start the local database and load data: CSVs in DATA_DIR, else TMDB when a token is set.
+    """Start the local database and load data: CSVs in DATA_DIR, else TMDB when a token is set;
+    train the models without a version (from the stored films when there is nothing to load).
     In development, make a local admin the first time and say how to log in."""
     settings = get_settings()
     ensure_local_db(settings)
@@ -364,6 +365,16 @@ def _load_data(settings: Settings) -> None:
         ingest_from_tmdb(since=None, max_movies=None)
         _train_if_no_models(settings)
         return
+    stored = _stored_films(settings)
+    if stored:
+        # A database filled by an earlier run (or a restore) still needs every model: an
+        # install upgraded to a release with a new model gets it from the stored films.
+        console.print(
+            f"no TMDB CSV in DATA_DIR={settings.data_dir} and no TMDB_API_TOKEN: serving the "
+            f"{stored:,} films the database holds"
+        )
+        _train_if_no_models(settings)
+        return
     console.print(
         f"[yellow]No data loaded:[/yellow] no TMDB CSV in DATA_DIR={settings.data_dir} and no "
         "TMDB_API_TOKEN. The service starts with whatever the database holds. To load data, "
@@ -371,6 +382,17 @@ def _load_data(settings: Settings) -> None:
         "`make run`, or run `make run DATA_DIR=../shared/data`, or set TMDB_API_TOKEN, or use "
         "`tmdb-analytics import tmdb-csv PATH`."
     )
+
+
+def _stored_films(settings: Settings) -> int:
+    """How many films the database holds (an estimate from the collection's metadata)."""
+    from app.services.movies_repo import MOVIES
+
+    async def go(settings: Settings) -> int:
+        async with open_db(settings) as db:
+            return int(await db[MOVIES].estimated_document_count())
+
+    return int(run(go))
 
 
 def _welcome(settings: Settings, host: str, port: int) -> None:
