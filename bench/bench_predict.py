@@ -200,6 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ADMIN_API_KEY": ADMIN_KEY,
                 "RATE_LIMIT_PER_MINUTE": str(10**9),
                 "LOG_LEVEL": "warning",
+                "PREDICTION_LOG_SAMPLE": str(args.log_sample),
             },
             "mlflow": base_env,
             # Like for like: the service scores big batches with one OpenMP thread per request;
@@ -224,7 +225,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else {"dataframe_records": records[:1000]}
             for name in SERVERS
         }
-        results: dict[str, Any] = {"model": args.model, "servers": {n: {} for n in SERVERS}}
+        results: dict[str, Any] = {
+            "model": args.model,
+            "log_sample": args.log_sample,
+            "servers": {n: {} for n in SERVERS},
+        }
         with (
             server_process(commands["service"], envs["service"], work / "service.log") as p0,
             server_process(commands["mlflow"], envs["mlflow"], work / "mlflow.log") as p1,
@@ -308,7 +313,13 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "(MLflow gets it via `mlflow.sklearn.save_model`, served with `mlflow models serve "
         "--env-manager local`); one keep-alive HTTP client on the same machine; sequential "
         "requests, the single-film series interleaved in 4 rounds; then "
-        f"{CONCURRENCY} requests in flight.",
+        f"{CONCURRENCY} requests in flight. The service's prediction log: "
+        + (
+            f"`PREDICTION_LOG_SAMPLE={results['log_sample']:g}` (the default: every film "
+            "written to the log, in the background, by the same process and database)."
+            if results["log_sample"] >= 1
+            else f"`PREDICTION_LOG_SAMPLE={results['log_sample']:g}`."
+        ),
         "",
         f"Command: `{command}`",
         "",
@@ -377,6 +388,12 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=400, help="single-film requests per series")
     parser.add_argument("--batch", type=int, default=15, help="1,000-film requests per series")
     parser.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
+    parser.add_argument(
+        "--log-sample",
+        type=float,
+        default=1.0,
+        help="the service's PREDICTION_LOG_SAMPLE (1, the default: every film logged)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     command = "python bench/bench_predict.py " + " ".join(sys.argv[1:])

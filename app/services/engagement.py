@@ -18,10 +18,9 @@ from starlette.concurrency import run_in_threadpool
 
 from app.ml.card import OutputSpec
 from app.ml.engagement import OUTPUTS
-from app.ml.features import film_record
 from app.ml.monitoring import PredictionMonitor
 from app.ml.registry import LoadedModel, ModelRegistry
-from app.models.predict import Film, PredictRequest
+from app.models.predict import PredictRequest
 from app.observability import PREDICTIONS
 from app.services.model_admin import serving_model
 from app.services.predict import (
@@ -29,7 +28,7 @@ from app.services.predict import (
     BatchTooLargeError,
     ToLog,
     _dropped_warnings,
-    film_document,
+    film_records,
 )
 from app.services.prediction_log import LogContext, PredictionLogWriter
 
@@ -56,13 +55,14 @@ def _values(
 
 def _score(
     model: LoadedModel,
-    films: Sequence[Film],
+    request: PredictRequest,
     monitor: PredictionMonitor,
     logged: Sequence[int] = (),
 ) -> tuple[dict[str, Any], ToLog | None]:
     """Everything CPU-bound for one request: features, both outputs, intervals, the body, and
     the log records of the films at positions `logged`."""
-    records = [film_record(film_document(f)) for f in films]
+    films = request.items
+    records = film_records(request)
     X = model.transform(records)
     scores = model.score_matrix(X)  # (films, 2): log1p(votes), rating
     outputs = model.card.outputs
@@ -70,27 +70,32 @@ def _score(
     known = X[:, model.feature_index["budget_known"]] > 0
     votes, votes_low, votes_high = _values(outputs["vote_count"], scores[:, 0], known)
     rating, rating_low, rating_high = _values(outputs["vote_average"], scores[:, 1], known)
-    predictions: list[dict[str, Any]] = []
-    for i, film in enumerate(films):
-        # Votes are counted in whole votes; the interval is widened outwards to them.
-        predictions.append(
-            {
-                "index": i,
-                "title": film.title,
-                "vote_count": float(round(votes[i])),
-                "vote_average": round(float(rating[i]), 2),
-                "intervals": {
-                    "vote_count": {
-                        "low": float(np.floor(votes_low[i])),
-                        "high": float(np.ceil(votes_high[i])),
-                    },
-                    "vote_average": {
-                        "low": round(float(rating_low[i]), 2),
-                        "high": round(float(rating_high[i]), 2),
-                    },
-                },
-            }
+    # Votes are counted in whole votes; the interval is widened outwards to them. Python
+    # floats once per column (`tolist`), not a numpy scalar per cell.
+    columns = zip(
+        votes.tolist(),
+        rating.tolist(),
+        np.floor(votes_low).tolist(),
+        np.ceil(votes_high).tolist(),
+        rating_low.tolist(),
+        rating_high.tolist(),
+        strict=True,
+    )
+    predictions: list[dict[str, Any]] = [
+        {
+            "index": i,
+            "title": film.title,
+            "vote_count": float(round(v)),
+            "vote_average": round(r, 2),
+            "intervals": {
+                "vote_count": {"low": v_low, "high": v_high},
+                "vote_average": {"low": round(r_low, 2), "high": round(r_high, 2)},
+            },
+        }
+        for i, (film, (v, r, v_low, v_high, r_low, r_high)) in enumerate(
+            zip(films, columns, strict=True)
         )
+    ]
     spec = outputs[OUTPUTS[0]].interval
     body: dict[str, Any] = {
         "model": model.name,
@@ -136,11 +141,9 @@ async def predict_engagement(
     model = serving_model(registry, ENGAGEMENT)
     logged = prediction_log.choose(len(request.items)) if prediction_log is not None else []
     if len(request.items) <= INLINE_MAX_ROWS:
-        body, to_log = _score(model, request.items, registry.monitor, logged)
+        body, to_log = _score(model, request, registry.monitor, logged)
     else:
-        body, to_log = await run_in_threadpool(
-            _score, model, request.items, registry.monitor, logged
-        )
+        body, to_log = await run_in_threadpool(_score, model, request, registry.monitor, logged)
     if to_log is not None and prediction_log is not None:
         # Queued only: the writer task writes it later, the answer never waits for the log.
         prediction_log.submit_pending(to_log.pending(model, context))
