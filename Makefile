@@ -32,10 +32,10 @@ lock: $(UV)  ## re-resolve uv.lock after editing dependencies in pyproject.toml
 	$(UV) lock
 
 install: $(BIN)/tmdb-analytics  ## create .venv with the console script and build the local database
+	$(BIN)/python -m compileall -q app training  # the project's own modules (seconds; see above)
 	$(BIN)/python -c "from app.localdb import ferretdb_binary; print('FerretDB:', ferretdb_binary())"
 
 run: install  ## start the local database, load data from DATA_DIR or TMDB, serve on PORT
-	$(BIN)/python -m compileall -q app training
 	$(BIN)/tmdb-analytics bootstrap --host $(HOST) --port $(PORT)
 	$(BIN)/tmdb-analytics serve --host $(HOST) --port $(PORT)
 
