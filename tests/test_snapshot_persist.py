@@ -312,3 +312,31 @@ async def test_reads_films_by_id(db: AsyncDatabase[Document]) -> None:
     await upsert_movies(db, [random_film(rng, i) for i in range(1, 6)])
     docs = await find_movies(db, [2, 4, 99], SNAPSHOT_PROJECTION)
     assert sorted(d["id"] for d in docs) == [2, 4]
+
+
+async def test_shutdown_saves_a_snapshot_newer_than_the_file(
+    db: AsyncDatabase[Document], tmp_path: Path
+) -> None:
+    """A refresh waiting out `persist_seconds` is saved when the service stops, so that the
+    next start loads it instead of catching up from the change log (seconds at 1M films)."""
+    rng = random.Random(12)
+    await upsert_movies(db, [random_film(rng, i) for i in range(1, 21)])
+    store = SnapshotStore(tmp_path, db.name)
+    await persisted_engine(db, store)
+    engine = AnalyticsEngine(db, check_seconds=0, store=store, persist_seconds=3600)
+    engine.start()
+    try:
+        await caught_up(engine, db)
+        await upsert_movies(db, [random_film(rng, i) for i in (2, 21)])
+        await caught_up(engine, db)
+        await engine.persisted()  # the first refresh after a start is saved at once
+        await upsert_movies(db, [random_film(rng, i) for i in (4, 22)])
+        await caught_up(engine, db)  # this one waits out the hour...
+        latest = engine.current
+        assert latest is not None and latest.lineage.source == "incremental"
+    finally:
+        await engine.close()  # ...and is saved now
+    assert await first_source(db, store) == "persisted"
+    catalogue = (await meta_repo.catalogue_state(db)).catalogue
+    reloaded = store.load(catalogue, 99)
+    assert reloaded is not None and reloaded.version == latest.version
