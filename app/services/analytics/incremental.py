@@ -22,6 +22,7 @@ import bisect
 import itertools
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -187,28 +188,46 @@ def apply_changes(
         return result
 
     num = {f: np.insert(base.num[f][kept], at, new.num[f]) for f in NUMERIC_FIELDS}
-    titles_normalized = strings(base.titles_normalized, new.titles_normalized)
-    return assemble(
-        version=version,
-        build_id=build_id,
-        started=started,
-        ids=np.insert(kept_ids, at, new.ids),
-        titles=strings(base.titles, new.titles),
-        titles_normalized=titles_normalized,
-        release_dates=strings(base.release_dates, new.release_dates),
-        num=num,
-        order={
+
+    def orders() -> dict[str, IndexArray]:
+        return {
             f: merge_order(base.order[f], kept, renumber, num[f], new_rows) for f in NUMERIC_FIELDS
-        },
-        language=merge_single(base.language, kept, at, builder_languages(new)),
-        genre=merge_multi(base.genre, kept, at, _lists(new.genre)),
-        company=merge_multi(base.company, kept, at, _lists(new.company)),
-        director=merge_multi(base.director, kept, at, _lists(new.director)),
-        actor=merge_multi(base.actor, kept, at, _lists(new.actor)),
-        keyword=merge_multi(base.keyword, kept, at, _lists(new.keyword)),
-        title_index=base.title_index.merge(kept, renumber, new_rows, new.titles_normalized),
-        lineage=lineage,
-    )
+        }
+
+    # The title index and the value orders (half the work at a million films) are merged in
+    # a second thread meanwhile: numpy releases the GIL for these array passes.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-merge") as helper:
+        title_index = helper.submit(
+            base.title_index.merge, kept, renumber, new_rows, new.titles_normalized
+        )
+        merged_orders = helper.submit(orders)
+        dims = {
+            name: merge_multi(getattr(base, name), kept, at, _lists(getattr(new, name)))
+            for name in ("genre", "company", "director", "actor", "keyword")
+        }
+        language = merge_single(base.language, kept, at, builder_languages(new))
+        titles = strings(base.titles, new.titles)
+        titles_normalized = strings(base.titles_normalized, new.titles_normalized)
+        release_dates = strings(base.release_dates, new.release_dates)
+        return assemble(
+            version=version,
+            build_id=build_id,
+            started=started,
+            ids=np.insert(kept_ids, at, new.ids),
+            titles=titles,
+            titles_normalized=titles_normalized,
+            release_dates=release_dates,
+            num=num,
+            order=merged_orders.result(),
+            language=language,
+            genre=dims["genre"],
+            company=dims["company"],
+            director=dims["director"],
+            actor=dims["actor"],
+            keyword=dims["keyword"],
+            title_index=title_index.result(),
+            lineage=lineage,
+        )
 
 
 def builder_languages(snap: Snapshot) -> list[str | None]:
