@@ -3,6 +3,8 @@ scores exactly as scikit-learn and LightGBM do, missing values included."""
 
 from __future__ import annotations
 
+import os
+
 import lightgbm as lgb
 import numpy as np
 from sklearn.ensemble import (
@@ -11,6 +13,7 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 
+from app.ml import fastpath
 from app.ml.estimators import AveragedRegressor, CalibratedHit, fit_calibration
 from app.ml.fastpath import CompiledTrees, compile_estimator
 
@@ -65,3 +68,17 @@ def test_a_blend_with_a_forest_is_not_merged() -> None:
     scorer = compile_estimator(blend)
     assert scorer is not None and not isinstance(scorer, CompiledTrees)
     np.testing.assert_allclose(scorer(X), blend.predict(X), rtol=1e-6, atol=1e-6)
+
+
+def test_a_big_batch_walked_in_two_threads_matches_the_walk_in_one() -> None:
+    """From 512 films the walk shares its chunks with a second thread; every row must land
+    in its own place, a ragged last chunk included."""
+    X, y = data(1_000)
+    model = HistGradientBoostingRegressor(max_iter=40, max_leaf_nodes=7, random_state=0)
+    scorer = compile_estimator(model.fit(X, y))
+    assert isinstance(scorer, CompiledTrees) and scorer.perfect is not None
+    assert (fastpath._walk_helper() is not None) == ((os.cpu_count() or 1) >= 2)
+    split = scorer.perfect.leaves(X)
+    alone = np.vstack([scorer.perfect.leaves(X[i : i + 100]) for i in range(0, 1_000, 100)])
+    np.testing.assert_array_equal(split, alone)
+    np.testing.assert_allclose(scorer(X), model.predict(X), rtol=1e-9, atol=1e-9)

@@ -14,7 +14,10 @@ where scikit-learn's per-call overhead no longer matters, still go through the p
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
@@ -190,12 +193,27 @@ class _PerfectTrees:
         return columns
 
     def leaves(self, X: FloatMatrix) -> FloatMatrix:
-        """(rows, trees): each tree's leaf value for each row."""
-        n, width = X.shape
+        """(rows, trees): each tree's leaf value for each row. A big batch's chunks are
+        shared with a second thread: numpy releases the GIL inside every step of the walk."""
+        n = X.shape[0]
         out = np.empty((n, self.n_trees))
         X = np.ascontiguousarray(X, dtype=np.float64)
-        for first in range(0, n, CHUNK_ROWS):
-            chunk = X[first : first + CHUNK_ROWS]
+        chunks = -(-n // CHUNK_ROWS)
+        helper = _walk_helper() if chunks >= PARALLEL_MIN_CHUNKS else None
+        if helper is None:
+            self._walk(X, out, 0, n)
+            return out
+        middle = (chunks // 2) * CHUNK_ROWS
+        other = helper.submit(self._walk, X, out, middle, n)
+        self._walk(X, out, 0, middle)
+        other.result()
+        return out
+
+    def _walk(self, X: FloatMatrix, out: FloatMatrix, start: int, stop: int) -> None:
+        """Rows start..stop of `leaves`, written into `out`."""
+        width = X.shape[1]
+        for first in range(start, stop, CHUNK_ROWS):
+            chunk = X[first : min(first + CHUNK_ROWS, stop)]
             rows = chunk.shape[0]
             block = rows * width
             both = np.empty(2 * block)
@@ -217,7 +235,24 @@ class _PerfectTrees:
                 node -= goes_left
             leaf = node - self.inner - self.tree_inner + self.tree_leaf
             out[first : first + rows] = self.value.take(leaf)
-        return out
+
+
+# Batches of at least this many chunks (512 films) walk in two threads, on machines with more
+# than one core: measured on 1,000 films, see `bench/RESULTS.md` (predict-bench).
+PARALLEL_MIN_CHUNKS = 4
+_helper: ThreadPoolExecutor | None = None
+_helper_lock = threading.Lock()
+
+
+def _walk_helper() -> ThreadPoolExecutor | None:
+    """One thread, made on first use, that walks half of a big batch (None on one core)."""
+    global _helper
+    if (os.cpu_count() or 1) < 2:
+        return None
+    with _helper_lock:
+        if _helper is None:
+            _helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tree-walk")
+        return _helper
 
 
 def _hgb_trees(model: Any) -> list[dict[str, npt.NDArray[Any]]] | None:
