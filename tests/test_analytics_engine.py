@@ -95,6 +95,30 @@ async def test_version_is_checked_at_most_every_interval(db: AsyncDatabase[Docum
         await engine.close()
 
 
+async def test_an_idle_engine_applies_writes_without_being_asked(
+    db: AsyncDatabase[Document],
+) -> None:
+    """No request comes, yet a write reaches the snapshot within a few check intervals: the
+    first request after a burst of writes does not pay for reading and merging them all."""
+    await upsert_movies(db, [film(1)])
+    engine = AnalyticsEngine(db, check_seconds=0.2)
+    engine.start()
+    try:
+        first = await engine.settled()
+        await upsert_movies(db, [film(2)])
+        version = await get_data_version(db)
+        deadline = time.monotonic() + 20
+        while (engine.current is None or engine.current.version != version) and (
+            time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.05)  # only looking: `current` never checks the database
+        current = engine.current
+        assert current is not None and current is not first and current.version == version
+        assert sorted(current.ids.tolist()) == [1, 2]
+    finally:
+        await engine.close()
+
+
 async def test_identical_concurrent_queries_share_one_computation(
     db: AsyncDatabase[Document],
 ) -> None:

@@ -93,6 +93,7 @@ class AnalyticsEngine:
         self._snapshot: Snapshot | None = None
         self._build: asyncio.Task[Snapshot] | None = None
         self._check: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
         self._last_check = -math.inf
         self._check_failed = False
         self._build_failed_at = -math.inf
@@ -119,8 +120,24 @@ class AnalyticsEngine:
         return "not ready: no catalogue snapshot yet (the database must answer first)"
 
     def start(self) -> None:
-        """Begin the first build without waiting for it (startup must not block on a scan)."""
+        """Begin the first build without waiting for it (startup must not block on a scan),
+        and follow the data version in the background."""
         self._ensure_build()
+        if self._check_seconds > 0 and self._follower is None:
+            self._follower = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        """Check the data version every `check_seconds` even when no request does: an idle
+        service applies writes as they land, so the first request after a burst of writes
+        finds them applied instead of waiting for all of them to be read and merged (1,000
+        films in a 1M catalogue: seconds)."""
+        while True:
+            await asyncio.sleep(self._check_seconds)
+            if self._snapshot is None or (self._check is not None and not self._check.done()):
+                continue
+            if time.monotonic() - self._last_check >= self._check_seconds:
+                self._last_check = time.monotonic()
+                self._check = asyncio.create_task(self._check_version())
 
     async def settled(self) -> Snapshot:
         """Wait for a build in progress (if any) and return the snapshot (tests, benchmark)."""
@@ -133,6 +150,11 @@ class AnalyticsEngine:
         older (as a database checkpoints at shutdown): the next start then loads it instead
         of catching up from the change log, which at a million films costs seconds a
         thousand changed films. Bounded: a stuck save gives up after SAVE_ON_CLOSE_SECONDS."""
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
         deadline = time.monotonic() + SAVE_ON_CLOSE_SECONDS
         pending = self._persist
         if pending is not None and not pending.done() and not self._saving:
