@@ -108,7 +108,7 @@ async def test_an_idle_engine_applies_writes_without_being_asked(
         await upsert_movies(db, [film(2)])
         version = await get_data_version(db)
         deadline = time.monotonic() + 20
-        while (engine.current is None or engine.current.version != version) and (
+        while (engine.current is None or engine.current.version != version) and (  # noqa: ASYNC110
             time.monotonic() < deadline
         ):
             await asyncio.sleep(0.05)  # only looking: `current` never checks the database
