@@ -100,7 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Models: load the version the database names (else ACTIVE), then follow the
         # database's choice; /ready names any model that cannot serve.
         registry = ModelRegistry(
-            settings.artifacts_dir, db=db, check_seconds=settings.model_check_seconds
+            settings.artifacts_dir,
+            db=db,
+            check_seconds=settings.model_check_seconds,
+            cache_dir=settings.local_db_dir / "model-cache",
         )
         await registry.load_all()
         registry.start_following()

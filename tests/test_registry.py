@@ -202,3 +202,32 @@ def test_an_artifact_trained_before_the_restructure_still_loads_and_scores(name:
     films = [film_record(f) for f in SMOKE_FILMS]
     scores = model.score_matrix(model.transform(films))
     assert scores.shape == (len(films),) and np.isfinite(scores).all()
+
+
+def test_the_model_cache_loads_the_same_model_and_never_replaces_a_check(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version loaded once is kept as a standard pickle (C unpickler) and loaded from
+    it the next time, with the same scores; an unreadable copy falls back to the artifact;
+    a model file that no longer matches its card is still refused."""
+    cache = tmp_path / "model-cache"
+    version = versions(root, "revenue")[-1]
+    first = load_version(root, "revenue", version, cache)
+    (copy,) = cache.glob("*.pickle")
+    X = first.transform([film_record({"title": "x", "budget": 5e7, "runtime": 120})])
+
+    def no_joblib(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the cached copy must be used")
+
+    monkeypatch.setattr(joblib, "load", no_joblib)
+    again = load_version(root, "revenue", version, cache)
+    np.testing.assert_array_equal(again.score_matrix(X), first.score_matrix(X))
+    monkeypatch.undo()
+    copy.write_bytes(b"not a pickle")
+    fallback = load_version(root, "revenue", version, cache)  # read from the artifact
+    np.testing.assert_array_equal(fallback.score_matrix(X), first.score_matrix(X))
+    assert copy.read_bytes() != b"not a pickle"  # and the copy written again
+    model_file = artifacts.version_dir(root, "revenue", version) / artifacts.MODEL_FILE
+    model_file.write_bytes(model_file.read_bytes() + b"\0")
+    with pytest.raises(ArtifactError, match="does not match its card"):
+        load_version(root, "revenue", version, cache)
