@@ -386,11 +386,11 @@ def _load_data(settings: Settings) -> None:
 
 def _stored_films(settings: Settings) -> int:
     """How many films the database holds (an estimate from the collection's metadata)."""
-    from app.services.movies_repo import MOVIES
+    from app.services.movies_repo import estimated_count
 
     async def go(settings: Settings) -> int:
         async with open_db(settings) as db:
-            return int(await db[MOVIES].estimated_document_count())
+            return await estimated_count(db)
 
     return int(run(go))
 

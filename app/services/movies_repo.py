@@ -117,6 +117,11 @@ def scan_raw_batches(
     return db[MOVIES].find_raw_batches({}, projection)
 
 
+async def estimated_count(db: AsyncDatabase[Document]) -> int:
+    """How many films are stored, from the collection's metadata (no scan)."""
+    return int(await db[MOVIES].estimated_document_count())
+
+
 async def content_hash_of(db: AsyncDatabase[Document], movie_id: int) -> tuple[bool, str | None]:
     """(whether the film is stored, its stored content hash)."""
     doc = await db[MOVIES].find_one({"_id": movie_key(movie_id)}, {"content_hash": 1})
