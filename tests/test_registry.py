@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +229,20 @@ def test_the_model_cache_loads_the_same_model_and_never_replaces_a_check(
     fallback = load_version(root, "revenue", version, cache)  # read from the artifact
     np.testing.assert_array_equal(fallback.score_matrix(X), first.score_matrix(X))
     assert copy.read_bytes() != b"not a pickle"  # and the copy written again
+    # Copies no start has read for a month, and old partial writes, are dropped.
+    stale, recent, partial = (
+        cache / "0ld-1.9-2.4-4.7.pickle",
+        cache / "n3w.pickle",
+        cache / ".x.tmp",
+    )
+    for path in (stale, recent, partial):
+        path.write_bytes(b"")
+    month_ago = time.time() - 31 * 86400
+    os.utime(stale, (month_ago, month_ago))
+    os.utime(partial, (month_ago, month_ago))
+    copy.unlink()
+    load_version(root, "revenue", version, cache)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([copy.name, recent.name])
     model_file = artifacts.version_dir(root, "revenue", version) / artifacts.MODEL_FILE
     model_file.write_bytes(model_file.read_bytes() + b"\0")
     with pytest.raises(ArtifactError, match="does not match its card"):

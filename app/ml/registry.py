@@ -259,7 +259,10 @@ def _unpickled(model_path: Path, digest: str, cache_dir: Path | None) -> Any:
         if cached is not None and cached.is_file():
             try:
                 with cached.open("rb") as fh:
-                    return pickle.load(fh)
+                    pipeline = pickle.load(fh)
+                with contextlib.suppress(OSError):
+                    os.utime(cached)  # in use: kept by `_prune_cache`
+                return pipeline
             except Exception as exc:
                 log.warning("model cache %s unreadable (%s): loading the artifact", cached, exc)
         pipeline = joblib.load(model_path)
@@ -272,7 +275,24 @@ def _unpickled(model_path: Path, digest: str, cache_dir: Path | None) -> Any:
             os.replace(partial, cached)  # whole or not at all, for other processes too
         except (OSError, pickle.PicklingError) as exc:
             log.warning("model cache not written (%s)", exc)
+        _prune_cache(cached.parent)
     return pipeline
+
+
+CACHE_UNUSED_DAYS = 30
+
+
+def _prune_cache(cache_dir: Path) -> None:
+    """Drop the copies no start has read for CACHE_UNUSED_DAYS (retired versions, older
+    library versions) and partial writes a day old (a process killed while writing)."""
+    now = time.time()
+    for path in cache_dir.iterdir():
+        with contextlib.suppress(OSError):
+            age = now - path.stat().st_mtime
+            if (path.suffix == ".pickle" and age > CACHE_UNUSED_DAYS * 86400) or (
+                path.name.endswith(".tmp") and age > 86400
+            ):
+                path.unlink()
 
 
 def _assemble(
