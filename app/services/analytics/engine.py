@@ -133,11 +133,20 @@ class AnalyticsEngine:
         films in a 1M catalogue: seconds)."""
         while True:
             await asyncio.sleep(self._check_seconds)
-            if self._snapshot is None or (self._check is not None and not self._check.done()):
-                continue
-            if time.monotonic() - self._last_check >= self._check_seconds:
-                self._last_check = time.monotonic()
-                self._check = asyncio.create_task(self._check_version())
+            if self._snapshot is not None:
+                self._begin_check()
+
+    def _begin_check(self) -> asyncio.Task[None] | None:
+        """Start a data version check unless one ran within `check_seconds` or is running;
+        the check started, if any."""
+        now = time.monotonic()
+        if now - self._last_check < self._check_seconds or not (
+            self._check is None or self._check.done()
+        ):
+            return None
+        self._last_check = now
+        self._check = asyncio.create_task(self._check_version())
+        return self._check
 
     async def settled(self) -> Snapshot:
         """Wait for a build in progress (if any) and return the snapshot (tests, benchmark)."""
@@ -283,17 +292,12 @@ class AnalyticsEngine:
                     "analytics are unavailable until the database answers; retry shortly",
                     headers={"Retry-After": "5"},
                 ) from exc
-        now = time.monotonic()
-        if now - self._last_check >= self._check_seconds and (
-            self._check is None or self._check.done()
-        ):
-            self._last_check = now
-            self._check = asyncio.create_task(self._check_version())
-            # Waiting makes a write visible to the next request's check; the wait is bounded,
-            # and skipped while the database is failing (answers then come from the snapshot).
-            if not self._check_failed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self._check), CHECK_TIMEOUT_SECONDS)
+        check = self._begin_check()
+        # Waiting makes a write visible to the next request's check; the wait is bounded, and
+        # skipped while the database is failing (answers then come from the snapshot).
+        if check is not None and not self._check_failed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(check), CHECK_TIMEOUT_SECONDS)
         return snap
 
     @property
