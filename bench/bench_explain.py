@@ -6,8 +6,8 @@ without `explain=true`, against `GET /health`, in one run.
 
 What it does, all on this machine and in one run:
 
-1. starts a throwaway FerretDB and this service (uvicorn, 1 worker) on the active revenue and
-   hit versions under the artifacts directory (`engagement` has no `explain`);
+1. starts a throwaway FerretDB and this service (uvicorn, 1 worker) on the active revenue,
+   hit and engagement versions under the artifacts directory;
 2. with one keep-alive client, round by round: `GET /health`, then for each model a
    single-film prediction without explanations and one with `explain=true` (real films,
    cycled; the three series of a model alternate their order round by round, so load from
@@ -49,7 +49,7 @@ from bench.common import (  # noqa: E402
 
 SECTION = "explain-bench"
 ADMIN_KEY = "bench-admin-key-0123456789abcdef0123456789abcdef"
-MODELS = ("revenue", "hit")  # engagement answers without explanations (no `explain`)
+MODELS = ("revenue", "hit", "engagement")
 SERIES = ("plain", "explained")
 TARGETS = {"plain": 3.0, "explained": 10.0}
 
@@ -109,9 +109,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 return response
 
             for model in models:  # the explained answer is what the card says it is
-                answer = predict(model, True).json()["predictions"][0]
-                if not answer.get("contributions"):
+                explained = predict(model, True).json()
+                if not explained["predictions"][0].get("contributions"):
                     raise RuntimeError(f"{model}: explain=true returned no contributions")
+                per_output = explained.get("explanation_methods")  # engagement: per output
+                if per_output:
+                    methods[model] = ", ".join(f"{k}: {v}" for k, v in per_output.items())
             health: list[float] = []
             times: dict[str, dict[str, list[float]]] = {m: {s: [] for s in SERIES} for m in models}
             for r in range(args.rounds):

@@ -478,3 +478,107 @@ async def test_engagement_needs_the_predictor_role(
         )
         assert allowed.status_code == 200, allowed.text
         assert json.loads(allowed.text)["predictions"][0]["vote_count"] >= 0
+
+
+# --- explanations ---------------------------------------------------------------------------
+
+
+def _mixed_pipeline() -> tuple[Any, list[dict[str, Any]]]:
+    """An engagement pipeline with a tree for votes and a ridge pipeline for the rating, the
+    two kinds of estimator training picks among, fitted on real films."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from app.ml.engagement import EngagementRegressor
+
+    records = population(small_dataset().records)
+    y = np.asarray(
+        [[r["vote_count"], r.get("vote_average") or float("nan")] for r in records], dtype=float
+    )
+    ridge = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("scale", StandardScaler()),
+            ("model", Ridge(alpha=10.0)),
+        ]
+    )
+    pipeline = Pipeline(
+        [
+            ("features", EngagementFeatures()),
+            (
+                "model",
+                EngagementRegressor(
+                    HistGradientBoostingRegressor(max_iter=60, random_state=0), ridge
+                ),
+            ),
+        ]
+    ).fit(records, y)
+    return pipeline, records
+
+
+def test_engagement_explanations_match_independent_computations() -> None:
+    from app.ml.engagement_explain import EngagementExplainer
+    from app.ml.explain import GroupOcclusion
+
+    pipeline, records = _mixed_pipeline()
+    step = pipeline[0]
+    regressor = pipeline[1]
+    explainer = EngagementExplainer.build(
+        pipeline, GroupOcclusion(step.feature_groups_, step.reference_)
+    )
+    assert explainer.methods == {"vote_count": "shap", "vote_average": "occlusion"}
+    X = step.transform(records[:40])
+    scores, (votes, rating) = explainer.contributions(X, regressor.predict)
+    np.testing.assert_allclose(scores, regressor.predict(X))
+    groups = list(dict.fromkeys(step.feature_groups_))
+    assert votes.shape == rating.shape == (40, len(groups))
+    # SHAP: a film's contributions add up to its prediction minus the average prediction.
+    tree = regressor.estimators_[0]
+    import shap  # type: ignore[import-untyped]
+
+    base = float(np.ravel(shap.TreeExplainer(tree).expected_value)[0])
+    np.testing.assert_allclose(votes.sum(axis=1), scores[:, 0] - base, atol=1e-6)
+    # Occlusion, recomputed here: each field's columns set to the typical film's, re-scored.
+    columns = np.asarray(step.feature_groups_)
+    for j, field in enumerate(groups):
+        occluded = X.copy()
+        mask = columns == field
+        occluded[:, mask] = np.asarray(step.reference_)[mask]
+        expected = scores[:, 1] - regressor.estimators_[1].predict(occluded)
+        np.testing.assert_allclose(rating[:, j], expected, atol=1e-9)
+    # The ridge is linear: the occlusion contributions add up to prediction - typical film.
+    typical = regressor.estimators_[1].predict(np.asarray(step.reference_)[None, :])[0]
+    np.testing.assert_allclose(rating.sum(axis=1), scores[:, 1] - typical, atol=1e-9)
+    top = explainer.top(0, votes[0], 5)
+    assert len(top) <= 5 and [t["feature"] for t in top] == [
+        groups[i] for i in np.argsort(-np.abs(votes[0]))[: len(top)]
+    ]
+
+
+async def test_explain_adds_contributions_per_output_and_changes_no_prediction(
+    api: httpx.AsyncClient,
+) -> None:
+    items = [FILM_PLAIN, {"title": "Bare"}, FILM]
+    plain = (await api.post(PATH, json={"items": items})).json()
+    response = await api.post(PATH, params={"explain": "true"}, json={"items": items})
+    assert response.status_code == 200, response.text
+    explained = response.json()
+    assert set(explained["explanation_methods"]) == set(OUTPUTS)
+    assert set(explained["explanation_methods"].values()) <= {"shap", "occlusion"}
+    card = (await api.get("/v1/models/engagement")).json()
+    fields = {f["group"] for f in card["card"]["features"]}
+    for before, after in zip(plain["predictions"], explained["predictions"], strict=True):
+        assert {k: v for k, v in after.items() if k != "contributions"} == before
+        assert set(after["contributions"]) == set(OUTPUTS)
+        for output in OUTPUTS:
+            top = after["contributions"][output]
+            assert 1 <= len(top) <= 5
+            assert {t["feature"] for t in top} <= fields
+            sizes = [abs(t["contribution"]) for t in top]
+            assert sizes == sorted(sizes, reverse=True)
+    # A well-described film is moved by more than one field for each output.
+    assert all(len(explained["predictions"][0]["contributions"][o]) > 1 for o in OUTPUTS)
+    assert "explanation_methods" not in plain

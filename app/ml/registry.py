@@ -57,6 +57,7 @@ from app.ml.batch_features import verified as batch_verified
 from app.ml.card import ModelCard
 from app.ml.drift import InputReader, read_profile
 from app.ml.engagement import OUTPUTS, EngagementFeatures, compile_engagement
+from app.ml.engagement_explain import EngagementExplainer
 from app.ml.explain import GroupOcclusion
 from app.ml.fastpath import Scorer, compile_tail, pipeline_scorer, scales, verified
 from app.ml.features import FilmFeatures, film_record
@@ -142,6 +143,7 @@ class LoadedModel:
     input_reader: InputReader = field(init=False)  # the monitored inputs, for the log
     _shap: ShapExplainer | bool | None = field(init=False, default=None, repr=False)
     _shap_lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
+    _per_output: EngagementExplainer | None = field(init=False, default=None, repr=False)
 
     @property
     def classifier(self) -> bool:
@@ -185,6 +187,14 @@ class LoadedModel:
 
     def explain(self, X: FloatMatrix) -> tuple[FloatVector, FloatMatrix]:
         return self.explainer().contributions(X, self.score_matrix)
+
+    def output_explainer(self) -> EngagementExplainer:
+        """The engagement model's explainer, one per output (built on first use, like SHAP)."""
+        if self._per_output is None:
+            with self._shap_lock:
+                if self._per_output is None:
+                    self._per_output = EngagementExplainer.build(self.pipeline, self.occlusion)
+        return self._per_output
 
 
 def _check_versions(card: ModelCard) -> None:

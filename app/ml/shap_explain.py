@@ -43,7 +43,7 @@ TREES = (
 )
 
 
-def _is_tree(model: Any) -> bool:
+def is_tree(model: Any) -> bool:
     return isinstance(model, TREES) or type(model).__module__.startswith("lightgbm")
 
 
@@ -110,7 +110,7 @@ class ShapExplainer:
             calibration = model.calibration or Calibration("identity")
             model = model.estimator_
         members = list(model.estimators_) if isinstance(model, AveragedRegressor) else [model]
-        if not all(_is_tree(m) for m in members):
+        if not all(is_tree(m) for m in members):
             return None
         if calibration is not None and any(isinstance(m, RandomForestClassifier) for m in members):
             return None  # SHAP of a forest's probability is not on the log-odds scale

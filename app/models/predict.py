@@ -433,6 +433,15 @@ class EngagementIntervals(BaseModel):
     vote_average: Interval = Field(description="Rating: the 80% interval")
 
 
+class EngagementContributions(BaseModel):
+    vote_count: list[Contribution] = Field(
+        description="Change in log1p(votes) due to each field (0.69 doubles the votes)"
+    )
+    vote_average: list[Contribution] = Field(
+        description="Change in the rating (points) due to each field"
+    )
+
+
 class EngagementPrediction(BaseModel):
     index: int
     title: str | None = None
@@ -446,6 +455,11 @@ class EngagementPrediction(BaseModel):
         description="Expected TMDB rating (0-10) once the film has 10 or more votes",
     )
     intervals: EngagementIntervals
+    contributions: EngagementContributions | None = Field(
+        default=None,
+        description="With `explain=true`: per output, the top input fields by contribution "
+        "against an average or typical film",
+    )
     warnings: list[str] | None = Field(
         default=None,
         examples=[["keywords.3: blank name, item dropped"]],
@@ -458,6 +472,11 @@ class EngagementResponse(BaseModel):
     model_version: str = Field(examples=["20250101T120000Z"])
     interval_level: float = Field(default=0.8, description="Nominal coverage of the intervals")
     predictions: list[EngagementPrediction]
+    explanation_methods: dict[str, Literal["shap", "occlusion"]] | None = Field(
+        default=None,
+        examples=[{"vote_count": "shap", "vote_average": "occlusion"}],
+        description="With `explain=true`: how each output was explained",
+    )
     dropped_items: int = Field(
         default=0, ge=0, description="Input list items dropped for a blank name, whole batch"
     )

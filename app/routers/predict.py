@@ -133,6 +133,13 @@ async def predict_engagement(
     settings: AppSettings,
     prediction_log: PredictionLog,
     principal: CurrentPrincipal,
+    explain: Annotated[
+        bool,
+        Query(
+            description="Add each film's top input-field contributions to each output "
+            "(SHAP for a tree model, occlusion otherwise; `explanation_methods` says which)"
+        ),
+    ] = False,
 ) -> Response:
     """Expected TMDB votes and rating, each with an 80% interval, for each film, in order;
     503 while no engagement model is active."""
@@ -142,5 +149,6 @@ async def predict_engagement(
         settings.max_batch_size,
         prediction_log,
         LogContext(REQUEST_ID.get(), str(principal)),
+        explain,
     )
     return _json(result)

@@ -25,6 +25,7 @@ from app.observability import PREDICTIONS
 from app.services.model_admin import serving_model
 from app.services.predict import (
     INLINE_MAX_ROWS,
+    TOP_CONTRIBUTIONS,
     BatchTooLargeError,
     ToLog,
     _dropped_warnings,
@@ -34,6 +35,7 @@ from app.services.prediction_log import LogContext, PredictionLogWriter
 
 ENGAGEMENT = "engagement"
 FloatVector = npt.NDArray[np.float64]
+FloatMatrix = npt.NDArray[np.float64]
 
 
 def _values(
@@ -58,13 +60,20 @@ def _score(
     request: PredictRequest,
     monitor: PredictionMonitor,
     logged: Sequence[int] = (),
+    explain: bool = False,
 ) -> tuple[dict[str, Any], ToLog | None]:
-    """Everything CPU-bound for one request: features, both outputs, intervals, the body, and
-    the log records of the films at positions `logged`."""
+    """Everything CPU-bound for one request: features, both outputs, intervals, the body
+    (with each film's top contributions per output if `explain`), and the log records of the
+    films at positions `logged`."""
     films = request.items
     records = film_records(request)
     X = model.transform(records)
-    scores = model.score_matrix(X)  # (films, 2): log1p(votes), rating
+    contributions: list[FloatMatrix] | None = None
+    if explain:
+        explainer = model.output_explainer()
+        scores, contributions = explainer.contributions(X, model.score_matrix)
+    else:
+        scores = model.score_matrix(X)  # (films, 2): log1p(votes), rating
     outputs = model.card.outputs
     assert outputs is not None  # the registry refuses engagement cards without them
     known = X[:, model.feature_index["budget_known"]] > 0
@@ -103,6 +112,13 @@ def _score(
         "interval_level": round(spec.quantiles[1] - spec.quantiles[0], 4),
         "predictions": predictions,
     }
+    if contributions is not None:
+        for i, item in enumerate(predictions):
+            item["contributions"] = {
+                name: explainer.top(k, contributions[k][i], TOP_CONTRIBUTIONS)
+                for k, name in enumerate(OUTPUTS)
+            }
+        body["explanation_methods"] = explainer.methods
     body["dropped_items"] = _dropped_warnings(films, predictions)
     # The monitor summarises one output per model: the expected votes (in log1p, as trained).
     monitor.record(model.name, model.version, X, model.feature_names, scores[:, 0])
@@ -134,16 +150,19 @@ async def predict_engagement(
     max_batch: int,
     prediction_log: PredictionLogWriter | None = None,
     context: LogContext | None = None,
+    explain: bool = False,
 ) -> dict[str, Any]:
     if len(request.items) > max_batch:
         raise BatchTooLargeError(f"{len(request.items)} films; at most {max_batch} per request")
     # Taken once: an activation during this request does not change the model answering it.
     model = serving_model(registry, ENGAGEMENT)
     logged = prediction_log.choose(len(request.items)) if prediction_log is not None else []
-    if len(request.items) <= INLINE_MAX_ROWS:
+    if len(request.items) <= INLINE_MAX_ROWS and not explain:
         body, to_log = _score(model, request, registry.monitor, logged)
     else:
-        body, to_log = await run_in_threadpool(_score, model, request, registry.monitor, logged)
+        body, to_log = await run_in_threadpool(
+            _score, model, request, registry.monitor, logged, explain
+        )
     if to_log is not None and prediction_log is not None:
         # Queued only: the writer task writes it later, the answer never waits for the log.
         prediction_log.submit_pending(to_log.pending(model, context))
