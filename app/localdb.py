@@ -32,6 +32,9 @@ class LocalDbError(RuntimeError):
     """The local database could not be built, started or stopped."""
 
 
+FERRETDB_GOGC = "400"
+
+
 def patch_files() -> list[Path]:
     """The patches applied to FerretDB's source, in the order they apply (by file name)."""
     return sorted(PATCHES.glob("*.patch")) if PATCHES.is_dir() else []
@@ -217,9 +220,15 @@ class LocalServer:
             ]
             if self.tls.ca_file is not None:
                 cmd.append(f"--listen-tls-ca-file={self.tls.ca_file}")
+        # Go collects garbage each time the heap doubles (GOGC=100): for a server whose live
+        # heap is tens of MB, that is several collections a second under lookups. Growing 5x
+        # between them cut a 5 KB `find_one` by `_id` from 1.4 to 1.2 ms p50 (`GOGC` set in
+        # the environment wins).
+        env = {"GOGC": FERRETDB_GOGC} | dict(os.environ)
         with open(self.logfile, "ab") as log:
             proc = subprocess.Popen(
                 cmd,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
