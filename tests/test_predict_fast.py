@@ -91,6 +91,8 @@ def test_train_films_take_the_fast_path_and_get_the_reference_record() -> None:
 
 # Values that pydantic coerces, trims, drops or refuses, mixed with ordinary ones.
 AWKWARD: dict[str, list[Any]] = {
+    # The TMDB id goes to the prediction log: at most 2**53, and never past 64 bits (BSON).
+    "id": [None, 1, 28, 0, -1, 2**53, 2**53 + 1, 2**64, "28", 28.0, True],
     "title": [None, "", " padded ", "x" * 500, "x" * 501, 7, ["list"]],
     "budget": [None, 0, 5, 2.5, -1, "", " ", "120", "1e3", True, 10**400, 1e308, "nan", []],
     "runtime": [None, 0, 90, 1000, 1000.5, "95", -3, False],

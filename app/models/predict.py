@@ -33,7 +33,7 @@ from typing_extensions import TypedDict
 
 from app.ml.card import ModelCard
 from app.models.monitoring import DriftSummary, MlflowSync, ModelName
-from app.models.predict_fast import MAX_ITEMS, fast_items, flatten_api_record
+from app.models.predict_fast import ID_MAX, MAX_ITEMS, fast_items, flatten_api_record
 
 # Stripped of Unicode whitespace (U+00A0 included) first. A list item whose name (or code)
 # is then empty fails here, inside pydantic-core, and `Film._drop_blank_names` drops it.
@@ -189,7 +189,7 @@ class Film(BaseModel):
     id: int | None = Field(
         default=None,
         ge=1,
-        le=2**53,
+        le=ID_MAX,
         description="TMDB id, when the film has one: logged with the prediction, so that its "
         "actual revenue, once known, measures the model's live accuracy",
     )

@@ -27,6 +27,7 @@ from typing import Any
 from app.ml.features import LEAD_ACTORS, money
 
 MAX_ITEMS = 1000  # PredictRequest.items (app.models.predict)
+ID_MAX = 2**53  # Film.id: a JSON number every client reads exactly
 NAME_MAX, CODE_MAX = 300, 10
 TITLE_MAX, LANGUAGE_MAX, TEXT_MAX = 500, 10, 2000
 OVERVIEW_MAX, RATING_MAX = 10_000, 20
@@ -223,8 +224,8 @@ def _film(item: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         item = flatten_api_record(item)
     get = item.get
     film_id = get("id")
-    if film_id is not None and (type(film_id) is not int or film_id < 1):
-        raise _Slow  # pydantic coerces "28" or 28.0 and refuses 0
+    if film_id is not None and (type(film_id) is not int or not 1 <= film_id <= ID_MAX):
+        raise _Slow  # pydantic coerces "28" or 28.0 and refuses 0 and 2**53 + 1
     title = _text(get("title"), TITLE_MAX)
     budget = _number(get("budget"))
     runtime = _number(get("runtime"), RUNTIME_MAX)
