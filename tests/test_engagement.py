@@ -123,6 +123,20 @@ def test_training_writes_a_card_with_both_outputs_baseline_and_coverage(
     }
     assert card.params["vote_history"] == card.metrics["vote_history"]
     assert {c.family.split(":")[0] for c in card.candidates} == set(OUTPUTS)
+    # Each output tried recency weights (quick mode: unweighted or a 10-year half-life) and
+    # keeps a half-life only when it beat the unweighted fit on validation.
+    for name, metric in (("vote_count", "rmsle"), ("vote_average", "rmse")):
+        recency = card.metrics["recency"][name]
+        scores = recency[f"validation_{metric}"]
+        assert set(scores) == {"none", "10"}
+        assert recency["half_life"] in (None, 10.0)
+        if recency["half_life"] is None:
+            assert scores["none"] <= scores["10"]
+        else:
+            assert scores["10"] < scores["none"]
+        assert card.params[name]["recency_half_life_years"] == recency["half_life"]
+        chosen = min(scores.values())
+        assert card.validation_metrics[f"{name}_{metric}"] == pytest.approx(chosen)
     # Leakage guard at the card level: no feature derives from a post-release fact.
     assert not {"popularity", "vote_count", "vote_average", "revenue"} & {
         f.group for f in card.features
@@ -556,6 +570,40 @@ def test_engagement_explanations_match_independent_computations() -> None:
     assert len(top) <= 5 and [t["feature"] for t in top] == [
         groups[i] for i in np.argsort(-np.abs(votes[0]))[: len(top)]
     ]
+
+
+def test_each_output_learns_with_its_own_recency_weights() -> None:
+    """`EngagementRegressor.fit(X, y, sample_weight)` gives column k of the weights to output
+    k's estimator (the rating one on the rated films only): the same models as fitting each
+    estimator alone with those weights, and not the unweighted ones."""
+    from sklearn.base import clone
+
+    from training.candidates import recency_weights
+    from training.engagement import recency_fit_params
+
+    pipeline, records = _mixed_pipeline()
+    y = np.asarray(
+        [[r["vote_count"], r.get("vote_average") or float("nan")] for r in records], dtype=float
+    )
+    params = recency_fit_params(records, {"vote_count": 6.0, "vote_average": None})
+    W = params["model__sample_weight"]
+    expected = recency_weights(records, 6.0)
+    assert expected is not None
+    np.testing.assert_allclose(W[:, 0], expected)
+    assert (W[:, 1] == 1.0).all()
+    assert recency_fit_params(records, {"vote_count": None, "vote_average": None}) == {}
+    weighted = clone(pipeline).fit(records, y, **params)
+    X = weighted[0].transform(records[:50])
+    tree = clone(pipeline[1].vote_count).fit(
+        weighted[0].transform(records), np.log1p(y[:, 0]), sample_weight=W[:, 0]
+    )
+    np.testing.assert_allclose(weighted[1].estimators_[0].predict(X), tree.predict(X))
+    unweighted = pipeline[1].estimators_[0].predict(X)
+    assert not np.allclose(weighted[1].estimators_[0].predict(X), unweighted)
+    # The rating model saw weights of 1: the same as the unweighted fit.
+    np.testing.assert_allclose(
+        weighted[1].estimators_[1].predict(X), pipeline[1].estimators_[1].predict(X)
+    )
 
 
 async def test_explain_adds_contributions_per_output_and_changes_no_prediction(

@@ -55,10 +55,16 @@ from app.ml.engagement import (
     EngagementRegressor,
     outcome,
 )
+from app.ml.estimators import fit_weighted
 from app.ml.explain import GroupOcclusion
 from app.ml.features import FEATURE_SCHEMA_VERSION
 from training import evaluate
-from training.candidates import PEOPLE_DROPOUT
+from training.candidates import (
+    PEOPLE_DROPOUT,
+    QUICK_HALF_LIVES,
+    RECENCY_HALF_LIVES,
+    recency_weights,
+)
 from training.engagement_report import render_report
 from training.engagement_types import EngagementEvaluation, OutputResult, Spec
 from training.split import random_split, time_split
@@ -347,6 +353,64 @@ def _val_predictions(
     return out
 
 
+def _try_recency(
+    name: str,
+    spec: Spec,
+    X_train: Array,
+    X_val: Array,
+    train_records: Records,
+    train: Labels,
+    val: Labels,
+    unweighted: Array,
+    half_lives: Sequence[float | None],
+    seed: int,
+    say: Callable[[str], None],
+) -> tuple[float | None, Array, dict[str, Any]]:
+    """The output's chosen estimator refitted with recency weights (weights that halve every
+    `half_life` years of a film's age, `training.candidates.recency_weights`): the half-life
+    with the best validation score, None (unweighted, `unweighted` its predictions) unless
+    one beats it. Returns (half-life, its validation predictions, the report)."""
+    y_train, known_train = train.output(name)
+    y_val, known_val = val.output(name)
+    metric = SELECTION[name]
+
+    def score(pred: Array) -> float:
+        return _metrics(name, y_val[known_val], pred[known_val])[metric]
+
+    scores = {"none": score(unweighted)}
+    best: tuple[float | None, float, Array] = (None, scores["none"], unweighted)
+    for half_life in half_lives:
+        weights = recency_weights(train_records, half_life)
+        if half_life is None or weights is None:
+            continue
+        model = fit_weighted(
+            build_estimator(spec, seed),
+            X_train[known_train],
+            y_train[known_train],
+            weights[known_train],
+        )
+        pred = np.asarray(model.predict(X_val), dtype=np.float64)
+        scores[f"{half_life:g}"] = score(pred)
+        if scores[f"{half_life:g}"] < best[1]:
+            best = (half_life, scores[f"{half_life:g}"], pred)
+    by_half_life = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+    say(
+        f"  engagement {name} recency weights: half-life {best[0]} "
+        f"(validation {metric} by half-life: {by_half_life})"
+    )
+    return best[0], best[2], {"half_life": best[0], f"validation_{metric}": scores}
+
+
+def recency_fit_params(records: Records, half_lives: dict[str, float | None]) -> dict[str, Any]:
+    """`Pipeline.fit` keyword arguments giving each output its recency weights over
+    `records` (none when every output is unweighted)."""
+    columns = [recency_weights(records, half_lives.get(name)) for name in OUTPUTS]
+    if all(c is None for c in columns):
+        return {}
+    ones = np.ones(len(records))
+    return {"model__sample_weight": np.column_stack([ones if c is None else c for c in columns])}
+
+
 def _relative_gain(name: str, val: Labels, with_: Array, without: Array) -> float:
     y, known = val.output(name)
     metric = SELECTION[name]
@@ -402,15 +466,39 @@ def evaluate_engagement(
         + ": "
         + ", ".join(f"{k}={v:+.3f}" for k, v in gains.items())
     )
-    kept = "with" if vote_history else "without"
-    val_metrics = {
-        f"{n}_{SELECTION[n]}": ablation[f"{n}_{SELECTION[n]}_{kept}_vote_history"] for n in OUTPUTS
-    }
+
+    # Recency weights, per output, for its chosen estimator on the kept features: the
+    # audience drifts with release years as the box office does.
+    X_fit, X_check = (X_train, X_val) if vote_history else (Xn_train, Xn_val)
+    val_pred = dict(val_pred)
+    half_lives: dict[str, float | None] = {}
+    recency: dict[str, Any] = {}
+    for name in OUTPUTS:
+        half_lives[name], val_pred[name], recency[name] = _try_recency(
+            name,
+            chosen[name],
+            X_fit,
+            X_check,
+            split.train,
+            train,
+            val,
+            val_pred[name],
+            QUICK_HALF_LIVES if options.quick else RECENCY_HALF_LIVES,
+            seed,
+            say,
+        )
+    val_metrics = {}
+    for name in OUTPUTS:
+        y, known = val.output(name)
+        metric = SELECTION[name]
+        val_metrics[f"{name}_{metric}"] = _metrics(name, y[known], val_pred[name][known])[metric]
 
     # One fit on train+validation, one look at test.
     seen = [*split.train, *split.validation]
     seen_labels = Labels.of(seen)
-    evaluated = build_pipeline(chosen, vote_history, seed).fit(seen, seen_labels.Y)
+    evaluated = build_pipeline(chosen, vote_history, seed).fit(
+        seen, seen_labels.Y, **recency_fit_params(seen, half_lives)
+    )
     pred_test_all = np.asarray(evaluated.predict(split.test), dtype=np.float64)
     pred_no_people = np.asarray(
         evaluated.predict([{**r, "directors": [], "actors": []} for r in split.test]),
@@ -480,6 +568,7 @@ def evaluate_engagement(
         )
     metrics["vote_history_ablation"] = ablation
     metrics["vote_history"] = vote_history
+    metrics["recency"] = recency
     evaluation = EngagementEvaluation(
         split=split,
         candidates=candidates,
@@ -492,7 +581,9 @@ def evaluate_engagement(
     )
     if options.refit_all:
         everything = [*seen, *split.test]
-        served = build_pipeline(chosen, vote_history, seed).fit(everything, Labels.of(everything).Y)
+        served = build_pipeline(chosen, vote_history, seed).fit(
+            everything, Labels.of(everything).Y, **recency_fit_params(everything, half_lives)
+        )
     else:
         served = evaluated
     return evaluation, served
@@ -551,7 +642,14 @@ def _card(
         features=step.feature_schema(),
         family="; ".join(f"{n}: {ev.chosen[n].family}" for n in OUTPUTS),
         params={
-            **{n: {"family": ev.chosen[n].family, **ev.chosen[n].params} for n in OUTPUTS},
+            **{
+                n: {
+                    "family": ev.chosen[n].family,
+                    **ev.chosen[n].params,
+                    "recency_half_life_years": ev.metrics["recency"][n]["half_life"],
+                }
+                for n in OUTPUTS
+            },
             "vote_history": ev.vote_history,
             "min_rated_votes": MIN_RATED_VOTES,
             "people_dropout": PEOPLE_DROPOUT,

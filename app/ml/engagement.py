@@ -31,6 +31,7 @@ import numpy.typing as npt
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
 from sklearn.pipeline import Pipeline
 
+from app.ml.estimators import fit_weighted
 from app.ml.fastpath import Scorer, compile_tail
 from app.ml.features import FAR_FUTURE, LEAD_ACTORS, FilmFeatures, as_records
 
@@ -288,16 +289,22 @@ class EngagementRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         self.vote_average = vote_average
         self.min_rated_votes = min_rated_votes
 
-    def fit(self, X: Any, y: Any) -> EngagementRegressor:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> EngagementRegressor:
+        """`sample_weight`: None, or (n, 2) per-film weights, one column per output (each
+        output chooses its own recency weights in training)."""
         X = np.asarray(X, dtype=np.float64)
         votes, rating, rated = _rated(y, self.min_rated_votes)
         if self.vote_count is None or self.vote_average is None:
             raise ValueError("EngagementRegressor needs both estimators")
         if not rated.any():
             raise ValueError(f"no training film has {self.min_rated_votes} votes or more")
+        weights: list[FloatVector | None] = [None, None]
+        if sample_weight is not None:
+            W = np.asarray(sample_weight, dtype=np.float64).reshape(len(X), len(OUTPUTS))
+            weights = [W[:, 0], W[:, 1][rated]]
         self.estimators_ = [
-            clone(self.vote_count).fit(X, np.log1p(votes)),
-            clone(self.vote_average).fit(X[rated], rating[rated]),
+            fit_weighted(clone(self.vote_count), X, np.log1p(votes), weights[0]),
+            fit_weighted(clone(self.vote_average), X[rated], rating[rated], weights[1]),
         ]
         return self
 
