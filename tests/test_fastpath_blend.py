@@ -82,3 +82,23 @@ def test_a_big_batch_walked_in_two_threads_matches_the_walk_in_one() -> None:
     alone = np.vstack([scorer.perfect.leaves(X[i : i + 100]) for i in range(0, 1_000, 100)])
     np.testing.assert_array_equal(split, alone)
     np.testing.assert_allclose(scorer(X), model.predict(X), rtol=1e-9, atol=1e-9)
+
+
+def test_trees_walked_in_depth_groups_give_the_padded_walks_leaves() -> None:
+    """Chunks of 8 rows or more walk each depth's trees padded to that depth only, smaller
+    ones walk every tree padded to the deepest: the same leaves, bit for bit, so a film
+    scores the same alone and in a batch."""
+    X, y = data(300)
+    model = HistGradientBoostingRegressor(max_iter=60, max_leaf_nodes=9, random_state=0)
+    scorer = compile_estimator(model.fit(X, y))
+    assert isinstance(scorer, CompiledTrees) and scorer.perfect is not None
+    forest = scorer.perfect
+    assert len(forest.groups) > 1  # the trees really have several depths
+    assert fastpath.GROUPED_MIN_ROWS > 1
+    batch = forest.leaves(X)
+    one_by_one = np.vstack([forest.leaves(X[i : i + 1]) for i in range(len(X))])
+    np.testing.assert_array_equal(batch, one_by_one)
+    np.testing.assert_array_equal(
+        scorer(X), np.concatenate([scorer(X[i : i + 1]) for i in range(300)])
+    )
+    np.testing.assert_allclose(scorer(X), model.predict(X), rtol=1e-9, atol=1e-9)

@@ -140,6 +140,7 @@ class CompiledTrees:
 # (400 trees of depth 6: 51,200 nodes), not for a forest's deep ones (the walk above).
 PERFECT_MAX_NODES = 1 << 22
 CHUNK_ROWS = 128  # rows per pass: the (rows x trees) working arrays stay in cache
+GROUPED_MIN_ROWS = 8  # chunks this big walk the trees in depth groups (`_PerfectForest`)
 
 
 class _PerfectTrees:
@@ -227,6 +228,13 @@ class _PerfectForest:
             self.groups.append((start, start + len(members), _PerfectTrees(members, depth)))
             start += len(members)
         self.n_trees = len(trees)
+        # A few rows pay numpy's per-call cost once per level and group: one group padded to
+        # the deepest tree walks fewer calls (one film: 0.12 ms against 0.23 ms grouped; even
+        # at 8 rows).
+        # Same trees in the same order, so the leaves, and their sums, are the same.
+        self.padded = [
+            (0, self.n_trees, _PerfectTrees([trees[i] for i in self.order], max(depths)))
+        ]
 
     def leaves(self, X: FloatMatrix) -> FloatMatrix:
         """(rows, trees in `order`): each tree's leaf value for each row. A big batch's
@@ -259,7 +267,8 @@ class _PerfectForest:
             left[:] = both[:block]
             left[np.isnan(left)] = -np.inf
             offsets = (np.arange(rows, dtype=np.intp) * width)[:, None]
-            for lo, hi, group in self.groups:
+            groups = self.groups if rows >= GROUPED_MIN_ROWS else self.padded
+            for lo, hi, group in groups:
                 group.walk(both, offsets, out[first : first + rows, lo:hi])
 
 
