@@ -15,6 +15,7 @@ from app.conditional import ConditionalGetMiddleware
 from app.conditional_memo import ConditionalMemo
 from app.cors import install_cors
 from app.db import make_client
+from app.detail_early import EarlyDetailMiddleware
 from app.docs_ui import install_docs
 from app.errors import add_problem_schema, install_handlers
 from app.heap import freeze_startup_heap
@@ -174,8 +175,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # 413/429/503 answers get a request id, a log line and a metric like any other. CORS sits
     # in between: preflights are answered before any limit, and 429s carry CORS headers.
     # Innermost: conditional GETs that hit are answered before routing (app.conditional), and
-    # so are predictions (app.predict_early).
+    # so are predictions (app.predict_early) and film details (app.detail_early).
     app.add_middleware(EarlyPredictMiddleware)
+    app.add_middleware(EarlyDetailMiddleware)
     app.add_middleware(ConditionalGetMiddleware, memo=conditional)
     install_limits(app, settings, limiter)
     install_cors(app, settings)
