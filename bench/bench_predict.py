@@ -388,7 +388,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "`app/ml/fastpath.py`, checked against scikit-learn when the model loads; a single film "
         "is scored on the event loop, no thread hop). 1,000 films: the service checks clean "
         "films in plain Python (pydantic only for the few that need it), builds features "
-        "column by column and walks trees padded to full depth; what remains is Python "
+        "column by column and walks trees padded per depth group; what remains is Python "
         "object work per list item (parsing ~30,000 JSON objects and checking each), which "
         "MLflow, sent pre-extracted records, does not do.",
         "",
