@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.conditional import viewer
-from app.http_cache import ANSWERED_BEFORE_ROUTING
+from app.http_cache import send_json_before_routing
 from app.routers.movies import MAX_ID
 from app.services.movies_query import get_movie
 from app.state import AppState
@@ -92,16 +92,5 @@ class EarlyDetailMiddleware:
         scope.setdefault("state", {})["principal"] = principal
         scope["route"] = route
         payload = detail.model_dump_json(by_alias=True).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-length", str(len(payload)).encode("latin-1")),
-                    (b"content-type", b"application/json"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
-        ANSWERED_BEFORE_ROUTING.labels("200").inc()
+        await send_json_before_routing(send, payload)
         return True

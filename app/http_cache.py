@@ -23,6 +23,7 @@ from typing import Literal
 
 from fastapi.responses import Response
 from prometheus_client import Counter
+from starlette.types import Send
 
 from app.errors import DomainError
 
@@ -52,9 +53,27 @@ NOT_MODIFIED = Counter(
 )
 ANSWERED_BEFORE_ROUTING = Counter(
     "http_answers_before_routing_total",
-    "Warm GETs answered from remembered answers before routing (app.conditional), by status.",
+    "Answers sent before routing, by status: warm GETs and 304s (app.conditional), predictions "
+    "and film details (app.predict_early, app.detail_early).",
     ["status"],
 )
+
+
+async def send_json_before_routing(send: Send, payload: bytes) -> None:
+    """A 200 `application/json` answer with the bytes a route's `Response` would send, from
+    a middleware that answered the request before routing (counted as such)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-length", str(len(payload)).encode("latin-1")),
+                (b"content-type", b"application/json"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+    ANSWERED_BEFORE_ROUTING.labels("200").inc()
 
 
 class NotAcceptableError(DomainError):

@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.conditional import principal_with_role
-from app.http_cache import ANSWERED_BEFORE_ROUTING
+from app.http_cache import send_json_before_routing
 from app.models.predict import PredictRequest
 from app.observability import REQUEST_ID
 from app.services import engagement
@@ -135,18 +135,7 @@ class EarlyPredictMiddleware:
         scope.setdefault("state", {})["principal"] = principal
         scope["route"] = route
         payload = orjson.dumps(result)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-length", str(len(payload)).encode("latin-1")),
-                    (b"content-type", b"application/json"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
-        ANSWERED_BEFORE_ROUTING.labels("200").inc()
+        await send_json_before_routing(send, payload)
         return True
 
     def _learn(self, scope: Scope) -> None:
