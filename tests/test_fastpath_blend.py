@@ -102,3 +102,49 @@ def test_trees_walked_in_depth_groups_give_the_padded_walks_leaves() -> None:
         scorer(X), np.concatenate([scorer(X[i : i + 1]) for i in range(300)])
     )
     np.testing.assert_allclose(scorer(X), model.predict(X), rtol=1e-9, atol=1e-9)
+
+
+def _chain(depth: int) -> dict[str, np.ndarray]:
+    """A tree `depth` levels deep: each inner node sends x0 <= i left to a leaf."""
+    inner, n = depth, 2 * depth + 1
+    left = np.zeros(n, dtype=np.intp)
+    right = np.zeros(n, dtype=np.intp)
+    for i in range(inner):
+        left[i], right[i] = inner + i, i + 1 if i + 1 < inner else n - 1
+    leaf = np.arange(n) >= inner
+    return {
+        "feature": np.zeros(n, dtype=np.intp),
+        "threshold": np.arange(n, dtype=np.float64),
+        "missing_left": np.zeros(n, dtype=bool),
+        "left": left,
+        "right": right,
+        "leaf": leaf,
+        "value": np.arange(n, dtype=np.float64),
+        "depth": np.asarray(depth),
+    }
+
+
+def test_trees_too_deep_to_pad_are_walked_node_by_node() -> None:
+    """Padding is bounded by every tree padded to the deepest (small chunks walk them so):
+    one deep tree among shallow ones keeps the node walk, as before depth groups, instead of
+    building millions of padded nodes when the model loads."""
+    deep = fastpath.PERFECT_MAX_NODES.bit_length() - 2  # 2**deep is half the bound
+    scorer = fastpath.CompiledTrees(
+        [_chain(deep), _chain(1), _chain(1), _chain(2)], "sum", 0.0, "identity", False
+    )
+    assert scorer.perfect is None
+    X = np.asarray([[-1.0], [0.5], [float(deep) + 3]])
+    by_hand = [sum(t["value"][_leaf(t, x[0])] for t in scorer.trees) for x in X]
+    np.testing.assert_allclose(scorer(X), by_hand)
+    shallow = fastpath.CompiledTrees([_chain(3), _chain(5)], "sum", 0.0, "identity", False)
+    assert shallow.perfect is not None
+    np.testing.assert_allclose(
+        shallow(X), [sum(t["value"][_leaf(t, x[0])] for t in shallow.trees) for x in X]
+    )
+
+
+def _leaf(tree: dict[str, np.ndarray], x: float) -> int:
+    node = 0
+    while not tree["leaf"][node]:
+        node = int(tree["left"][node] if x <= tree["threshold"][node] else tree["right"][node])
+    return node

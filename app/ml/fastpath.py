@@ -104,7 +104,7 @@ class CompiledTrees:
         self.float32_inputs = float32_inputs
         self.perfect = (
             _PerfectForest(trees)
-            if sum(2 ** int(t["depth"]) for t in trees) <= PERFECT_MAX_NODES
+            if len(trees) * 2**self.depth <= PERFECT_MAX_NODES  # padded to the deepest too
             else None
         )
 
