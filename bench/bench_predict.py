@@ -279,6 +279,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         1,
                         0,
                     )
+            # Back to back: each server's batches in a row, timed from the first to the last,
+            # so that whatever a request leaves running in the background (the service's
+            # prediction log write) is paid by the requests that follow it, as a partner
+            # sending batches in a loop pays it. Interleaved, it ran while MLflow answered.
+            streaks: dict[str, dict[str, float]] = {}
+            for name in SERVERS:
+                started = time.perf_counter()
+                streak = timed(
+                    lambda n=name: clients[n].post(paths[n], content=batch[n]),  # type: ignore[misc]
+                    args.batch,
+                    0,
+                )
+                elapsed = time.perf_counter() - started
+                streaks[name] = summary(streak) | {"rps": args.batch / elapsed}
             rates: dict[str, list[float]] = {n: [] for n in SERVERS}
             for _ in range(2):  # interleaved again, for the same reason
                 for name in SERVERS:
@@ -296,6 +310,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name in SERVERS:
                 results["servers"][name]["single"] = summary(singles[name])
                 results["servers"][name]["batch"] = summary(batches[name])
+                results["servers"][name]["batch_streak"] = streaks[name]
                 results["servers"][name]["concurrent_rps"] = statistics.mean(rates[name])
             # Same pipeline, same answers.
             a = clients["service"].post(paths["service"], content=batch["service"]).json()
@@ -341,7 +356,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"| `GET /health` (service) | {health['p50_ms']:.2f} | {health['p95_ms']:.2f} | "
         f"{health['rps']:,.1f} | - |",
     ]
-    for kind, label, films_per_request in (("single", "1 film", 1), ("batch", "1,000 films", 1000)):
+    for kind, label, films_per_request in (
+        ("single", "1 film", 1),
+        ("batch", "1,000 films", 1000),
+        ("batch_streak", "1,000 films back to back", 1000),
+    ):
         for name in SERVERS:
             st = servers[name][kind]
             lines.append(
@@ -371,6 +390,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         ("single", "1 film, sequential"),
         ("concurrent_rps", f"1 film, {CONCURRENCY} in flight"),
         ("batch", "1,000 films, sequential"),
+        ("batch_streak", "1,000 films, back to back"),
     ):
         lines.append(
             f"  | {label} | **{ratio(kind, 'mlflow'):.1f}x** | "
@@ -391,6 +411,13 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "column by column and walks trees padded per depth group; what remains is Python "
         "object work per list item (parsing ~30,000 JSON objects and checking each), which "
         "MLflow, sent pre-extracted records, does not do.",
+        "- *Sequential* batches alternate between the servers, one request each; "
+        "requests/s is 1 / mean latency. *Back to back*: one server's batches in a row, "
+        "requests/s over the wall time of the streak. The service's prediction log writes "
+        "each batch's 1,000 films in the background (~0.1 ms of FerretDB CPU per film, "
+        "see *Prediction log overhead*): alternating, that write runs while MLflow answers; "
+        "back to back, the next batch shares the two cores with it. "
+        "`PREDICTION_LOG_SAMPLE` trades that cost against what the log keeps.",
         "",
     ]
     return "\n".join(lines)

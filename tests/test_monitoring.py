@@ -461,6 +461,47 @@ def test_a_catalogue_record_tells_an_outcome_only_once_it_is_one() -> None:
     assert outcomes.catalogue_figures(undated, today) == {"revenue": 5e6}
 
 
+def test_input_reader_reads_each_cell_as_the_monitored_input_says() -> None:
+    """The reader works column by column; each film's dict is what reading its cells one by
+    one gives: NaN as None, budget back in dollars (rounded to cents), categories as ints,
+    record fields as given, in the monitored inputs' order."""
+    names = ["runtime", "has_homepage", "log_budget", "extra", "n_genres"]
+    reader = drift.InputReader(names)
+    rng = np.random.default_rng(5)
+    X = rng.uniform(0, 20, size=(50, len(names)))
+    X[:, 1] = rng.integers(0, 2, 50)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    records = [
+        {"genres": ["Drama"] * (i % 3), "original_language": None if i % 4 else "fr"}
+        for i in range(50)
+    ]
+    expected = []
+    for row, rec in zip(X.tolist(), records, strict=True):
+        cells = dict(zip(names, row, strict=True))
+        film: dict[str, Any] = {}
+        for m in drift.MONITORED_INPUTS:
+            if m.feature is not None and m.feature in cells:
+                value = cells[m.feature]
+                if math.isnan(value):
+                    film[m.name] = None
+                elif m.name == "budget":
+                    film[m.name] = round(math.expm1(value), 2)
+                else:
+                    film[m.name] = int(value) if m.kind == "category" else value
+        for m in drift.MONITORED_INPUTS:
+            if m.record_field is not None:
+                film[m.name] = rec.get(m.record_field)
+        expected.append(film)
+    got = reader.rows(X, records)
+    assert got == expected
+    assert [list(g) for g in got] == [list(e) for e in expected]  # same key order
+    assert all(type(g["has_homepage"]) is int for g in got if g["has_homepage"] is not None)
+    assert drift.InputReader(["unmonitored"]).rows(X[:2, :1], records[:2]) == [
+        {"genres": records[0]["genres"], "original_language": "fr"},
+        {"genres": records[1]["genres"], "original_language": None},
+    ]
+
+
 async def test_pending_predictions_become_the_documents_each_request_would_have_made(
     db: AsyncDatabase[Document],
 ) -> None:

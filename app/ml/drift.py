@@ -107,23 +107,22 @@ class InputReader:
     def rows(self, X: FloatMatrix, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """One dict per film: name -> value (None when unknown; categories as given)."""
         block = X[:, self._columns] if len(self._columns) else np.zeros((len(records), 0))
-        out: list[dict[str, Any]] = []
-        names, budget, categories = self._names, self._budget, self._categories
-        for values, rec in zip(block.tolist(), records, strict=True):
-            row: dict[str, Any] = {}
-            for j, (name, value) in enumerate(zip(names, values, strict=True)):
-                if value != value:  # NaN: unknown
-                    row[name] = None
-                elif j == budget:
-                    row[name] = round(math.expm1(value), 2)
-                elif name in categories:
-                    row[name] = int(value)
-                else:
-                    row[name] = value
-            for name, source in self._fields:
-                row[name] = rec.get(source)
-            out.append(row)
-        return out
+        # Column by column, then one dict per film: the prediction log reads 1,000 films of
+        # a batch at once, and a Python step per cell cost ~9 ms of them.
+        columns: list[list[Any]] = []
+        for j, (name, values) in enumerate(zip(self._names, block.T.tolist(), strict=True)):
+            if j == self._budget:
+                columns.append([None if v != v else round(math.expm1(v), 2) for v in values])
+            elif name in self._categories:
+                columns.append([None if v != v else int(v) for v in values])
+            else:
+                columns.append([None if v != v else v for v in values])
+        for _name, source in self._fields:
+            columns.append([rec.get(source) for rec in records])
+        keys = [*self._names, *(name for name, _source in self._fields)]
+        if not columns:
+            return [{} for _ in records]
+        return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def numeric_values(rows: Iterable[Mapping[str, Any]], name: str) -> FloatVector:

@@ -28,6 +28,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from itertools import repeat
 from typing import Any, ClassVar
 
 import numpy as np
@@ -636,37 +637,46 @@ class PreReleaseFeatures(FilmFeatures):
         rating_cells: tuple[list[int], list[int]] = ([], [])
         levels: list[float] = []
         no_context = (NAN, NAN, NAN, NAN, NAN)
+        no_prior = (0.0, NAN, NAN, NAN)
+        # Per film only what this model's groups read: a batch pays ~20 us a film here.
+        franchise, release_context = self.franchise, self.release_context
+        needs_day = franchise or release_context
+        constant_dollars, content_rating = self.constant_dollars, self.content_rating
+        log_level = self._log_level
         for r, rec in enumerate(records):
             released = rec.get("release_date")
-            d = None if _missing(released) else date.fromisoformat(str(released)[:10])
-            day = d.toordinal() if d is not None else FAR_FUTURE
-            levels.append(self._log_level(released))
-            if self.franchise:
+            d = None
+            day = FAR_FUTURE
+            if needs_day and not _missing(released):
+                d = date.fromisoformat(str(released)[:10])
+                day = d.toordinal()
+            if constant_dollars:
+                levels.append(log_level(released))
+            if franchise:
                 parts = title_parts(rec.get("title"))
                 keywords = {k.casefold() for k in _str_list(rec.get("keywords"))}
                 hidden = drop is not None and drop[r]
-                names = [
-                    *_str_list(rec.get("production_companies")),
-                    *([] if hidden else _str_list(rec.get("directors"))),
-                ]
+                names = _str_list(rec.get("production_companies"))
+                if not hidden:
+                    names = [*names, *_str_list(rec.get("directors"))]
                 prior = (
                     index.before(names, day, parts.stem)
-                    if index is not None
-                    else (0.0, NAN, NAN, NAN)
+                    if index is not None and parts.stem
+                    else no_prior
                 )
                 franchise_rows.append(
                     (
                         float(parts.number or 0),
                         float(parts.subtitle),
-                        float(bool(keywords & SEQUEL_KEYWORDS)),
+                        float(not SEQUEL_KEYWORDS.isdisjoint(keywords)),
                         float(
-                            bool(keywords & ADAPTATION_KEYWORDS)
-                            or any(k.startswith("based on") for k in keywords)
+                            not ADAPTATION_KEYWORDS.isdisjoint(keywords)
+                            or any(map(str.startswith, keywords, repeat("based on")))
                         ),
                         *prior,
                     )
                 )
-            if self.release_context:
+            if release_context:
                 if d is None:
                     context_rows.append(no_context)
                 else:
@@ -681,11 +691,13 @@ class PreReleaseFeatures(FilmFeatures):
                     context_rows.append(
                         (*counts, float(to_holiday), float(to_holiday <= 10 or december))
                     )
-            if self.content_rating:
-                rating = RATING_ALIASES.get(str(rec.get("content_rating") or "").strip().upper())
-                if rating is not None:
-                    rating_cells[0].append(r)
-                    rating_cells[1].append(pos[f"content_rating={rating}"])
+            if content_rating:
+                given = rec.get("content_rating")
+                if given:
+                    rating = RATING_ALIASES.get(str(given).strip().upper())
+                    if rating is not None:
+                        rating_cells[0].append(r)
+                        rating_cells[1].append(pos[f"content_rating={rating}"])
         if n == 0:
             return
         if self.franchise:

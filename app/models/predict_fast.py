@@ -86,6 +86,8 @@ def _ref_name(item: Any, code_key: str | None = None) -> str:
 def _names(values: Any, field: str, code_key: str | None = None) -> list[str]:
     if type(values) is not list or len(values) > LIST_MAX[field]:
         raise _Slow
+    if not values:
+        return []
     names: list[str] = []
     for item in values:
         # `_ref_name` inlined for the common shapes: this loop sees ~30,000 items a batch.
@@ -103,8 +105,9 @@ def _names(values: Any, field: str, code_key: str | None = None) -> list[str]:
         if type(name) is not str or not name or len(name) > NAME_MAX or name.strip() != name:
             raise _Slow
         names.append(name)
-    # Deduplicated in order, as `film_document` does.
-    return list(dict.fromkeys(names))
+    # Deduplicated in order, as `film_document` does (most lists have no repeat: a set's
+    # size says so for less than rebuilding the list).
+    return names if len(set(names)) == len(names) else list(dict.fromkeys(names))
 
 
 def _number(value: Any, upper: float | None = None) -> float | None:
@@ -164,14 +167,24 @@ def _cast(values: Any) -> list[str]:
             continue
         if type(member) is not dict:
             raise _Slow
-        name = _name(member.get("name"))
-        _optional_str(member.get("character"))
+        # `_name`, `_optional_str` and `_int_at_least_zero` inlined: ~3,000 members a batch.
+        name = member.get("name")
+        if type(name) is not str or not name or len(name) > NAME_MAX or name.strip() != name:
+            raise _Slow
+        character = member.get("character")
+        if character is not None and type(character) is not str:
+            raise _Slow
         order = member.get("order", position)
-        if "order" in member:
-            _int_at_least_zero(order)
+        if type(order) is not int or order < 0:
+            raise _Slow
         billed.append((order, name))
-    billed.sort(key=lambda b: b[0])  # stable: ties keep the posted order, as sorted() does
+    if len(billed) > 1:
+        billed.sort(key=_billing)  # stable: ties keep the posted order, as sorted() does
     return [name for _order, name in billed[:LEAD_ACTORS]]
+
+
+def _billing(member: tuple[int, str]) -> int:
+    return member[0]
 
 
 def _directors(values: Any) -> list[str]:
@@ -184,10 +197,15 @@ def _directors(values: Any) -> list[str]:
             continue
         if type(member) is not dict:
             raise _Slow
-        name = _name(member.get("name"))
+        name = member.get("name")
+        if type(name) is not str or not name or len(name) > NAME_MAX or name.strip() != name:
+            raise _Slow
         job = member.get("job")
-        _optional_str(job)
-        _optional_str(member.get("department"))
+        department = member.get("department")
+        if (job is not None and type(job) is not str) or (
+            department is not None and type(department) is not str
+        ):
+            raise _Slow
         if job == "Director":
             directors.append(name)
     return directors
