@@ -21,11 +21,10 @@ itself. The answer's bytes are the route's (`MovieDetail.model_dump_json`).
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.conditional import viewer
-from app.http_cache import send_json_before_routing
+from app.early_answer import RouteMemory, answer_before_routing
 from app.routers.movies import MAX_ID
 from app.services.movies_query import get_movie
 from app.state import AppState
@@ -53,7 +52,7 @@ class EarlyDetailMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._route: BaseRoute | None = None  # the detail route, as routing matched it
+        self._routes = RouteMemory()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         wanted = (
@@ -65,32 +64,18 @@ class EarlyDetailMiddleware:
         if wanted is None or state is None:
             await self.app(scope, receive, send)
             return
-        if self._route is None:
+        route = self._routes.get(TEMPLATE)
+        if route is None:
             await self.app(scope, receive, send)
-            route = scope.get("route")
-            if isinstance(route, BaseRoute) and getattr(route, "path", "") == TEMPLATE:
-                self._route = route
+            self._routes.learn(TEMPLATE, scope, TEMPLATE)
             return
-        if not await self._answered(scope, send, state, wanted, self._route):
-            await self.app(scope, receive, send)
-
-    async def _answered(
-        self, scope: Scope, send: Send, state: AppState, wanted: int, route: BaseRoute
-    ) -> bool:
         principal = await viewer(scope, state)
-        if principal is None:
-            return False
-        # A spent budget takes no token: the routed request then answers the 429 itself.
-        if state.limiter.hit(principal.rate_key) > 0:
-            return False
-        try:
-            detail = await get_movie(state.db, wanted)
-        except Exception:
-            # The route answers it (404, a 503 when the database fails) and is charged instead.
-            state.limiter.refund(principal.rate_key)
-            return False
-        scope.setdefault("state", {})["principal"] = principal
-        scope["route"] = route
-        payload = detail.model_dump_json(by_alias=True).encode()
-        await send_json_before_routing(send, payload)
-        return True
+
+        async def payload() -> bytes:
+            detail = await get_movie(state.db, wanted)  # a 404 raises: the route answers it
+            return detail.model_dump_json(by_alias=True).encode()
+
+        if principal is None or not await answer_before_routing(
+            scope, send, state, principal, route, payload
+        ):
+            await self.app(scope, receive, send)

@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.conditional import principal_with_role
-from app.http_cache import send_json_before_routing
+from app.early_answer import RouteMemory, answer_before_routing
 from app.models.predict import PredictRequest
 from app.observability import REQUEST_ID
 from app.services import engagement
@@ -84,8 +84,7 @@ class EarlyPredictMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # Each path's route, as routing matched it (its template labels logs and metrics).
-        self._routes: dict[str, BaseRoute] = {}
+        self._routes = RouteMemory()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer = (
@@ -97,11 +96,12 @@ class EarlyPredictMiddleware:
         if answer is None or state is None or not _is_json(scope):
             await self.app(scope, receive, send)
             return
-        route = self._routes.get(scope["path"])
+        path = scope["path"]
+        route = self._routes.get(path)
         if route is None:
             # The first request to each path is routed, to learn the route it matches.
             await self.app(scope, receive, send)
-            self._learn(scope)
+            self._routes.learn(path, scope, path)
             return
         body, receive = await _buffered(receive)
         if not await self._answered(scope, send, state, answer, body, route):
@@ -122,27 +122,13 @@ class EarlyPredictMiddleware:
         try:
             request = PredictRequest.model_validate(orjson.loads(body))
         except (orjson.JSONDecodeError, ValidationError):
-            return False  # the route answers the 422
-        # A spent budget takes no token: the routed request then answers the 429 itself.
-        if state.limiter.hit(principal.rate_key) > 0:
-            return False
-        try:
-            result = await answer(state, request, LogContext(REQUEST_ID.get(), str(principal)))
-        except Exception:
-            # The route answers it (413, 422, 503, or a 500) and is charged instead.
-            state.limiter.refund(principal.rate_key)
-            return False
-        scope.setdefault("state", {})["principal"] = principal
-        scope["route"] = route
-        payload = orjson.dumps(result)
-        await send_json_before_routing(send, payload)
-        return True
+            return False  # the route answers the 422, and spends the token
+        context = LogContext(REQUEST_ID.get(), str(principal))
 
-    def _learn(self, scope: Scope) -> None:
-        """Keep the route a routed request to a prediction path matched."""
-        route = scope.get("route")
-        if isinstance(route, BaseRoute) and getattr(route, "path", None) == scope["path"]:
-            self._routes[scope["path"]] = route
+        async def payload() -> bytes:
+            return orjson.dumps(await answer(state, request, context))
+
+        return await answer_before_routing(scope, send, state, principal, route, payload)
 
 
 async def _buffered(receive: Receive) -> tuple[bytes, Receive]:

@@ -415,8 +415,10 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "requests/s is 1 / mean latency. *Back to back*: one server's batches in a row, "
         "requests/s over the wall time of the streak. The service's prediction log writes "
         "each batch's 1,000 films in the background (~0.1 ms of FerretDB CPU per film, "
-        "see *Prediction log overhead*): alternating, that write runs while MLflow answers; "
-        "back to back, the next batch shares the two cores with it. "
+        "see *Prediction log overhead*): alternating, that write runs while MLflow answers "
+        "and slows MLflow down, which flatters the service's ratio; back to back, the next "
+        "batch shares the two cores with it, so with the log on the back-to-back ratio is the "
+        "fair one. "
         "`PREDICTION_LOG_SAMPLE` trades that cost against what the log keeps.",
         "",
     ]
