@@ -556,6 +556,13 @@ async def test_page_is_public_html_under_a_strict_policy(api: httpx.AsyncClient)
     assert shared.status_code == 200 and 'data-share-token="abcDEF123_-"' in shared.text
 
 
+async def test_the_service_address_leads_to_the_dashboard_page(api: httpx.AsyncClient) -> None:
+    root = await api.get("/", headers={"Host": "elsewhere.example"})
+    assert root.status_code == 307 and root.headers["location"] == "/ui"
+    assert (await api.get("/", follow_redirects=True)).text == (await api.get("/ui")).text
+    problem(await api.get("/nothing-here"), 404)  # other unknown paths stay problems
+
+
 async def test_assets_are_fingerprinted_and_cached(api: httpx.AsyncClient) -> None:
     html = (await api.get("/ui")).text
     urls = re.findall(r'(?:src|href)="(/ui/assets/[^"]+)"', html)

@@ -12,7 +12,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.errors import NotFoundError
 from app.services.ui_assets import assets, by_url_name, templates
@@ -44,6 +44,15 @@ def _page(share_token: str | None = None) -> HTMLResponse:
         .render(plotly_url=assets()["plotly.min.js"].url, share_token=share_token or "")
     )
     return HTMLResponse(html, headers=PAGE_HEADERS)
+
+
+@router.get("/", summary="The service's address: to the dashboard page")
+async def root(request: Request) -> RedirectResponse:
+    """Someone opening the service's address in a browser lands on the dashboards (the API is
+    under `/v1`, its docs under `/docs`), not on a 404. The target stays relative to this
+    host: a Location built from the Host header would send the browser wherever that
+    header says."""
+    return RedirectResponse(f"{request.scope.get('root_path', '')}/ui", status_code=307)
 
 
 @router.get("/ui", summary="Dashboard page", response_class=HTMLResponse)
