@@ -156,7 +156,9 @@ def _allowed_methods(request: Request) -> list[str]:
         scope = {**request.scope, "method": method}
         if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
             allowed.append(method)
-    return allowed
+            if method == "GET":
+                allowed.append("HEAD")  # every GET answers HEAD too (app.head_requests)
+    return list(dict.fromkeys(allowed))
 
 
 def install_handlers(app: FastAPI) -> None:

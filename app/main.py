@@ -18,6 +18,7 @@ from app.db import make_client
 from app.detail_early import EarlyDetailMiddleware
 from app.docs_ui import install_docs
 from app.errors import add_problem_schema, install_handlers
+from app.head_requests import HeadAsGetMiddleware
 from app.heap import freeze_startup_heap
 from app.limits import RequestRateLimiter, install_limits
 from app.ml.registry import ModelRegistry
@@ -179,6 +180,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(EarlyPredictMiddleware)
     app.add_middleware(EarlyDetailMiddleware)
     app.add_middleware(ConditionalGetMiddleware, memo=conditional)
+    # HEAD goes down as GET from here (app.head_requests), through the early answers too.
+    app.add_middleware(HeadAsGetMiddleware)
     install_limits(app, settings, limiter)
     install_cors(app, settings)
     install_observability(app, settings.log_level)

@@ -114,11 +114,11 @@ def test_cli_db_lifecycle(tmp_path: Path) -> None:
 async def test_405_allow_names_every_method_of_the_path(api: httpx.AsyncClient) -> None:
     """GET and POST /v1/dashboards are two routes; a 405 there must allow both (RFC 9110)."""
     for method, path, allowed in [
-        ("OPTIONS", "/v1/dashboards", "GET, POST"),
-        ("PATCH", "/v1/dashboards/" + "ab" * 12, "GET, PUT, DELETE"),
-        ("DELETE", "/v1/analytics/genres", "GET"),
+        ("OPTIONS", "/v1/dashboards", "GET, HEAD, POST"),
+        ("PATCH", "/v1/dashboards/" + "ab" * 12, "GET, HEAD, PUT, DELETE"),
+        ("DELETE", "/v1/analytics/genres", "GET, HEAD"),
         # Fixed paths beside `/{dashboard_id}` name only their own methods.
-        ("OPTIONS", "/v1/dashboards/catalog", "GET"),
+        ("OPTIONS", "/v1/dashboards/catalog", "GET, HEAD"),
         ("OPTIONS", "/v1/dashboards/default", "POST"),
     ]:
         response = await api.request(method, path)
