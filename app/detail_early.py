@@ -67,7 +67,7 @@ class EarlyDetailMiddleware:
         route = self._routes.get(TEMPLATE)
         if route is None:
             await self.app(scope, receive, send)
-            self._routes.learn(TEMPLATE, scope, TEMPLATE)
+            self._routes.learn(TEMPLATE, scope)
             return
         principal = await viewer(scope, state)
 

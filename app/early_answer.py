@@ -22,20 +22,21 @@ from app.state import AppState
 
 
 class RouteMemory:
-    """The route routing matched for each path answered early, learnt from the first
-    request to it (its template labels the access log and metrics of the ones after)."""
+    """The routes answered early, by path template, each learnt from the first request
+    routing matched to it (the template labels the access log and metrics of the ones
+    after)."""
 
     def __init__(self) -> None:
         self._routes: dict[str, BaseRoute] = {}
 
-    def get(self, key: str) -> BaseRoute | None:
-        return self._routes.get(key)
+    def get(self, template: str) -> BaseRoute | None:
+        return self._routes.get(template)
 
-    def learn(self, key: str, scope: Scope, template: str) -> None:
+    def learn(self, template: str, scope: Scope) -> None:
         """Keep the route a routed request matched, when it is the one with `template`."""
         route = scope.get("route")
         if isinstance(route, BaseRoute) and getattr(route, "path", None) == template:
-            self._routes[key] = route
+            self._routes[template] = route
 
 
 async def answer_before_routing(

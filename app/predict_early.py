@@ -101,7 +101,7 @@ class EarlyPredictMiddleware:
         if route is None:
             # The first request to each path is routed, to learn the route it matches.
             await self.app(scope, receive, send)
-            self._routes.learn(path, scope, path)
+            self._routes.learn(path, scope)
             return
         body, receive = await _buffered(receive)
         if not await self._answered(scope, send, state, answer, body, route):
