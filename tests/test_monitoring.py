@@ -437,8 +437,7 @@ async def test_log_writer_drops_and_counts_when_full_and_prunes_by_age(
     await writer.close()
     assert writer.stats("revenue")["written"] == 4 and writer.stats("revenue")["dropped"] == 1
     assert await prediction_log.predicted_among(db, [1, 2, 3, 4, 8]) == {1, 2, 3}
-    logged = await db["prediction_log"].find_one({"id": 1})
-    assert logged is not None
+    (logged,) = [f for f in await prediction_log.logged_films(db, "revenue") if f["id"] == 1]
     assert logged["request_id"] == "req-1" and logged["principal"] == "key:abc"
     assert logged["model"] == "revenue" and logged["version"] == "v1"
 
@@ -622,8 +621,7 @@ async def test_sample_and_logged_record(
         answer = await http.post("/v1/predict/revenue", json={"items": [film]})
         assert answer.status_code == 200
         await wait_logged(db, "revenue", 1)
-        doc = await db["prediction_log"].find_one({"model": "revenue"})
-        assert doc is not None
+        (doc,) = await prediction_log.logged_films(db, "revenue")
         assert doc["id"] == 42 and doc["request_id"] == answer.headers["x-request-id"]
         assert doc["principal"] == "admin_key:admin-key"
         assert doc["version"] == answer.json()["model_version"]
