@@ -414,11 +414,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "- *Sequential* batches alternate between the servers, one request each; "
         "requests/s is 1 / mean latency. *Back to back*: one server's batches in a row, "
         "requests/s over the wall time of the streak. The service's prediction log writes "
-        "each batch's 1,000 films in the background (~0.1 ms of FerretDB CPU per film, "
-        "see *Prediction log overhead*): alternating, that write runs while MLflow answers "
-        "and slows MLflow down, which flatters the service's ratio; back to back, the next "
-        "batch shares the two cores with it, so with the log on the back-to-back ratio is the "
-        "fair one. "
+        "each batch's 1,000 films in the background (about 10 ms of the service's CPU to "
+        "read and pack them, and a few ms of FerretDB's, see *Prediction log overhead*): "
+        "alternating, that work runs while MLflow answers, which flatters the service's "
+        "ratio; back to back, the next batch waits for it, so with the log on the "
+        "back-to-back ratio is the fair one. "
         "`PREDICTION_LOG_SAMPLE` trades that cost against what the log keeps.",
         "",
     ]
