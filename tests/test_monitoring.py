@@ -608,10 +608,13 @@ async def test_predicted_ids_are_inserted_once_and_their_last_time_moves_forward
 
 
 async def test_sample_and_logged_record(
-    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory, mongo: AsyncMongoClient[Document]
+    mongodb_uri: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    mongo: AsyncMongoClient[Document],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A logged prediction holds who asked, the inputs as the model saw them and the output;
-    PREDICTION_LOG_SAMPLE=0 logs nothing."""
+    """A logged prediction holds who asked, the inputs as the model saw them and the output,
+    and `monitor log` prints it; PREDICTION_LOG_SAMPLE=0 logs nothing."""
     root, _ = trained_artifacts(tmp_path_factory)
     workdir = tmp_path_factory.mktemp("sample")
     settings = app_settings(mongodb_uri, root, workdir)
@@ -630,6 +633,18 @@ async def test_sample_and_logged_record(
         assert sorted(doc["inputs"]["genres"]) == sorted(film["genres"])
         detail = (await http.get("/v1/models/revenue")).json()
         assert detail["prediction_log"]["written"] >= 1
+        await http.post("/v1/predict/revenue", json={"items": [film_body(training_films(1, 4)[0])]})
+        await wait_logged(db, "revenue", 2)
+        printed = await run_cli(monkeypatch, settings, ["monitor", "log", "revenue", "--id", "42"])
+        assert printed.exit_code == 0, printed.output
+        (line,) = printed.output.splitlines()
+        assert json.loads(line) == {**doc, "at": doc["at"].isoformat()}
+        both = await run_cli(monkeypatch, settings, ["monitor", "log", "revenue", "--since", "1h"])
+        assert [json.loads(x)["id"] for x in both.output.splitlines()] == [None, 42]  # newest first
+        early = await run_cli(monkeypatch, settings, ["monitor", "log", "revenue", "--until", "1h"])
+        assert early.exit_code == 0 and early.output == ""
+        bad = await run_cli(monkeypatch, settings, ["monitor", "log", "revenue", "--since", "soon"])
+        assert bad.exit_code == 2 and "--since" in bad.output
 
     off = app_settings(mongodb_uri, root, workdir).model_copy(update={"prediction_log_sample": 0.0})
     db_off = mongo[off.mongodb_db]

@@ -99,6 +99,11 @@ async def test_chunks_and_older_documents_are_read_counted_and_pruned_together(
     assert newest[0]["output"] == {"score": spread[-1]["output"]["score"]}
     everything = await prediction_log.read_inputs(db, "revenue", "v1", None, None, limit=100)
     assert len(everything) == 6
+    named_newest = await prediction_log.newest_films(db, "revenue", 10, ids=[1, 4, 6])
+    assert [(f["id"], f["at"]) for f in named_newest] == [
+        (4, START + timedelta(hours=2)),
+        (1, START),
+    ]
 
     named = await prediction_log.read_identified(db, "revenue", [1, 4, 5, 99], None, window[1])
     assert [(f["id"], f["at"]) for f in named] == [

@@ -3,38 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import typer
 
-from app.cli.common import console, open_db, print_table, run
+from app.cli.common import console, open_db, parse_time, print_table, run
 from app.db import Document
 from app.settings import Settings
 
 MAX_ENTRIES = 100_000
-
-
-def _time(text: str, option: str) -> datetime:
-    """An ISO date or time (UTC when it names no zone), or a duration ago (`24h`, `7d`)."""
-    from app.errors import DomainError
-    from app.services.credentials import parse_duration
-
-    try:
-        return datetime.now(UTC) - parse_duration(
-            text, what=option, maximum=datetime.now(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-        )
-    except DomainError:
-        pass
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(
-            "an ISO date or time (2026-01-31, 2026-01-31T08:00:00+01:00) or a duration ago "
-            "(30m, 24h, 7d)",
-            param_hint=option,
-        ) from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def audit_command(
@@ -67,8 +44,8 @@ def audit_command(
     from app.errors import DomainError
     from app.services import audit
 
-    start = _time(since, "--since") if since else None
-    end = _time(until, "--until") if until else None
+    start = parse_time(since, "--since") if since else None
+    end = parse_time(until, "--until") if until else None
 
     async def go(settings: Settings) -> list[Document]:
         found: list[Document] = []

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import typer
 from pymongo.asynchronous.database import AsyncDatabase
 from rich.console import Console
 from rich.progress import (
@@ -105,3 +106,25 @@ def print_summary(title: str, counts: dict[str, int]) -> None:
         table.add_column(key, justify="right")
     table.add_row(*(str(v) for v in counts.values()))
     Console().print(table)
+
+
+def parse_time(text: str, option: str) -> datetime:
+    """An ISO date or time (UTC when it names no zone), or a duration ago (`24h`, `7d`)."""
+    from app.errors import DomainError
+    from app.services.credentials import parse_duration
+
+    try:
+        return datetime.now(UTC) - parse_duration(
+            text, what=option, maximum=datetime.now(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+        )
+    except DomainError:
+        pass
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            "an ISO date or time (2026-01-31, 2026-01-31T08:00:00+01:00) or a duration ago "
+            "(30m, 24h, 7d)",
+            param_hint=option,
+        ) from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

@@ -1,6 +1,6 @@
 """`tmdb-analytics monitor`: the served models judged from the prediction log, for schedulers
-(`check`) and for MLflow (`report`). Both read the database and the artifacts directory like
-the service does; neither needs the service to run.
+(`check`) and for MLflow (`report`), and the log itself (`log`). They read the database and
+the artifacts directory like the service does; none needs the service to run.
 
 Exit codes (`check`): 0 nothing to do, 1 retraining advised (the reasons are printed), 2 the
 models could not be judged (database unreachable, no version). `report`: 0 logged, 2 some
@@ -10,12 +10,13 @@ version not tracked there); serving is never affected.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+import json
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pymongo.errors import PyMongoError
 
-from app.cli.common import console, run
+from app.cli.common import console, parse_time, run
 from app.db import open_db
 from app.ml import artifacts
 from app.settings import Settings, get_settings
@@ -158,3 +159,49 @@ def report(model: Models = None) -> None:
             f"{name} {card.version}: {len(metrics)} live metrics logged to run {card.mlflow.run_id}"
         )
     raise typer.Exit(code)
+
+
+MAX_LOGGED = 1_000_000
+
+
+@monitor_app.command("log")
+def show_log(
+    model: Annotated[str, typer.Argument(help="revenue, hit or engagement")],
+    version: Annotated[str | None, typer.Option(help="Only this model version")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(metavar="TIME", help="From this time: ISO date/time (UTC), or 24h, 7d ago"),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(metavar="TIME", help="Before this time (same forms)")
+    ] = None,
+    film: Annotated[
+        list[int] | None,
+        typer.Option("--id", help="Only predictions of this TMDB id (repeatable)"),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LOGGED, help="At most this many predictions")
+    ] = 100,
+) -> None:
+    """Print logged predictions, newest first, one JSON object per line: when, model and
+    version, who asked (request id, principal), the film's TMDB id, the inputs as the model saw
+    them and its output. The log is stored in compressed chunks; this is how to read it."""
+    from app.services import prediction_log
+
+    names = _models([model])
+    start = parse_time(since, "--since") if since else None
+    end = parse_time(until, "--until") if until else None
+
+    async def go(settings: Settings) -> list[dict[str, Any]]:
+        async with open_db(settings) as db:
+            return await prediction_log.newest_films(
+                db, names[0], limit, version=version, since=start, until=end, ids=film
+            )
+
+    try:
+        films = run(go)
+    except PyMongoError as exc:
+        console.print(f"[red]database unreachable[/red] ({exc.__class__.__name__})")
+        raise typer.Exit(UNJUDGED) from None
+    for logged in films:
+        typer.echo(json.dumps({**logged, "at": logged["at"].isoformat()}, ensure_ascii=False))

@@ -646,6 +646,38 @@ async def logged_films(
     return found
 
 
+async def newest_films(
+    db: AsyncDatabase[Document],
+    model: str,
+    limit: int,
+    *,
+    version: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    ids: Iterable[int] | None = None,
+) -> list[Document]:
+    """The newest `limit` logged predictions of `model` (and version, and naming one of
+    `ids`) in [since, until), newest first. Chunks are read newest first until `limit`
+    predictions are in hand."""
+    wanted = None if ids is None else {int(i) for i in ids}
+    cursor = (
+        db[PREDICTION_LOG].find(_window(model, since, until, version), {"_id": 0}).sort("at", -1)
+    )
+    found: list[Document] = []
+    async for doc in cursor:
+        if wanted is not None and "n" in doc and wanted.isdisjoint(doc.get("ids") or ()):
+            continue
+        found += (
+            film
+            for film in unpack(doc)
+            if _within(film["at"], since, until) and (wanted is None or film.get("id") in wanted)
+        )
+        if len(found) >= limit:
+            break
+    found.sort(key=lambda film: film["at"], reverse=True)
+    return found[:limit]
+
+
 async def read_inputs(
     db: AsyncDatabase[Document],
     model: str,
@@ -654,20 +686,11 @@ async def read_inputs(
     until: datetime | None,
     limit: int,
 ) -> list[Document]:
-    """The newest `limit` logged predictions of a version in [since, until): inputs, score.
-    Chunks are read newest first until `limit` predictions are in hand."""
-    cursor = (
-        db[PREDICTION_LOG].find(_window(model, since, until, version), {"_id": 0}).sort("at", -1)
-    )
-    found: list[Document] = []
-    async for doc in cursor:
-        found += (f for f in unpack(doc) if _within(f["at"], since, until))
-        if len(found) >= limit:
-            break
-    found.sort(key=lambda film: film["at"], reverse=True)
+    """The newest `limit` logged predictions of a version in [since, until): inputs, score."""
+    films = await newest_films(db, model, limit, version=version, since=since, until=until)
     return [
         {"inputs": film.get("inputs"), "output": {"score": (film.get("output") or {}).get("score")}}
-        for film in found[:limit]
+        for film in films
     ]
 
 
