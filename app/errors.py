@@ -138,6 +138,16 @@ def add_problem_schema(app: FastAPI) -> None:
 def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
+        reason = (err.get("ctx") or {}).get("error")
+        if err.get("type") == "json_invalid" and reason:
+            # FastAPI puts the parser's character offset where a field name goes ("body.0")
+            # and keeps the parser's reason in `ctx`: say both in words.
+            where = list(err.get("loc", ()))[1:2]
+            at = f" at character {where[0]}" if where else ""
+            out.append(
+                {"loc": ["body"], "msg": f"invalid JSON{at}: {reason}", "type": "json_invalid"}
+            )
+            continue
         out.append(
             {
                 "loc": [str(p) for p in err.get("loc", ())],

@@ -580,3 +580,27 @@ async def test_assets_are_fingerprinted_and_cached(api: httpx.AsyncClient) -> No
     assert hashlib.sha256(own).hexdigest()[:12] in app_js
     assert (await api.get(app_js)).content == own
     problem(await api.get("/ui/assets/app.000000000000.js"), 404)
+
+
+async def test_a_lone_surrogate_in_a_widget_parameter_is_a_422_not_a_500(
+    api: httpx.AsyncClient, who: Callers
+) -> None:
+    """`params` takes any JSON value, so pydantic let an unpaired `\\ud800` through and the
+    write to the database failed (500). The body is refused as JSON that is not Unicode text;
+    a surrogate pair (one character) is an ordinary string."""
+    headers = {**who["alice"], "content-type": "application/json"}
+    for raw in (
+        '{"name": "n", "widgets": [{"title": "t", "endpoint": "/v1/analytics/genres", '
+        '"params": {"genre": ["a\\ud800"]}, "chart": "bar"}]}',
+        '{"name": "n", "widgets": [{"title": "t", "endpoint": "/v1/analytics/genres", '
+        '"params": {"genre": ["\\udc00"]}, "chart": "bar"}]}',
+    ):
+        body = problem(await api.post("/v1/dashboards", content=raw, headers=headers), 422)
+        assert "surrogate" in str(body)
+    paired = dashboard_body(name="Genres \U0001f3ac")
+    paired["widgets"][0]["params"] = {"genre": ["Drama \U0001f3ac"]}
+    raw = json.dumps(paired)  # ASCII escapes: the emoji as \ud83c\udfac
+    assert "\\ud83c\\udfac" in raw
+    created = await api.post("/v1/dashboards", content=raw, headers=headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["widgets"][0]["params"] == {"genre": ["Drama \U0001f3ac"]}

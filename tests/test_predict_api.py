@@ -493,3 +493,31 @@ async def test_a_record_straight_from_the_tmdb_api_scores_like_the_flat_film(
         same, nested, bare = (p[score] for p in response.json()["predictions"])
         assert nested == same
         assert bare != same  # the unwrapped lists really reached the model
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"items": [{"title": "Bad \\ud800 title", "budget": 1000000}]}',
+        b'{"items": [{"title": "ok", "genres": ["Dra\\udc00ma"]}]}',
+        b'{"items": [{"title": "ok", "keywords": [{"name": "x", "\\ud800": 1}]}]}',
+        b'{"items": [{"title": "raw bytes \xed\xa0\x80"}]}',
+    ],
+)
+async def test_a_lone_surrogate_is_a_422_not_a_500(api: httpx.AsyncClient, raw: bytes) -> None:
+    """The fast path checks strings without pydantic and took an unpaired surrogate, which
+    then failed the JSON answer (500). Such a body is not Unicode text: a 422."""
+    for path in ("/v1/predict/revenue", "/v1/predict/engagement"):
+        response = await api.post(path, content=raw, headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith(PROBLEM)
+        assert "surrogate" in response.text
+
+
+async def test_a_surrogate_pair_is_one_character(api: httpx.AsyncClient) -> None:
+    raw = b'{"items": [{"title": "Film \\ud83c\\udfac", "budget": 1000000}]}'
+    response = await api.post(
+        "/v1/predict/hit", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["title"] == "Film \U0001f3ac"

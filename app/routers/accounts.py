@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import Path, Response
 
 from app.deps import State
 from app.errors import problem_responses
@@ -27,6 +27,7 @@ from app.models.accounts import (
     UserInfo,
     UserList,
 )
+from app.routers.json_body import json_router
 from app.security import RequestOrigin
 from app.services import accounts, credentials
 from app.services.credentials import (
@@ -37,8 +38,8 @@ from app.services.credentials import (
     parse_duration,
 )
 
-users_router = APIRouter(prefix="/v1/users", tags=["admin"])
-keys_router = APIRouter(prefix="/v1/keys", tags=["admin"])
+users_router = json_router(prefix="/v1/users", tags=["admin"])
+keys_router = json_router(prefix="/v1/keys", tags=["admin"])
 
 Username = Annotated[str, Path(pattern=USERNAME_PATTERN, description="The username")]
 KeyId = Annotated[

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from fastapi.responses import Response
 
 from app.models.analytics import (
@@ -26,10 +26,11 @@ from app.models.analytics import (
 from app.models.segments import SegmentsResponse
 from app.routers.answers import ANALYTICS_HEADERS, Answerer, read_responses
 from app.routers.filters import Filters
+from app.routers.json_body import json_router
 from app.services import analytics
 from app.services.analytics.segments import segments as segment_catalogue
 
-router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
+router = json_router(prefix="/v1/analytics", tags=["analytics"])
 
 
 RESPONSES = read_responses(ANALYTICS_HEADERS)

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from app.deps import State
 from app.errors import problem_responses
 from app.models.accounts import AuditEntry, AuditPage
+from app.routers.json_body import json_router
 from app.services import audit
 
-router = APIRouter(prefix="/v1/audit", tags=["admin"])
+router = json_router(prefix="/v1/audit", tags=["admin"])
 
 
 @router.get(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import Depends, Form, Request, Response
 from pydantic import BaseModel, Field
 from pymongo.errors import PyMongoError
 
@@ -13,6 +13,7 @@ from app.authn import ForbiddenError
 from app.deps import State
 from app.errors import problem_responses
 from app.limits import client_ip
+from app.routers.json_body import json_router
 from app.security import (
     PASSWORD_URL,
     TOKEN_URL,
@@ -35,7 +36,7 @@ from app.services.credentials import (
     user_exists,
 )
 
-router = APIRouter(tags=["auth"])
+router = json_router(tags=["auth"])
 
 
 class TokenResponse(BaseModel):

@@ -11,7 +11,7 @@ import re
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import Depends, Header, Path, Request, Response
 from fastapi.responses import HTMLResponse
 from starlette.convertors import StringConvertor, register_url_convertor
 
@@ -27,6 +27,7 @@ from app.models.dashboards import (
     Widget,
     WidgetCatalogInfo,
 )
+from app.routers.json_body import json_router
 from app.security import Principal, current_principal
 from app.services import dashboard_export
 from app.services import dashboards as service
@@ -43,7 +44,7 @@ class _DashboardIdConvertor(StringConvertor):
 
 register_url_convertor("dashboard_id", _DashboardIdConvertor())
 
-router = APIRouter(prefix="/v1/dashboards", tags=["dashboards"])
+router = json_router(prefix="/v1/dashboards", tags=["dashboards"])
 
 DashboardId = Annotated[
     str, Path(pattern="^[0-9a-f]{24}$", description="Dashboard id (24 hex digits)")

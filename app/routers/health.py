@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.deps import State
 from app.errors import problem_responses
 from app.problems import PROBLEM_JSON, problem_body
+from app.routers.json_body import json_router
 from app.security import is_admin
 from app.services.health import public_check, readiness
 
-router = APIRouter(tags=["health"])
+router = json_router(tags=["health"])
 
 
 class Health(BaseModel):

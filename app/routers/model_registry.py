@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from app.deps import Db, State
 from app.errors import problem_responses
 from app.models.predict import ActivateRequest, ActivationResult, ModelDetail, ModelList
+from app.routers.json_body import json_router
 from app.security import CurrentPrincipal, RequestOrigin, Role
 from app.services import model_admin as service
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = json_router(prefix="/v1/models", tags=["models"])
 # Included separately by the app factory, which attaches the admin credentials dependency.
-admin_router = APIRouter(prefix="/v1/models", tags=["models (admin)"])
+admin_router = json_router(prefix="/v1/models", tags=["models (admin)"])
 
 
 @router.get(

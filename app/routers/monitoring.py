@@ -6,19 +6,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 from fastapi.responses import HTMLResponse
 
 from app.deps import State
 from app.errors import problem_responses
 from app.models.monitoring import DriftReport, OutcomesRequest, OutcomesResult, PerformanceReport
+from app.routers.json_body import json_router
 from app.security import CurrentPrincipal
 from app.services import monitoring as service
 from app.services.monitoring_page import render_page
 
-router = APIRouter(prefix="/v1/models", tags=["monitoring"])
+router = json_router(prefix="/v1/models", tags=["monitoring"])
 # Included with the predictor role by the app factory.
-outcomes_router = APIRouter(prefix="/v1/predictions", tags=["monitoring"])
+outcomes_router = json_router(prefix="/v1/predictions", tags=["monitoring"])
 
 ModelName = Annotated[
     str, Path(max_length=40, description="Model name (`revenue`, `hit`, `engagement`)")

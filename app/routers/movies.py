@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 from fastapi.responses import Response
 
 from app.db import is_ferretdb
@@ -15,6 +15,7 @@ from app.models.movies_api import MovieDetail, MovieList
 from app.models.similar import SimilarResponse
 from app.routers.answers import ANALYTICS_HEADERS, Answerer, read_responses
 from app.routers.filters import Filters
+from app.routers.json_body import json_router
 from app.services.meta_repo import get_data_version
 from app.services.movies_query import (
     DEFAULT_SORT,
@@ -29,7 +30,7 @@ from app.services.movies_query import (
 from app.services.movies_snapshot import search_snapshot
 from app.services.similar import MAX_N, similar_films
 
-router = APIRouter(prefix="/v1/movies", tags=["movies"])
+router = json_router(prefix="/v1/movies", tags=["movies"])
 MAX_ID = 2**63 - 1  # BSON int64
 
 _SEARCH_HEADERS = {

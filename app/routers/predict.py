@@ -3,52 +3,23 @@ engagement (votes and rating with intervals)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import Query
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 
 from app.deps import AppSettings, PredictionLog, Registry
 from app.errors import problem_responses
 from app.models.predict import EngagementResponse, HitResponse, PredictRequest, RevenueResponse
 from app.observability import REQUEST_ID
+from app.routers.json_body import json_router
 from app.security import CurrentPrincipal
 from app.services import engagement
 from app.services import predict as service
 from app.services.prediction_log import LogContext
 
-
-class _OrjsonBody(Request):
-    """A request whose JSON body orjson parses (~3x faster than the standard parser on a
-    1,000-film batch). What orjson refuses (`NaN`, `Infinity`, integers past 64 bits, lone
-    surrogates) goes to the standard parser, which accepts it or raises the very error
-    FastAPI turns into a 422, so answers are the same as before."""
-
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            body = await self.body()
-            try:
-                self._json = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                self._json = json.loads(body)
-        return self._json
-
-
-class OrjsonRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            return await handler(_OrjsonBody(request.scope, request.receive))
-
-        return route
-
-
-router = APIRouter(prefix="/v1/predict", tags=["predictions"], route_class=OrjsonRoute)
+router = json_router(prefix="/v1/predict", tags=["predictions"])
 
 Explain = Annotated[
     bool,

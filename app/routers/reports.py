@@ -6,18 +6,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path
+from fastapi import Header, Path
 from fastapi.responses import HTMLResponse, Response
 
 from app.deps import AppSettings, State
 from app.errors import problem_responses
 from app.http_cache import cache_headers, entity_tag, none_match, not_modified
+from app.routers.json_body import json_router
 from app.services.reports import model_report
 from app.services.reports.eda import CONTENT_POLICY
 
-router = APIRouter(prefix="/v1/reports", tags=["reports"])
+router = json_router(prefix="/v1/reports", tags=["reports"])
 # Included beside the model registry (same prefix, same role).
-models_router = APIRouter(prefix="/v1/models", tags=["models"])
+models_router = json_router(prefix="/v1/models", tags=["models"])
 
 HTML_HEADERS = {
     "Content-Security-Policy": CONTENT_POLICY,

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.errors import NotFoundError
+from app.routers.json_body import json_router
 from app.services.ui_assets import assets, by_url_name, templates
 
-router = APIRouter(tags=["ui"], include_in_schema=False)
+router = json_router(tags=["ui"], include_in_schema=False)
 
 # plotly.js adds a <style> element of its own (a violation without it, which the browser tests
 # would report), hence 'unsafe-inline' for styles only; scripts stay 'self' (no inline script,
