@@ -108,6 +108,37 @@ async def test_broken_rows_are_reported_by_line_and_good_rows_load(
     assert ids == [1, 5, 6, 8]
 
 
+async def test_a_row_that_is_not_utf8_is_reported_and_the_others_load(
+    db: AsyncDatabase[Document], tmp_path: Path
+) -> None:
+    """One undecodable byte used to stop the import with a UnicodeDecodeError (and a
+    traceback), losing every row after it; now it costs its own row, named by line."""
+    lines = [
+        HEADER.encode(),
+        _row("1", "Good One").encode(),
+        _row("2", "Bad Byte").encode().replace(b"Bad Byte", b"Bad \xed\xa0\x80Byte", 1),
+        _row("3", "Good Two").encode(),
+        _row("4", "Latin-1 Caf\u00e9").encode("latin-1"),
+        _row("5", "Caf\u00e9 in UTF-8").encode(),
+    ]
+    path = tmp_path / "bytes.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    report = await import_tmdb_csv(db, path)
+    errors = dict(report.errors)
+    assert set(errors) == {3, 5}
+    assert "not UTF-8" in errors[3] and "0xED" in errors[3] and "original_title" in errors[3]
+    assert "0xE9" in errors[5]
+    titles = sorted([d["title"] async for d in db[MOVIES].find({}, {"title": 1})])
+    assert titles == ["Café in UTF-8", "Good One", "Good Two"]
+
+    imdb = require_shared(IMDB_CSV).read_bytes().split(b"\n")
+    imdb[3] = imdb[3].replace(b",", b",\xff", 1)
+    broken = tmp_path / "imdb.csv"
+    broken.write_bytes(b"\n".join(imdb[:50]))
+    joined = await import_imdb_csv(db, broken)
+    assert any(line == 4 and "not UTF-8" in reason for line, reason in joined.errors)
+
+
 async def test_blank_list_names_are_dropped_not_stored(
     db: AsyncDatabase[Document], tmp_path: Path
 ) -> None:

@@ -80,9 +80,23 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
+# Bytes that are not UTF-8 are read as lone surrogates (`surrogateescape`), so that one bad
+# byte costs its row, reported, instead of stopping the import at the first one.
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def _not_utf8(cells: dict[str, str]) -> str | None:
+    """The reason a row's cells are not all text (bytes that are not UTF-8), or None."""
+    for column, value in cells.items():
+        if value and (found := _UNDECODED.search(value)):
+            byte = ord(found.group()) - 0xDC00
+            return f"{column}: not UTF-8 text (byte 0x{byte:02X} at character {found.start()})"
+    return None
+
+
 def iter_tmdb_csv(path: Path) -> Iterator[tuple[int, dict[str, str] | None, str | None]]:
     """Yield (line number where the record starts, row, error) for every record."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
         header = set(reader.fieldnames or [])
         missing = TMDB_REQUIRED_COLUMNS - header
@@ -95,6 +109,8 @@ def iter_tmdb_csv(path: Path) -> Iterator[tuple[int, dict[str, str] | None, str 
                 yield start, None, f"{cells} cells, expected {len(header)}"
             elif any(v is None for v in row.values()):
                 yield start, None, "too few cells"
+            elif (undecoded := _not_utf8(row)) is not None:
+                yield start, None, undecoded
             else:
                 yield start, row, None
             start = reader.line_num + 1
@@ -187,13 +203,32 @@ def _opt_str(value: Any) -> str | None:
 
 def read_imdb_csv(path: Path, report: ImdbReport) -> dict[tuple[str, int], ImdbInfo]:
     """Parse and clean the IMDB 5000 file into {(normalized title, year): facts}."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    frame = pd.read_csv(
+        path,
+        dtype=object,  # Python strings: Arrow's cannot hold the undecoded bytes
+        keep_default_na=False,
+        encoding="utf-8-sig",
+        encoding_errors="surrogateescape",
+    )
     missing = IMDB_REQUIRED_COLUMNS - set(frame.columns)
     if missing:
         raise CsvFormatError(f"{path}: missing columns {sorted(missing)}")
     frame = frame.replace({"": None})
     report.rows = len(frame)
     frame["line"] = frame.index + 2  # header is line 1; this file has no multi-line cells
+    undecoded = (
+        frame.drop(columns="line")
+        .apply(lambda column: column.str.contains(_UNDECODED, na=False))
+        .any(axis=1)
+    )
+    for line, cells in zip(
+        frame.loc[undecoded, "line"],
+        frame[undecoded].drop(columns="line").to_dict("records"),
+        strict=True,
+    ):
+        report.rejected += 1
+        report.errors.append((int(line), _not_utf8(cells) or "not UTF-8 text"))
+    frame = frame[~undecoded]
     frame["imdb_id"] = frame.get("movie_imdb_link", pd.Series(dtype=str)).str.extract(
         _IMDB_ID, expand=False
     )
