@@ -382,6 +382,18 @@ async def test_outcomes_join_once_even_when_imported_twice(
         assert (await outcomes.read(db, [first]))[first]["revenue"] == 123_456_789.0
         audience_again = (await http.get("/v1/models/engagement/performance")).json()
         assert audience_again["metrics"]["vote_count_rmsle"] != live["vote_count_rmsle"]
+        # Re-importing the same catalogue (every `make run` does) tells nothing new: the
+        # partner's figures stay. A catalogue that changed the film does replace them.
+        assert not (await import_tmdb_csv(db, subset)).errors
+        assert (await outcomes.read(db, [first]))[first] == {
+            "revenue": 123_456_789.0,
+            "vote_count": 1.0,
+            "vote_average": ratings[first],
+        }
+        recrawled = [{**r, "revenue": "222000000"} if int(r["id"]) == first else r for r in rows]
+        newer = write_csv(workdir / "recrawled.csv", header, recrawled)
+        assert (await import_tmdb_csv(db, newer)).summary.updated == 1
+        assert (await outcomes.read(db, [first]))[first]["revenue"] == 222_000_000.0
 
         window = (
             await http.get(

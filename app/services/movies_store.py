@@ -110,12 +110,14 @@ async def upsert_movies(
         latest[movie.id] = doc
     if not latest:
         return WriteSummary()
+    unchanged: set[int] = set()
     async with movies_write_lock(db):
-        summary = await _upsert(db, latest, known)
+        summary = await _upsert(db, latest, known, unchanged)
     # A revenue, or the votes of a released film, that arrives for a film the service
     # predicted is that prediction's outcome (live accuracy). Unchanged films count too: the
-    # prediction may be newer than the film.
-    await outcomes.record_from_catalogue(db, latest)
+    # prediction may be newer than the film. But an unchanged film tells nothing new, so
+    # it never replaces an outcome already recorded (a partner's, posted since).
+    await outcomes.record_from_catalogue(db, latest, unchanged)
     return summary
 
 
@@ -123,7 +125,9 @@ async def _upsert(
     db: AsyncDatabase[Document],
     latest: dict[int, dict[str, Any]],
     known: dict[int, str | None] | None,
+    unchanged: set[int],
 ) -> WriteSummary:
+    """Write the films that are new or changed; the ids of the others go into `unchanged`."""
     summary = WriteSummary()
     if isinstance(known, KnownHashes) and known.epoch != await meta_repo.hash_epoch(db):
         fresh = await existing_hashes(db)  # another writer inserted or changed films
@@ -142,6 +146,7 @@ async def _upsert(
             changed.append(doc)
         else:
             summary.unchanged += 1
+            unchanged.add(movie_id)
     if new or changed:
         async with change_log.recorded(db, [d["id"] for d in (*new, *changed)]):
             new = await _insert_new(db, new, changed)

@@ -42,29 +42,35 @@ def _key(film_id: int) -> str:
 
 
 async def record(
-    db: AsyncDatabase[Document], figures: Mapping[int, Figures], source: str, by: str | None
+    db: AsyncDatabase[Document],
+    figures: Mapping[int, Figures],
+    source: str,
+    by: str | None,
+    only_new: Iterable[int] = (),
 ) -> Recorded:
-    """Upsert the known figures of each film (the latest of each wins; others are kept)."""
+    """Upsert the known figures of each film (the latest of each wins; others are kept).
+    The films in `only_new` are recorded only when they have no outcome yet."""
     wanted = {i: f for i, f in figures.items() if any(k in f for k in FIGURES)}
     if not wanted:
         return Recorded(0, 0)
+    keep = {int(i) for i in only_new}
     now = datetime.now(UTC)
+
+    def update(film_id: int, known: Figures) -> Document:
+        fields = {
+            "id": int(film_id),
+            **{k: float(known[k]) for k in FIGURES if k in known},
+            "source": source,
+            "by": by,
+            "updated_at": now,
+        }
+        if int(film_id) in keep:
+            return {"$setOnInsert": {**fields, "first_at": now}}
+        return {"$set": fields, "$setOnInsert": {"first_at": now}}
+
     result = await db[OUTCOMES].bulk_write(
         [
-            UpdateOne(
-                {"_id": _key(film_id)},
-                {
-                    "$set": {
-                        "id": int(film_id),
-                        **{k: float(known[k]) for k in FIGURES if k in known},
-                        "source": source,
-                        "by": by,
-                        "updated_at": now,
-                    },
-                    "$setOnInsert": {"first_at": now},
-                },
-                upsert=True,
-            )
+            UpdateOne({"_id": _key(film_id)}, update(film_id, known), upsert=True)
             for film_id, known in wanted.items()
         ],
         ordered=False,
@@ -109,9 +115,14 @@ def _day(value: Any) -> date | None:
 
 
 async def record_from_catalogue(
-    db: AsyncDatabase[Document], films: Mapping[int, Mapping[str, Any]]
+    db: AsyncDatabase[Document],
+    films: Mapping[int, Mapping[str, Any]],
+    unchanged: Iterable[int] = (),
 ) -> int:
-    """Keep the known figures of written films that a logged prediction names; how many."""
+    """Keep the known figures of written films that a logged prediction names; how many.
+    An `unchanged` film (written before with the same facts) fills in a missing outcome but
+    never replaces one: re-importing the same catalogue must not undo a figure a partner
+    posted since."""
     today = datetime.now(UTC).date()
     known = {i: f for i, film in films.items() if (f := catalogue_figures(film, today))}
     if not known:
@@ -119,7 +130,7 @@ async def record_from_catalogue(
     predicted = await prediction_log.predicted_among(db, known)
     if not predicted:
         return 0
-    await record(db, {i: known[i] for i in predicted}, "catalogue", None)
+    await record(db, {i: known[i] for i in predicted}, "catalogue", None, unchanged)
     return len(predicted)
 
 
