@@ -126,6 +126,22 @@ async def test_timeouts_and_connection_errors_are_retried() -> None:
     assert len(seen) == 3
 
 
+async def test_a_200_that_is_not_json_is_retried_then_fails_clearly() -> None:
+    """A proxy's HTML error page sent as 200, or an answer cut short, used to escape as a bare
+    JSONDecodeError and stop the ingest; it is retried like a 5xx."""
+    page = httpx.Response(200, text="<html><body>Bad gateway</body></html>")
+    cut = httpx.Response(200, content=b'{"id": 550, "title": "Fig')
+    handler, seen = scripted(page, cut, OK)
+    async with mock_client(handler) as tmdb:
+        assert await tmdb.movie_details(550) == {"id": 550, "title": "Fight Club"}
+    assert len(seen) == 3 and tmdb.stats.retries == 2
+    handler, seen = scripted(page)
+    async with mock_client(handler, max_attempts=3) as tmdb:
+        with pytest.raises(TmdbRequestError, match=r"failed 3 times; last: HTTP 200 .*not JSON"):
+            await tmdb.movie_details(550)
+    assert len(seen) == 3
+
+
 async def test_retries_are_bounded_then_fail_clearly() -> None:
     handler, seen = scripted(tmdb_error(503, 9, "Service offline"))
     async with mock_client(handler, max_attempts=4) as tmdb:

@@ -284,13 +284,17 @@ class TmdbClient:
                 finally:
                     throttled = response is not None and response.status_code == 429
                     self.limiter.finish(ticket, throttled=throttled)
-            if response is not None:
-                status = response.status_code
-                if status == 200:
+            if response is not None and response.status_code == 200:
+                try:
                     body = response.json()
+                except ValueError:  # a proxy's error page or a cut answer: worth another try
+                    problem = "HTTP 200 whose body is not JSON"
+                else:
                     if not isinstance(body, dict):
-                        raise TmdbRequestError(f"GET /{path}: expected a JSON object", status)
+                        raise TmdbRequestError(f"GET /{path}: expected a JSON object", 200)
                     return body
+            elif response is not None:
+                status = response.status_code
                 if status == 401:
                     raise TmdbAuthError(
                         f"TMDB_API_TOKEN rejected by TMDB ({_status_message(response)}); "
