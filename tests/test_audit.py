@@ -282,7 +282,8 @@ async def test_imports_ingests_and_training_activations_are_recorded(
         monkeypatch.setenv("TMDB_API_TOKEN", TMDB_TOKEN)
         get_settings.cache_clear()
         await cli("import", "tmdb-csv", str(good))
-        await cli("import", "tmdb-csv", str(broken), code=1)
+        refused = await cli("import", "tmdb-csv", str(broken), code=2)
+        assert "not imported" in refused and "missing columns" in refused
         await cli("ingest", "tmdb")
         version = [("revenue", "20260101T000000Z")]
         assert await asyncio.to_thread(record_activations, get_settings(), version, print)

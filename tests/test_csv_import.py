@@ -10,7 +10,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.db import Document
-from app.services.csv_io import export_csv, import_imdb_csv, import_tmdb_csv
+from app.services.csv_io import CsvFormatError, export_csv, import_imdb_csv, import_tmdb_csv
 from app.services.indexes import ensure_indexes
 from app.services.meta_repo import META, SWAP_MARKER, get_data_version
 from app.services.movies_repo import MOVIES, STAGING, movie_key
@@ -137,6 +137,20 @@ async def test_a_row_that_is_not_utf8_is_reported_and_the_others_load(
     broken.write_bytes(b"\n".join(imdb[:50]))
     joined = await import_imdb_csv(db, broken)
     assert any(line == 4 and "not UTF-8" in reason for line, reason in joined.errors)
+
+
+@pytest.mark.parametrize("content", [b"", b"a,b\n1,2\n", bytes(range(256)) * 20])
+async def test_a_file_that_is_not_a_film_csv_is_refused_whole(
+    db: AsyncDatabase[Document], tmp_path: Path, content: bytes
+) -> None:
+    """Empty, other columns, or not text at all: one CsvFormatError naming the file (the CLI
+    prints it in a line and exits 2), never a parser's traceback."""
+    path = tmp_path / "odd.csv"
+    path.write_bytes(content)
+    with pytest.raises(CsvFormatError, match=r"odd\.csv"):
+        await import_tmdb_csv(db, path)
+    with pytest.raises(CsvFormatError, match=r"odd\.csv"):
+        await import_imdb_csv(db, path)
 
 
 async def test_blank_list_names_are_dropped_not_stored(

@@ -4,7 +4,7 @@ that `make run` calls, `bootstrap` (start the database, load data, train once) a
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -87,7 +87,7 @@ def import_tmdb(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False
             {**report.summary.as_dict(), "imdb_updated": report.imdb_updated},
         )
 
-    run(go)
+    _run_import(go)
 
 
 @import_app.command("imdb-csv")
@@ -103,7 +103,19 @@ def import_imdb(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False
         print_errors(report.errors, source=path.name, settings=settings)
         print_summary(f"{path.name}", report.as_dict())
 
-    run(go)
+    _run_import(go)
+
+
+def _run_import(go: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:
+    """Run an import; a file that is not in the expected format is said in one line (exit 2),
+    not as a traceback (the audit log has it as a failure)."""
+    from app.services.csv_io import CsvFormatError
+
+    try:
+        run(go)
+    except CsvFormatError as exc:
+        console.print(f"[red]not imported:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 @export_app.command("csv")

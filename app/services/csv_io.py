@@ -203,13 +203,17 @@ def _opt_str(value: Any) -> str | None:
 
 def read_imdb_csv(path: Path, report: ImdbReport) -> dict[tuple[str, int], ImdbInfo]:
     """Parse and clean the IMDB 5000 file into {(normalized title, year): facts}."""
-    frame = pd.read_csv(
-        path,
-        dtype=object,  # Python strings: Arrow's cannot hold the undecoded bytes
-        keep_default_na=False,
-        encoding="utf-8-sig",
-        encoding_errors="surrogateescape",
-    )
+    try:
+        frame = pd.read_csv(
+            path,
+            dtype=object,  # Python strings: Arrow's cannot hold the undecoded bytes
+            keep_default_na=False,
+            encoding="utf-8-sig",
+            encoding_errors="surrogateescape",
+        )
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeError) as exc:
+        # An empty file, broken quoting, or a header that is not text.
+        raise CsvFormatError(f"{path}: not a CSV file of films ({exc})") from None
     missing = IMDB_REQUIRED_COLUMNS - set(frame.columns)
     if missing:
         raise CsvFormatError(f"{path}: missing columns {sorted(missing)}")
