@@ -591,3 +591,13 @@ async def test_cli_ids_file_reports_malformed_lines_and_stores_every_film(
         run_cli, env, tmp_path, "--ids-file", str(path), "--since", "2024-01-01"
     )
     assert clash.returncode != 0 and "--ids-file" in " ".join(clash.stderr.split())
+
+
+def test_a_since_date_in_the_future_is_a_usage_error_not_a_traceback() -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli_app
+
+    result = CliRunner().invoke(cli_app, ["ingest", "tmdb", "--since", "2999-01-01"])
+    assert result.exit_code == 2
+    assert "--since" in result.output and "after today" in result.output

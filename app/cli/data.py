@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -173,6 +173,12 @@ def ingest_tmdb_cmd(
         raise typer.BadParameter(
             "--ids-file lists a full sync; it does not go with --since/--incremental",
             param_hint="--ids-file",
+        )
+    today = datetime.now(UTC).date()
+    if since is not None and since.date() > today:
+        raise typer.BadParameter(
+            f"{since.date()} is after today ({today}, UTC): nothing can have changed since",
+            param_hint="--since",
         )
     ingest_from_tmdb(
         since=since.date() if since else None,
