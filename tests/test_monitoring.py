@@ -657,6 +657,8 @@ async def test_sample_and_logged_record(
         assert early.exit_code == 0 and early.output == ""
         bad = await run_cli(monkeypatch, settings, ["monitor", "log", "revenue", "--since", "soon"])
         assert bad.exit_code == 2 and "--since" in bad.output
+        unknown = await run_cli(monkeypatch, settings, ["monitor", "log", "nomodel"])
+        assert unknown.exit_code == 2 and "MODEL" in unknown.output
 
     off = app_settings(mongodb_uri, root, workdir).model_copy(update={"prediction_log_sample": 0.0})
     db_off = mongo[off.mongodb_db]

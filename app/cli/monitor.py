@@ -188,14 +188,18 @@ def show_log(
     them and its output. The log is stored in compressed chunks; this is how to read it."""
     from app.services import prediction_log
 
-    names = _models([model])
+    if model not in artifacts.MODEL_NAMES:
+        raise typer.BadParameter(
+            f"unknown model {model!r}; one of {', '.join(artifacts.MODEL_NAMES)}",
+            param_hint="MODEL",
+        )
     start = parse_time(since, "--since") if since else None
     end = parse_time(until, "--until") if until else None
 
     async def go(settings: Settings) -> list[dict[str, Any]]:
         async with open_db(settings) as db:
             return await prediction_log.newest_films(
-                db, names[0], limit, version=version, since=start, until=end, ids=film
+                db, model, limit, version=version, since=start, until=end, ids=film
             )
 
     try:
