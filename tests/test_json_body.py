@@ -36,3 +36,19 @@ def test_lone_surrogates_are_found_anywhere_and_pairs_are_not() -> None:
     assert lone_surrogate({"\udc00": 1})
     assert lone_surrogate(["ok", ["\udfff"]])
     assert not lone_surrogate({"a": ["Drama \U0001f3ac", 1.5, None, True, {"b": "é"}]})
+
+
+async def test_a_body_that_is_not_utf8_is_a_422_naming_the_byte() -> None:
+    import httpx
+
+    app = create_app(Settings(_env_file=None, app_env="test", admin_api_key="k" * 40))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.post(
+            "/v1/predictions/outcomes",
+            content=b'{"items": [{"id": 1, "note": "caf\xe9"}]}',
+            headers={"content-type": "application/json", "X-API-Key": "k" * 40},
+        )
+    assert response.status_code == 422
+    (error,) = response.json()["errors"]
+    assert error["msg"] == "invalid JSON at character 33: not UTF-8 text (byte 0xE9)"

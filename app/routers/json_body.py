@@ -5,12 +5,13 @@ Unicode. What orjson refuses goes to the standard parser, which accepts the non-
 literals it always accepted here (`NaN`, `Infinity`, integers past 64 bits; each model then
 says whether a field takes them) or raises the error FastAPI turns into a 422.
 
-One thing the standard parser accepts is refused: a string holding a lone UTF-16 surrogate
-(an unpaired `\\ud800`-`\\udfff` escape, or its bytes). That is not Unicode text: pydantic
-refuses it for `str` fields, but fields typed loosely (a dashboard widget's `params`, a film
-the prediction fast path checks without pydantic) took it, and the request then failed with a
-500 where BSON or the JSON response had to encode it. A surrogate pair (an emoji as
-`\\ud83d\\ude00`) is one character and is accepted.
+Bytes that are not UTF-8 are a 422 naming the first bad byte and its position (FastAPI's own
+answer was a bare 400). One thing the standard parser accepts is refused: a string holding a
+lone UTF-16 surrogate (an unpaired `\\ud800`-`\\udfff` escape, or its bytes). That is not
+Unicode text: pydantic refuses it for `str` fields, but fields typed loosely (a dashboard
+widget's `params`, a film the prediction fast path checks without pydantic) took it, and the
+request then failed with a 500 where BSON or the JSON response had to encode it. A surrogate
+pair (an emoji as `\\ud83d\\ude00`) is one character and is accepted.
 
 Every router is made with `json_router` (a test checks that every route that takes a body
 reads it here).
@@ -64,7 +65,15 @@ class JSONBodyRequest(Request):
             try:
                 self._json = orjson.loads(body)
             except orjson.JSONDecodeError:
-                parsed = json.loads(body)
+                try:
+                    parsed = json.loads(body)
+                except UnicodeDecodeError as exc:  # else FastAPI's 400 "error parsing the body"
+                    text = body.decode("utf-8", "replace")
+                    raise json.JSONDecodeError(
+                        f"not UTF-8 text (byte 0x{body[exc.start]:02X})",
+                        text,
+                        len(body[: exc.start].decode("utf-8", "replace")),
+                    ) from None
                 if lone_surrogate(parsed):
                     text = body.decode("utf-8", "surrogatepass")  # as json.loads read it
                     found = _LONE_IN_TEXT.search(text)
