@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from app.cli.common import console, open_db, parse_time, print_table, run
+from app.cli.common import Since, Until, console, open_db, parse_time, print_table, run
 from app.db import Document
 from app.settings import Settings
 
@@ -15,13 +15,8 @@ MAX_ENTRIES = 100_000
 
 
 def audit_command(
-    since: Annotated[
-        str | None,
-        typer.Option(metavar="TIME", help="From this time: ISO date/time (UTC), or 24h, 7d ago"),
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(metavar="TIME", help="Before this time (same forms)")
-    ] = None,
+    since: Since = None,
+    until: Until = None,
     action: Annotated[
         str | None, typer.Option(help="Only this action, e.g. auth.login, key.rotate")
     ] = None,

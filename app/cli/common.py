@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pymongo.asynchronous.database import AsyncDatabase
@@ -106,6 +106,15 @@ def print_summary(title: str, counts: dict[str, int]) -> None:
         table.add_column(key, justify="right")
     table.add_row(*(str(v) for v in counts.values()))
     Console().print(table)
+
+
+# `--since` / `--until` of the commands that read a log (`audit`, `monitor log`): read with
+# `parse_time`.
+Since = Annotated[
+    str | None,
+    typer.Option(metavar="TIME", help="From this time: ISO date/time (UTC), or 24h, 7d ago"),
+]
+Until = Annotated[str | None, typer.Option(metavar="TIME", help="Before this time (same forms)")]
 
 
 def parse_time(text: str, option: str) -> datetime:

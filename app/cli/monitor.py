@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pymongo.errors import PyMongoError
 
-from app.cli.common import console, parse_time, run
+from app.cli.common import Since, Until, console, parse_time, run
 from app.db import open_db
 from app.ml import artifacts
 from app.settings import Settings, get_settings
@@ -168,13 +168,8 @@ MAX_LOGGED = 1_000_000
 def show_log(
     model: Annotated[str, typer.Argument(help="revenue, hit or engagement")],
     version: Annotated[str | None, typer.Option(help="Only this model version")] = None,
-    since: Annotated[
-        str | None,
-        typer.Option(metavar="TIME", help="From this time: ISO date/time (UTC), or 24h, 7d ago"),
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(metavar="TIME", help="Before this time (same forms)")
-    ] = None,
+    since: Since = None,
+    until: Until = None,
     film: Annotated[
         list[int] | None,
         typer.Option("--id", help="Only predictions of this TMDB id (repeatable)"),
