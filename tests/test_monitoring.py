@@ -643,8 +643,12 @@ async def test_sample_and_logged_record(
         assert doc["output"]["revenue"] == answer.json()["predictions"][0]["revenue"]
         assert doc["inputs"]["budget"] == pytest.approx(film["budget"], rel=1e-6)
         assert sorted(doc["inputs"]["genres"]) == sorted(film["genres"])
-        detail = (await http.get("/v1/models/revenue")).json()
-        assert detail["prediction_log"]["written"] >= 1
+        # The writer counts a batch once all of it is done (the predicted-ids markers too),
+        # a moment after its chunk is in the log.
+        deadline = time.monotonic() + LOG_TIMEOUT_S
+        while (await http.get("/v1/models/revenue")).json()["prediction_log"]["written"] < 1:
+            assert time.monotonic() < deadline, "the writer never counted the written batch"
+            await asyncio.sleep(0.05)
         await http.post("/v1/predict/revenue", json={"items": [film_body(training_films(1, 4)[0])]})
         await wait_logged(db, "revenue", 2)
         printed = await run_cli(monkeypatch, settings, ["monitor", "log", "revenue", "--id", "42"])
