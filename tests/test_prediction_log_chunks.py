@@ -66,6 +66,21 @@ def test_a_chunk_holds_the_predictions_it_was_made_of() -> None:
     assert back == without_ids(expected)
 
 
+def test_predictions_of_different_shapes_share_a_chunk() -> None:
+    """Rows with the same fields are packed column by column at once; a chunk whose rows
+    differ (an input missing, an output another way round, no inputs at all) keeps each
+    row's own fields, and missing ones come back as None."""
+    films = predictions([1, 2, 3, 4])
+    films[1]["inputs"] = {k: v for k, v in films[1]["inputs"].items() if k != "runtime"}
+    films[2]["output"] = dict(reversed(films[2]["output"].items()))
+    films[3]["inputs"] = None
+    back = prediction_log.unpack(prediction_log.pack(films)[0])
+    assert [film["output"] for film in back] == [film["output"] for film in films]
+    assert back[1]["inputs"] == films[1]["inputs"] | {"runtime": None}
+    assert back[3]["inputs"] == dict.fromkeys(films[0]["inputs"])
+    assert [film["inputs"] for film in back[:1]] == [films[0]["inputs"]]
+
+
 def test_an_older_shape_document_is_one_prediction() -> None:
     (doc,) = predictions([7])
     assert prediction_log.unpack(doc) == [doc]

@@ -223,4 +223,7 @@ def test_a_batch_gets_the_features_each_film_gets_alone() -> None:
     served = [with_outcomes_changed(r) for r in records[:120]]
     alone = np.vstack([step.transform([r]) for r in served])
     np.testing.assert_array_equal(step.transform(served), alone)
-    np.testing.assert_array_equal(BatchFeatures(step).transform(served), alone)
+    batch = BatchFeatures(step)
+    np.testing.assert_array_equal(batch.transform(served), alone)
+    # Again, with every name's key and keyword cue now remembered from the first batch.
+    np.testing.assert_array_equal(batch.transform(served[::-1]), alone[::-1])

@@ -35,7 +35,14 @@ from app.ml.features import (
     _key,
     money,
 )
-from app.ml.prerelease import PreReleaseFeatures
+from app.ml.prerelease import (
+    ADAPTATION_KEYWORDS,
+    FRANCHISE_COLUMNS,
+    SEQUEL_KEYWORDS,
+    FranchiseIndex,
+    PreReleaseFeatures,
+    title_parts,
+)
 
 FloatMatrix = npt.NDArray[np.float64]
 IntVector = npt.NDArray[np.int64]
@@ -124,6 +131,74 @@ class _Track:
         return out
 
 
+class _Franchise:
+    """`PreReleaseFeatures`' franchise columns for a batch. Keyword cues and company and
+    director keys are looked up for every film's names at once, each name worked out once
+    across requests (names come back request after request); titles and the franchise
+    index still go film by film (`title_parts`, `FranchiseIndex.before_keys`)."""
+
+    SEQUEL, ADAPTATION = 1, 2  # bits of a keyword's cue
+
+    def __init__(self, features: PreReleaseFeatures) -> None:
+        self.index: FranchiseIndex | None = features.franchise_index_
+        self.column = features._pos["title_number"]
+        self.keys: dict[str, str] = {}  # name -> `_key(name)`
+        self.cues: dict[str, int] = {}  # keyword -> SEQUEL | ADAPTATION bits
+
+    def _cue(self, keyword: str) -> int:
+        folded = keyword.casefold()
+        sequel = folded in SEQUEL_KEYWORDS
+        adaptation = folded in ADAPTATION_KEYWORDS or folded.startswith("based on")
+        return self.SEQUEL * sequel + self.ADAPTATION * adaptation
+
+    def fill(self, out: FloatMatrix, records: Sequence[Mapping[str, Any]], days: list[int]) -> None:
+        n = len(records)
+        block = np.empty((n, FRANCHISE_COLUMNS), dtype=np.float64)
+        parts = list(map(title_parts, [r["title"] for r in records]))
+        block[:, 0] = [float(p.number or 0) for p in parts]
+        block[:, 1] = [p.subtitle for p in parts]
+        keywords = [r["keywords"] for r in records]
+        cues = _looked_up(self.cues, list(chain.from_iterable(keywords)), self._cue)
+        if cues:
+            owner = np.repeat(np.arange(n, dtype=np.intp), [len(k) for k in keywords])
+            bits = np.asarray(cues, dtype=np.intp)
+            block[:, 2] = np.bincount(owner, weights=bits & self.SEQUEL, minlength=n) > 0
+            block[:, 3] = np.bincount(owner, weights=bits & self.ADAPTATION, minlength=n) > 0
+        else:
+            block[:, 2:4] = 0.0
+        index = self.index
+        if index is None:
+            block[:, 4] = 0.0
+            block[:, 5:] = NAN
+        else:
+            # The names `PreReleaseFeatures` searches: the film's companies, then directors.
+            names = [[*r["production_companies"], *r["directors"]] for r in records]
+            keys = _looked_up(self.keys, list(chain.from_iterable(names)), _key)
+            no_prior = (0.0, NAN, NAN, NAN)
+            prior: list[tuple[float, float, float, float]] = []
+            end = 0
+            for part, own, day in zip(parts, names, days, strict=True):
+                start, end = end, end + len(own)
+                prior.append(
+                    index.before_keys(keys[start:end], day, part.stem) if part.stem else no_prior
+                )
+            block[:, 4:] = prior
+        out[:, self.column : self.column + FRANCHISE_COLUMNS] = block
+
+
+def _looked_up(cache: dict[str, Any], names: list[str], work: Any) -> list[Any]:
+    """`work(name)` for every name, from `cache` where it was worked out before (a cache
+    past KEY_CACHE_MAX names is forgotten at once)."""
+    if len(cache) > KEY_CACHE_MAX:
+        cache.clear()
+    found = list(map(cache.get, names))
+    if None in found:
+        for at, value in enumerate(found):
+            if value is None:
+                found[at] = cache[names[at]] = work(names[at])
+    return found
+
+
 class BatchFeatures:
     """`features.transform(records)` for a batch of canonical records (see `film_record`)."""
 
@@ -141,6 +216,11 @@ class BatchFeatures:
         )
         self.tracks = [_Track(features.tracks_[k]) for k in TRACK_KINDS]
         self.all_missing = np.asarray(features.all_missing_, dtype=np.intp)
+        self.franchise = (
+            _Franchise(features)
+            if isinstance(features, PreReleaseFeatures) and features.franchise
+            else None
+        )
 
     def __call__(self, records: Sequence[Mapping[str, Any]]) -> FloatMatrix:
         if len(records) < MIN_ROWS:
@@ -219,9 +299,13 @@ class BatchFeatures:
         if len(self.all_missing):
             out[:, self.all_missing] = 0.0
         if isinstance(self.features, PreReleaseFeatures):
-            # Schema 2: its own columns (text, franchise, release context...) from its own
-            # code, film by film, over the schema-1 columns computed above.
-            self.features.fill_extras(out, records, None, None)
+            # Schema 2: the franchise columns here, its other columns (text, release
+            # context...) from its own code, film by film, over the schema-1 columns above.
+            if self.franchise is not None:
+                self.franchise.fill(out, records, days)
+            self.features.fill_extras(
+                out, records, None, None, franchise_done=self.franchise is not None
+            )
         return out
 
 

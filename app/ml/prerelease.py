@@ -59,6 +59,18 @@ SEQUEL_KEYWORDS = frozenset({"sequel", "prequel", "spin off", "reboot", "remake"
 ADAPTATION_KEYWORDS = frozenset(
     {"superhero", "marvel comic", "dc comics", "marvel cinematic universe"}
 )
+# The franchise group's columns, side by side in this order (`title_number` first).
+FRANCHISE_FEATURES = (
+    ("title_number", "count"),
+    ("title_has_subtitle", "binary"),
+    ("sequel_keyword", "binary"),
+    ("adaptation_keyword", "binary"),
+    ("franchise_prior_films", "count"),
+    ("franchise_prior_best_log_revenue", "numeric"),
+    ("franchise_prior_last_log_revenue", "numeric"),
+    ("franchise_years_since_last", "numeric"),
+)
+FRANCHISE_COLUMNS = len(FRANCHISE_FEATURES)
 # US certification (MPAA) as TMDB and IMDB spell it; unknown ratings leave every column 0.
 RATINGS = ("G", "PG", "PG-13", "R", "NC-17", "unrated")
 RATING_ALIASES = {
@@ -173,11 +185,17 @@ class FranchiseIndex:
         """(earlier films of the franchise, best log revenue, most recent one's log revenue,
         years since the most recent one), over films released strictly before `day` that share
         a company or director; NaN where unknown."""
+        return self.before_keys([_key(name) for name in names], day, stem)
+
+    def before_keys(
+        self, keys: Sequence[str], day: int, stem: tuple[str, ...]
+    ) -> tuple[float, float, float, float]:
+        """`before` for names already normalized with `_key` (a batch keys each name once)."""
         if not stem:
             return 0.0, NAN, NAN, NAN
         seen: dict[int, tuple[int, float | None]] = {}
-        for name in names:
-            rows = self.entries.get((_key(name), stem[0]))
+        for key in keys:
+            rows = self.entries.get((key, stem[0]))
             if not rows:
                 continue
             for r_day, film, r_stem, log_rev in rows:
@@ -518,16 +536,7 @@ class PreReleaseFeatures(FilmFeatures):
             for k in range(self.svd_.n_components):
                 add(f"text_svd_{k}", "text", "numeric")
         if self.franchise:
-            for n, kind in (
-                ("title_number", "count"),
-                ("title_has_subtitle", "binary"),
-                ("sequel_keyword", "binary"),
-                ("adaptation_keyword", "binary"),
-                ("franchise_prior_films", "count"),
-                ("franchise_prior_best_log_revenue", "numeric"),
-                ("franchise_prior_last_log_revenue", "numeric"),
-                ("franchise_years_since_last", "numeric"),
-            ):
+            for n, kind in FRANCHISE_FEATURES:
                 add(n, "franchise", kind)
         if self.release_context:
             add("big_films_same_week", "release_date", "count")
@@ -562,16 +571,18 @@ class PreReleaseFeatures(FilmFeatures):
         records: Sequence[Mapping[str, Any]],
         drop_people: Any,
         drop_text: Any,
+        franchise_done: bool = False,
     ) -> None:
         """Schema 2's own columns, written into `out` over its schema-1 columns (which they
         read): how `transform` finishes, and how `app.ml.batch_features` extends its
-        column-wise schema-1 matrix."""
+        column-wise schema-1 matrix (which fills the franchise columns itself:
+        `franchise_done`)."""
         pos = self._pos
         if self.svd_ is not None:
             j = pos["text_known"]
             out[:, j : j + 1 + self.svd_.n_components] = self._text_block(records, drop_text)
         if self.franchise or self.release_context or self.constant_dollars or self.content_rating:
-            self._fill_facts(out, records, drop_people)
+            self._fill_facts(out, records, drop_people, franchise_done)
         if len(self.all_missing_):
             out[:, self.all_missing_] = 0.0
 
@@ -623,7 +634,11 @@ class PreReleaseFeatures(FilmFeatures):
         return state
 
     def _fill_facts(
-        self, out: FloatMatrix, records: Sequence[Mapping[str, Any]], drop: Any
+        self,
+        out: FloatMatrix,
+        records: Sequence[Mapping[str, Any]],
+        drop: Any,
+        franchise_done: bool = False,
     ) -> None:
         """The franchise, release-context, content-rating and constant-dollar columns. Each
         group's values are gathered film by film into lists and written as one block per
@@ -639,7 +654,7 @@ class PreReleaseFeatures(FilmFeatures):
         no_context = (NAN, NAN, NAN, NAN, NAN)
         no_prior = (0.0, NAN, NAN, NAN)
         # Per film only what this model's groups read: a batch pays ~20 us a film here.
-        franchise, release_context = self.franchise, self.release_context
+        franchise, release_context = self.franchise and not franchise_done, self.release_context
         needs_day = franchise or release_context
         constant_dollars, content_rating = self.constant_dollars, self.content_rating
         log_level = self._log_level
@@ -700,9 +715,9 @@ class PreReleaseFeatures(FilmFeatures):
                         rating_cells[1].append(pos[f"content_rating={rating}"])
         if n == 0:
             return
-        if self.franchise:
+        if franchise:
             j = pos["title_number"]
-            out[:, j : j + 8] = franchise_rows
+            out[:, j : j + FRANCHISE_COLUMNS] = franchise_rows
         if self.release_context:
             j = pos["big_films_same_week"]
             out[:, j : j + 5] = context_rows

@@ -45,7 +45,8 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import islice, repeat
+from operator import itemgetter
 from typing import Any
 
 import bson
@@ -200,8 +201,22 @@ _FILM_FIELDS = ("id", "request_id", "principal")
 
 
 def _columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    shapes = set(map(tuple, rows))
+    if len(shapes) == 1:
+        # Every row with the same keys in the same order (one model's inputs or outputs):
+        # transposed in C, not a Python step per cell (about 3 ms of 1,000 films' 4).
+        shared = shapes.pop()
+        if not shared:
+            return {}
+        return dict(zip(shared, map(list, zip(*map(dict.values, rows), strict=True)), strict=True))
     keys = dict.fromkeys(key for row in rows for key in row)
     return {key: [row.get(key) for row in rows] for key in keys}
+
+
+def _epoch_ms(times: Sequence[datetime]) -> list[int]:
+    # A request's films share one time: each distinct time converted once.
+    ms = {at: (at - _EPOCH) // _MS for at in set(times)}
+    return list(map(ms.__getitem__, times))
 
 
 def _rows(columns: dict[str, list[Any]], n: int) -> list[dict[str, Any]]:
@@ -220,10 +235,10 @@ def pack(docs: Sequence[Document]) -> list[Document]:
         groups.setdefault((doc["model"], doc["version"]), []).append(doc)
     chunks: list[Document] = []
     for (model, version), films in groups.items():
-        times = [doc["at"] for doc in films]
+        times = list(map(itemgetter("at"), films))
         columns = {
-            "at": [(at - _EPOCH) // _MS for at in times],
-            **{name: [doc.get(name) for doc in films] for name in _FILM_FIELDS},
+            "at": _epoch_ms(times),
+            **{name: list(map(dict.get, films, repeat(name))) for name in _FILM_FIELDS},
             "inputs": _columns([doc.get("inputs") or {} for doc in films]),
             "output": _columns([doc.get("output") or {} for doc in films]),
         }
