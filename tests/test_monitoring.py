@@ -569,8 +569,8 @@ async def test_steady_traffic_is_written_in_batches_not_one_insert_per_predictio
     batches: list[int] = []
     insert = prediction_log._insert
 
-    async def counted(database: AsyncDatabase[Document], batch: list[Document]) -> None:
-        batches.append(len(batch))
+    async def counted(database: AsyncDatabase[Document], batch: list[prediction_log.Slab]) -> None:
+        batches.append(sum(map(len, batch)))
         await insert(database, batch)
 
     monkeypatch.setattr(prediction_log, "_insert", counted)

@@ -13,7 +13,7 @@ from pymongo.errors import AutoReconnect
 
 from app.db import Document
 from app.services import prediction_log
-from app.services.prediction_log import LogContext, PredictionLogWriter, entries
+from app.services.prediction_log import LogContext, PredictionLogWriter, Slab, entries
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -99,8 +99,8 @@ async def test_chunks_and_older_documents_are_read_counted_and_pruned_together(
         *predictions([None], at=START + timedelta(hours=2, minutes=1)),
         *predictions([5], at=START + timedelta(hours=3)),
     ]
-    await prediction_log._insert(db, spread)
-    await prediction_log._insert(db, predictions([6], model="hit", at=START))
+    await prediction_log._insert(db, Slab.of_documents(spread))
+    await prediction_log._insert(db, Slab.of_documents(predictions([6], model="hit", at=START)))
 
     assert await prediction_log.count(db, "revenue") == 6
     assert await prediction_log.count(db) == 7
@@ -145,8 +145,8 @@ async def test_a_batch_whose_answer_was_lost_is_written_once_even_as_more_arrive
     insert = prediction_log._insert
     attempts: list[int] = []
 
-    async def lost_answer(database: AsyncDatabase[Document], batch: list[Document]) -> None:
-        attempts.append(len(batch))
+    async def lost_answer(database: AsyncDatabase[Document], batch: list[Slab]) -> None:
+        attempts.append(sum(map(len, batch)))
         await insert(database, batch)
         if len(attempts) == 1:
             writer.submit(predictions([30, 31, 32], at=START + timedelta(seconds=1)))
@@ -176,3 +176,58 @@ async def test_a_prediction_json_cannot_hold_is_dropped_and_the_rest_written(
     stats: dict[str, Any] = writer.stats("revenue")
     assert (stats["written"], stats["dropped"]) == (2, 1)
     assert [f["id"] for f in await prediction_log.logged_films(db, "revenue")] == [1, 2]
+
+
+async def test_a_request_bigger_than_a_batch_is_split_and_each_part_written_once(
+    db: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seven predictions of one request, batches of three: the writer splits them where the
+    batches end; a part whose answer was lost is retried as the same chunk (same `_id`),
+    so every prediction is stored once, in order."""
+    insert = prediction_log._insert
+    attempts: list[list[int | None]] = []
+
+    async def second_answer_lost(database: AsyncDatabase[Document], batch: list[Slab]) -> None:
+        attempts.append([film_id for slab in batch for film_id in slab.ids])
+        await insert(database, batch)
+        if len(attempts) == 2:
+            raise AutoReconnect("connection closed before the answer")
+
+    monkeypatch.setattr(prediction_log, "_insert", second_answer_lost)
+    writer = PredictionLogWriter(db, flush_seconds=0.05, batch_size=3)
+    films = predictions(list(range(1, 8)))
+    writer.submit(films)
+    await writer.start()
+    assert await writer.flush(timeout=30)
+    await writer.close()
+    assert attempts == [[1, 2, 3], [4, 5, 6], [4, 5, 6], [7]]
+    stored = await db[prediction_log.PREDICTION_LOG].find({}, sort=[("at", 1)]).to_list()
+    assert [c["n"] for c in stored] == [3, 3, 1]
+    assert stored[0]["_id"] == films[0]["_id"]
+    assert writer.stats("revenue")["written"] == 7
+    back = await prediction_log.logged_films(db, "revenue")
+    assert sorted(f["id"] for f in back) == list(range(1, 8))
+
+
+async def test_a_dropped_prediction_is_counted_once_when_the_rest_must_be_retried(
+    db: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prediction no chunk can hold is dropped from the buffer itself: when writing the
+    others fails and is retried, it is not found (and counted) again."""
+    insert = prediction_log._insert
+    failures = [AutoReconnect("database restarting")]
+
+    async def flaky(database: AsyncDatabase[Document], batch: list[Slab]) -> None:
+        await insert(database, batch)  # refuses the batch holding the odd prediction
+        if failures:
+            raise failures.pop()
+
+    monkeypatch.setattr(prediction_log, "_insert", flaky)
+    writer = PredictionLogWriter(db, flush_seconds=0.05)
+    writer.submit([*predictions([1]), *predictions([2**70]), *predictions([2])])
+    await writer.start()
+    assert await writer.flush(timeout=30)
+    await writer.close()
+    stats: dict[str, Any] = writer.stats("revenue")
+    assert (stats["written"], stats["dropped"], stats["buffered"]) == (2, 1, 0)
+    assert sorted(f["id"] for f in await prediction_log.logged_films(db, "revenue")) == [1, 2]

@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import islice, repeat
+from itertools import chain, islice, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -196,8 +196,6 @@ def entries(
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-# Per-prediction fields of a chunk's `films`, beside `inputs` and `output` (column by column).
-_FILM_FIELDS = ("id", "request_id", "principal")
 
 
 def _columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -227,31 +225,148 @@ def _rows(columns: dict[str, list[Any]], n: int) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(slots=True)
+class Slab:
+    """Consecutive logged predictions of one model version, column by column: what the
+    writer's buffer holds between a request and its write. (A document per prediction, built
+    and then taken apart again into the chunk's columns, cost most of the ~10 ms of the
+    writer's event-loop time per 1,000 films.) `first_id` is the `_id` of the chunk this slab
+    opens; it is fixed when the slab is made, so that a retried write repeats it."""
+
+    model: str
+    version: str
+    first_id: ObjectId
+    at: list[datetime]
+    ids: list[int | None]
+    request_id: list[str | None]
+    principal: list[str | None]
+    inputs: dict[str, list[Any]]
+    output: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of_pending(cls, group: Sequence[PendingPredictions]) -> Slab:
+        """Pending requests of one model version, their monitored inputs read at once."""
+        first = group[0]
+        films = [len(item) for item in group]
+        return cls(
+            first.model,
+            first.version,
+            ObjectId(),
+            _spread([item.at for item in group], films),
+            list(chain.from_iterable(item.ids for item in group)),
+            _spread([item.context.request_id for item in group], films),
+            _spread([item.context.principal for item in group], films),
+            first.reader.columns(
+                np.vstack([item.X for item in group]),
+                list(chain.from_iterable(item.records for item in group)),
+            ),
+            _columns(list(chain.from_iterable(item.outputs for item in group))),
+        )
+
+    @classmethod
+    def of_documents(cls, docs: Sequence[Document]) -> list[Slab]:
+        """Logged predictions as `entries` makes them, one slab per run of one model version
+        (each opening with its first prediction's `_id`)."""
+        slabs: list[Slab] = []
+        start = 0
+        for end in range(1, len(docs) + 1):
+            if end < len(docs) and (docs[end]["model"], docs[end]["version"]) == (
+                docs[start]["model"],
+                docs[start]["version"],
+            ):
+                continue
+            run = docs[start:end]
+            slabs.append(
+                cls(
+                    run[0]["model"],
+                    run[0]["version"],
+                    run[0]["_id"],
+                    list(map(itemgetter("at"), run)),
+                    list(map(dict.get, run, repeat("id"))),
+                    list(map(dict.get, run, repeat("request_id"))),
+                    list(map(dict.get, run, repeat("principal"))),
+                    _columns([doc.get("inputs") or {} for doc in run]),
+                    _columns([doc.get("output") or {} for doc in run]),
+                )
+            )
+            start = end
+        return slabs
+
+    def split(self, k: int) -> tuple[Slab, Slab]:
+        """The first k predictions (opening with this slab's `_id`) and the rest (a new one)."""
+
+        def part(piece: slice, first_id: ObjectId) -> Slab:
+            return Slab(
+                self.model,
+                self.version,
+                first_id,
+                self.at[piece],
+                self.ids[piece],
+                self.request_id[piece],
+                self.principal[piece],
+                {name: values[piece] for name, values in self.inputs.items()},
+                {name: values[piece] for name, values in self.output.items()},
+            )
+
+        return part(slice(None, k), self.first_id), part(slice(k, None), ObjectId())
+
+
+def _spread(values: Sequence[Any], counts: Sequence[int]) -> list[Any]:
+    """Each request's value once per film of it."""
+    return list(chain.from_iterable(map(repeat, values, counts)))
+
+
+def _merged(columns: Sequence[dict[str, list[Any]]], sizes: Sequence[int]) -> dict[str, list[Any]]:
+    """Slabs' columns end to end; a name some slabs lack is None for their films."""
+    names = dict.fromkeys(chain.from_iterable(columns))
+    return {
+        name: list(
+            chain.from_iterable(
+                part.get(name) or repeat(None, size)
+                for part, size in zip(columns, sizes, strict=True)
+            )
+        )
+        for name in names
+    }
+
+
 def pack(docs: Sequence[Document]) -> list[Document]:
     """Logged predictions (as `entries` makes them) as chunk documents: one per model version,
     in the order of their first prediction, each `_id` its first prediction's."""
-    groups: dict[tuple[str, str], list[Document]] = {}
-    for doc in docs:
-        groups.setdefault((doc["model"], doc["version"]), []).append(doc)
+    return pack_slabs(Slab.of_documents(docs))
+
+
+def pack_slabs(slabs: Sequence[Slab]) -> list[Document]:
+    """Slabs as chunk documents: one per model version, in the order of their first slab,
+    each `_id` its first slab's."""
+    groups: dict[tuple[str, str], list[Slab]] = {}
+    for slab in slabs:
+        groups.setdefault((slab.model, slab.version), []).append(slab)
     chunks: list[Document] = []
-    for (model, version), films in groups.items():
-        times = list(map(itemgetter("at"), films))
+    for (model, version), members in groups.items():
+        sizes = [len(slab) for slab in members]
+        times = list(chain.from_iterable(slab.at for slab in members))
+        ids = list(chain.from_iterable(slab.ids for slab in members))
         columns = {
             "at": _epoch_ms(times),
-            **{name: list(map(dict.get, films, repeat(name))) for name in _FILM_FIELDS},
-            "inputs": _columns([doc.get("inputs") or {} for doc in films]),
-            "output": _columns([doc.get("output") or {} for doc in films]),
+            "id": ids,
+            "request_id": list(chain.from_iterable(slab.request_id for slab in members)),
+            "principal": list(chain.from_iterable(slab.principal for slab in members)),
+            "inputs": _merged([slab.inputs for slab in members], sizes),
+            "output": _merged([slab.output for slab in members], sizes),
         }
-        named = {doc["id"] for doc in films if doc.get("id") is not None}
         chunks.append(
             {
-                "_id": films[0]["_id"],
+                "_id": members[0].first_id,
                 "model": model,
                 "version": version,
                 "at": min(times),
                 "last_at": max(times),
-                "n": len(films),
-                "ids": sorted(named),
+                "n": len(ids),
+                "ids": sorted({film_id for film_id in ids if film_id is not None}),
                 "films": Binary(zlib.compress(orjson.dumps(columns), 1)),
             }
         )
@@ -311,14 +426,15 @@ class PredictionLogWriter:
         self._batch_size = batch_size
         self._flush_seconds = flush_seconds
         self._prune_every = prune_every
-        self._buffer: deque[Document] = deque()
-        self._pending: list[PendingPredictions] = []  # not yet documents
+        self._buffer: deque[Slab] = deque()
+        self._films = 0  # predictions in `_buffer`
+        self._pending: list[PendingPredictions] = []  # not yet slabs
         self._pending_films = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        # Predictions at the buffer's head in the batch being written; kept after a failed
-        # write so that the retry sends the same chunks (same `_id`s), never a longer batch.
+        # Slabs at the buffer's head in the batch being written; kept after a failed write so
+        # that the retry sends the same chunks (same `_id`s), never a longer batch.
         self._taken = 0
         self._ids_seen: dict[int, float] = {}
         self._next_prune = 0.0
@@ -341,22 +457,26 @@ class PredictionLogWriter:
 
     def submit(self, docs: Sequence[Document]) -> int:
         """Queue documents for writing; what does not fit is dropped and counted."""
-        room = self.capacity - len(self._buffer) - self._pending_films
+        room = self.capacity - self._buffered()
         accepted = docs if len(docs) <= room else docs[: max(room, 0)]
-        self._buffer.extend(accepted)
+        self._buffer.extend(Slab.of_documents(accepted))
+        self._films += len(accepted)
         if len(accepted) < len(docs):
             for doc in docs[len(accepted) :]:
                 self.dropped[doc["model"]] += 1
                 LOG_DROPPED.labels(doc["model"]).inc()
-        LOG_BUFFERED.set(len(self._buffer) + self._pending_films)
-        if len(self._buffer) + self._pending_films >= self._batch_size:
+        LOG_BUFFERED.set(self._buffered())
+        if self._buffered() >= self._batch_size:
             self._wake.set()
         return len(accepted)
+
+    def _buffered(self) -> int:
+        return self._films + self._pending_films
 
     def submit_pending(self, pending: PendingPredictions) -> int:
         """Queue a request's logged films (the request path's whole share of the work);
         what does not fit is dropped and counted."""
-        room = max(self.capacity - len(self._buffer) - self._pending_films, 0)
+        room = max(self.capacity - self._buffered(), 0)
         accepted = pending if len(pending) <= room else pending.head(room)
         if len(accepted) < len(pending):
             lost = len(pending) - len(accepted)
@@ -365,23 +485,31 @@ class PredictionLogWriter:
         if len(accepted):
             self._pending.append(accepted)
             self._pending_films += len(accepted)
-        LOG_BUFFERED.set(len(self._buffer) + self._pending_films)
-        if len(self._buffer) + self._pending_films >= self._batch_size:
+        LOG_BUFFERED.set(self._buffered())
+        if self._buffered() >= self._batch_size:
             self._wake.set()
         return len(accepted)
 
     def _materialize(self) -> None:
-        """Turn pending requests into documents at the buffer's tail."""
+        """Turn pending requests into slabs at the buffer's tail, one per model version (the
+        inputs of many requests read in one pass cost a fraction of reading them per request)."""
         if not self._pending:
             return
         pending, self._pending, self._pending_films = self._pending, [], 0
-        try:
-            self._buffer.extend(documents(pending))
-        except Exception:  # a bug here must not stop the writer: count the films as lost
-            log.exception("prediction log: %d predictions could not be read", len(pending))
-            for item in pending:
-                self.dropped[item.model] += len(item)
-                LOG_DROPPED.labels(item.model).inc(len(item))
+        by_reader: dict[int, list[PendingPredictions]] = {}
+        for item in pending:
+            by_reader.setdefault(id(item.reader), []).append(item)
+        for group in by_reader.values():
+            try:
+                slab = Slab.of_pending(group)
+            except Exception:  # a bug here must not stop the writer: count the films as lost
+                lost = sum(map(len, group))
+                log.exception("prediction log: %d predictions could not be read", lost)
+                self.dropped[group[0].model] += lost
+                LOG_DROPPED.labels(group[0].model).inc(lost)
+                continue
+            self._buffer.append(slab)
+            self._films += len(slab)
 
     def stats(self, model: str) -> dict[str, Any]:
         """What `GET /v1/models/{name}` shows of this process's log writer."""
@@ -389,7 +517,7 @@ class PredictionLogWriter:
             "sample": self.sample,
             "written": self.written[model],
             "dropped": self.dropped[model],
-            "buffered": len(self._buffer) + self._pending_films,
+            "buffered": self._buffered(),
             "capacity": self.capacity,
             "failing_since": self.failing_since.isoformat() if self.failing_since else None,
             "last_error": self.last_error,
@@ -424,12 +552,15 @@ class PredictionLogWriter:
             self._task = None
         self._materialize()
         if self._buffer:
-            lost = Tally(doc["model"] for doc in self._buffer)
+            lost: Tally[str] = Tally()
+            for slab in self._buffer:
+                lost[slab.model] += len(slab)
             for model, n in lost.items():
                 self.dropped[model] += n
                 LOG_DROPPED.labels(model).inc(n)
-            log.warning("prediction log: %d predictions not written at shutdown", len(self._buffer))
+            log.warning("prediction log: %d predictions not written at shutdown", self._films)
             self._buffer.clear()
+            self._films = 0
         LOG_BUFFERED.set(0)
 
     async def _run(self) -> None:
@@ -445,7 +576,7 @@ class PredictionLogWriter:
             # ready (or a flush or shutdown asks): writing whatever arrived as soon as the
             # last write returned made batches of one film under steady traffic, an insert
             # per prediction, the log's main cost.
-            full = len(self._buffer) + self._pending_films >= self._batch_size
+            full = self._buffered() >= self._batch_size
             if backoff or not (full or self._closing):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), backoff or self._flush_seconds)
@@ -461,15 +592,16 @@ class PredictionLogWriter:
         """Write the buffer batch by batch; False when the database refused (kept for later)."""
         self._materialize()
         while self._buffer:
-            batch = list(islice(self._buffer, self._taken or self._batch_size))
-            self._taken = len(batch)
+            if not self._taken:
+                self._taken = self._take()
+            batch = list(islice(self._buffer, self._taken))
             try:
                 try:
                     await _insert(self._db, batch)
                 except (InvalidDocument, OverflowError, TypeError, ValueError):
-                    # A document BSON cannot hold: drop it (counted), write the others. The
-                    # ones sent before it are written again harmlessly (same `_id`s).
-                    batch = self._drop_unencodable(batch)
+                    # A prediction BSON cannot hold: drop it (counted), write the others. The
+                    # chunks sent before the error are written again harmlessly (same `_id`s).
+                    batch = self._drop_unencodable()
                     await _insert(self._db, batch)
                 await self._record_ids(batch)
             except PyMongoError as exc:
@@ -487,37 +619,66 @@ class PredictionLogWriter:
             for _ in range(self._taken):
                 self._buffer.popleft()
             self._taken = 0
-            for model, n in Tally(doc["model"] for doc in batch).items():
+            written: Tally[str] = Tally()
+            for slab in batch:
+                written[slab.model] += len(slab)
+            for model, n in written.items():
                 self.written[model] += n
                 LOG_WRITTEN.labels(model).inc(n)
+            self._films -= sum(written.values())
             self.last_written_at = datetime.now(UTC)
-            LOG_BUFFERED.set(len(self._buffer) + self._pending_films)
+            LOG_BUFFERED.set(self._buffered())
             if self.failing_since is not None:
-                log.info("prediction log: writes work again; %d waiting", len(self._buffer))
+                log.info("prediction log: writes work again; %d waiting", self._films)
                 self.failing_since = None
         return True
 
-    def _drop_unencodable(self, batch: list[Document]) -> list[Document]:
-        kept: list[Document] = []
-        for doc in batch:
-            try:
-                bson.encode(pack([doc])[0])
-            except (InvalidDocument, OverflowError, TypeError, ValueError) as exc:
-                self.dropped[doc["model"]] += 1
-                LOG_DROPPED.labels(doc["model"]).inc()
-                log.warning("prediction log: a prediction BSON cannot hold was dropped: %s", exc)
-                continue
-            kept.append(doc)
+    def _take(self) -> int:
+        """How many slabs at the buffer's head make the next batch (at most `batch_size`
+        predictions; a slab that would pass it is split where it must, in the buffer)."""
+        films = taken = 0
+        while taken < len(self._buffer) and films < self._batch_size:
+            slab = self._buffer[taken]
+            room = self._batch_size - films
+            if len(slab) > room:
+                slab, rest = slab.split(room)
+                self._buffer[taken] = rest
+                self._buffer.insert(taken, slab)
+            films += len(slab)
+            taken += 1
+        return taken
+
+    def _drop_unencodable(self) -> list[Slab]:
+        """The batch at the buffer's head, film by film, without the predictions a chunk
+        cannot hold (dropped from the buffer and counted, once)."""
+        kept: list[Slab] = []
+        for _ in range(self._taken):
+            slab = self._buffer.popleft()
+            while len(slab):
+                one, slab = slab.split(1)
+                try:
+                    bson.encode(pack_slabs([one])[0])
+                except (InvalidDocument, OverflowError, TypeError, ValueError) as exc:
+                    self._films -= 1
+                    self.dropped[one.model] += 1
+                    LOG_DROPPED.labels(one.model).inc()
+                    log.warning(
+                        "prediction log: a prediction BSON cannot hold was dropped: %s", exc
+                    )
+                    continue
+                kept.append(one)
+        self._buffer.extendleft(reversed(kept))
+        self._taken = len(kept)
         return kept
 
-    async def _record_ids(self, batch: Sequence[Document]) -> None:
+    async def _record_ids(self, batch: Sequence[Slab]) -> None:
         now = time.monotonic()
         fresh = {
-            int(doc["id"]): doc["at"]
-            for doc in batch
-            if doc.get("id") is not None
-            and now - self._ids_seen.get(int(doc["id"]), -REFRESH_IDS_SECONDS)
-            >= REFRESH_IDS_SECONDS
+            int(film_id): at
+            for slab in batch
+            for film_id, at in zip(slab.ids, slab.at, strict=True)
+            if film_id is not None
+            and now - self._ids_seen.get(int(film_id), -REFRESH_IDS_SECONDS) >= REFRESH_IDS_SECONDS
         }
         if not fresh:
             return
@@ -550,13 +711,12 @@ async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
     await create_missing_indexes(db, PREDICTION_LOG, LOG_INDEXES)
 
 
-async def _insert(db: AsyncDatabase[Document], batch: list[Document]) -> None:
-    """Write a batch of logged predictions (one document each, as `entries` makes them) as
-    chunks."""
+async def _insert(db: AsyncDatabase[Document], batch: list[Slab]) -> None:
+    """Write a batch of logged predictions as chunks."""
     if not batch:
         return
     try:
-        await db[PREDICTION_LOG].insert_many(pack(batch), ordered=False)
+        await db[PREDICTION_LOG].insert_many(pack_slabs(batch), ordered=False)
     except BulkWriteError as exc:
         errors = exc.details.get("writeErrors", [])
         # Written by an earlier attempt whose answer was lost: the same `_id`s, done.
