@@ -313,6 +313,23 @@ class Slab:
 
         return part(slice(None, k), self.first_id), part(slice(k, None), ObjectId())
 
+    def singles(self) -> list[Slab]:
+        """One slab per prediction (the first opening with this slab's `_id`)."""
+        return [
+            Slab(
+                self.model,
+                self.version,
+                self.first_id if i == 0 else ObjectId(),
+                self.at[i : i + 1],
+                self.ids[i : i + 1],
+                self.request_id[i : i + 1],
+                self.principal[i : i + 1],
+                {name: values[i : i + 1] for name, values in self.inputs.items()},
+                {name: values[i : i + 1] for name, values in self.output.items()},
+            )
+            for i in range(len(self))
+        ]
+
 
 def _spread(values: Sequence[Any], counts: Sequence[int]) -> list[Any]:
     """Each request's value once per film of it."""
@@ -653,9 +670,7 @@ class PredictionLogWriter:
         cannot hold (dropped from the buffer and counted, once)."""
         kept: list[Slab] = []
         for _ in range(self._taken):
-            slab = self._buffer.popleft()
-            while len(slab):
-                one, slab = slab.split(1)
+            for one in self._buffer.popleft().singles():
                 try:
                     bson.encode(pack_slabs([one])[0])
                 except (InvalidDocument, OverflowError, TypeError, ValueError) as exc:
