@@ -20,9 +20,9 @@ with the next one for the machine's cores. Documents of the older per-prediction
 
 Writes never hold up a prediction. Requests hand their logged films to `PredictionLogWriter`
 as the model scored them (`PendingPredictions`: the feature rows, not yet documents); the
-writer's background task, owned by the lifespan, turns them into documents a batch at a time
-(reading the monitored inputs of many requests in one pass costs a fraction of doing it per
-request) and writes them in batches. The buffer is bounded: a full buffer drops new films and
+writer's background task, owned by the lifespan, turns them into `Slab`s, the chunk's columns,
+one per model version of what arrived (reading the monitored inputs of many requests in one
+pass costs a fraction of doing it per request), and writes them in batches. The buffer is bounded: a full buffer drops new films and
 counts them; while the database is down the writer retries the same batch with backoff and the
 buffer keeps what fits, so the log catches up after the outage. A chunk's `_id` is its first
 film's, and a failed batch is retried as the same films, so a batch retried after a lost answer
