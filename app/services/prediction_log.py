@@ -18,16 +18,17 @@ film); a chunk of 1,000 costs it under 5 ms, so a logged 1,000-film batch no lon
 with the next one for the machine's cores. Documents of the older per-prediction shape (no
 `n`) are still read, counted and pruned.
 
-Writes never hold up a prediction. Requests hand their logged films to `PredictionLogWriter`
-as the model scored them (`PendingPredictions`: the feature rows, not yet documents); the
-writer's background task, owned by the lifespan, turns them into `Slab`s, the chunk's columns,
-one per model version of what arrived (reading the monitored inputs of many requests in one
-pass costs a fraction of doing it per request), and writes them in batches. The buffer is bounded: a full buffer drops new films and
-counts them; while the database is down the writer retries the same batch with backoff and the
-buffer keeps what fits, so the log catches up after the outage. A chunk's `_id` is its first
-film's, and a failed batch is retried as the same films, so a batch retried after a lost answer
-is written once. Chunks whose last prediction is older than `PREDICTION_LOG_DAYS` are deleted
-every hour, by one process at a time (FerretDB has no TTL indexes).
+Writes never hold up a prediction. Requests hand their logged films to `PredictionLogWriter` as
+the model scored them (`PendingPredictions`: the feature rows, not yet documents); the writer's
+background task, owned by the lifespan, turns them into `Slab`s, the chunk's columns, one per
+model version of what arrived (reading the monitored inputs of many requests in one pass costs
+a fraction of doing it per request), and writes them in batches. The buffer is bounded: a full
+buffer drops new films and counts them; while the database is down the writer retries the same
+batch with backoff and the buffer keeps what fits, so the log catches up after the outage. A
+chunk's `_id` is its first film's, and a failed batch is retried as the same films, so a batch
+retried after a lost answer is written once. Chunks whose last prediction is older than
+`PREDICTION_LOG_DAYS` are deleted every hour, by one process at a time (FerretDB has no TTL
+indexes).
 """
 
 from __future__ import annotations
