@@ -119,11 +119,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 return clients[name].post(path, content=bodies[position[name] % len(bodies)])
 
             singles: dict[str, list[float]] = {n: [] for n in SERIES}
-            # CPU is counted per process, so it does not depend on what else the machine runs:
-            # each server's CPU over its own rounds, and the database's over the whole phase
-            # (the server without the log sends it nothing per request).
+            # CPU is counted per process, so it does not depend on what else the machine runs,
+            # and over the whole phase for every process: the log writer flushes every 0.5 s,
+            # about a round's length, so counting a server over its own rounds only caught one
+            # flush or none (its figure moved by +-6 points from run to run). The database's
+            # too (the server without the log sends it nothing per request).
             pids = {"off": p0.pid, "on": p1.pid}
-            service_cpu = dict.fromkeys(SERIES, 0.0)
             db_pid = int(db.pidfile.read_text().split()[0])
             # The database's idle rate (both servers' once-a-second model version checks) is
             # measured first and taken off what it spends during the phase.
@@ -131,18 +132,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(5.0)
             idle_rate = (cpu_seconds(db_pid) - idle_cpu) / (time.perf_counter() - idle_from)
             db_before, logged_before = cpu_seconds(db_pid), answered["on"]
+            service_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            requests_before = dict(answered)
             phase_from = time.perf_counter()
             for r in range(args.rounds):
                 for name in order(r):
-                    before = cpu_seconds(pids[name])
                     singles[name] += timed(lambda n=name: one(n), args.per_round, 20)  # type: ignore[misc]
-                    service_cpu[name] += cpu_seconds(pids[name]) - before
             time.sleep(1.0)  # the last batch of the log is written
             db_cpu = cpu_seconds(db_pid) - db_before
             db_cpu -= idle_rate * (time.perf_counter() - phase_from)
-            results["cpu_ms"] = {n: 1000 * service_cpu[n] / len(singles[n]) for n in SERIES} | {
-                "database_per_logged": 1000 * db_cpu / (answered["on"] - logged_before)
-            }
+            results["cpu_ms"] = {
+                name: 1000
+                * (cpu_seconds(pid) - service_before[name])
+                / (answered[name] - requests_before[name])
+                for name, pid in pids.items()
+            } | {"database_per_logged": 1000 * db_cpu / (answered["on"] - logged_before)}
             rates: dict[str, list[float]] = {n: [] for n in SERIES}
             for r in range(args.concurrent_rounds):
                 for name in order(r):
@@ -224,8 +228,9 @@ def markdown(results: dict[str, Any], args: argparse.Namespace, command: str) ->
         f"- The logging server answered {results['answered']['on']:,} predictions and wrote "
         f"{log_on['written']:,} to the log ({log_on['dropped']} dropped); the other wrote "
         f"{results['log']['off']['written']}.",
-        f"- CPU per sequential request (counted per process, so independent of other load on "
-        f"the machine): service {cpu['off']:.3f} ms without the log, {cpu['on']:.3f} ms with it "
+        f"- CPU per sequential request (counted per process over the whole sequential phase, "
+        f"warm-ups and background work included, so independent of other load on the "
+        f"machine): service {cpu['off']:.3f} ms without the log, {cpu['on']:.3f} ms with it "
         f"({cpu['on'] / cpu['off'] - 1:+.1%}); the database spent "
         f"{cpu['database_per_logged']:.3f} ms per logged prediction (beyond its idle rate, "
         "measured first: both servers' once-a-second model version checks).",
