@@ -517,7 +517,8 @@ async def test_pending_predictions_become_the_documents_each_request_would_have_
     db: AsyncDatabase[Document],
 ) -> None:
     """The writer reads the inputs of many requests (and model versions) in one pass: the
-    documents are those each request would have made alone; what does not fit is counted."""
+    predictions it stores are those each request would have made alone; what does not fit
+    is counted."""
     readers = [drift.InputReader(["log_budget", "runtime"]), drift.InputReader(["runtime"])]
     rng = np.random.default_rng(3)
     pending = [
@@ -541,14 +542,25 @@ async def test_pending_predictions_become_the_documents_each_request_would_have_
             p.model, p.version, p.context, p.ids, p.reader.rows(p.X, p.records), p.outputs, at=p.at
         )
     ]
-    together = prediction_log.documents(pending)
+    roomy = PredictionLogWriter(db, capacity=100, flush_seconds=60)
+    for p in pending:
+        roomy.submit_pending(p)
+    await roomy.start()
+    assert await roomy.flush(timeout=30)
+    await roomy.close()
+    stored = [
+        film
+        async for doc in db[prediction_log.PREDICTION_LOG].find({})
+        for film in prediction_log.unpack(doc)
+    ]
+    await db[prediction_log.PREDICTION_LOG].delete_many({})
 
     def strip(docs: list[Document]) -> list[Document]:
         return sorted(
             ({k: v for k, v in d.items() if k != "_id"} for d in docs), key=lambda d: d["id"]
         )
 
-    assert strip(together) == strip(alone) and len(together) == 1 + 2 + 3 + 4
+    assert strip(stored) == strip(alone) and len(stored) == 1 + 2 + 3 + 4
 
     writer = PredictionLogWriter(db, capacity=7, flush_seconds=60)
     assert [writer.submit_pending(p) for p in pending] == [1, 2, 3, 1]

@@ -138,33 +138,6 @@ class PendingPredictions:
         )
 
 
-def documents(pending: Sequence[PendingPredictions]) -> list[Document]:
-    """The log documents of pending requests, the inputs of each model version read at once."""
-    by_reader: dict[int, list[PendingPredictions]] = {}
-    for item in pending:
-        by_reader.setdefault(id(item.reader), []).append(item)
-    docs: list[Document] = []
-    for group in by_reader.values():
-        rows = group[0].reader.rows(
-            np.vstack([item.X for item in group]),
-            [record for item in group for record in item.records],
-        )
-        start = 0
-        for item in group:
-            end = start + len(item)
-            docs += entries(
-                item.model,
-                item.version,
-                item.context,
-                item.ids,
-                rows[start:end],
-                item.outputs,
-                at=item.at,
-            )
-            start = end
-    return docs
-
-
 def entries(
     model: str,
     version: str,
