@@ -83,17 +83,12 @@ class _Track:
     def before(self, names: Sequence[Sequence[str]], days: IntVector) -> FloatMatrix:
         """`TrackRecord.before` for every film: (n, 5) stats over each film's names."""
         n = len(names)
-        ranks_of = self.ranks_of
-        if len(ranks_of) > KEY_CACHE_MAX:
-            ranks_of.clear()
-        flat = list(chain.from_iterable(names))
-        found = list(map(ranks_of.get, flat))
-        for at, r in enumerate(found):
-            if r is None:
-                # The same people and studios come back request after request: a name's
-                # normalized key is looked up once (-1: no track record).
-                name = flat[at]
-                found[at] = ranks_of[name] = self.rank.get(_key(name), -1)
+        # The same people and studios come back request after request: a name's normalized
+        # key is looked up once (-1: no track record).
+        rank = self.rank
+        found = _looked_up(
+            self.ranks_of, list(chain.from_iterable(names)), lambda name: rank.get(_key(name), -1)
+        )
         owner_all = np.repeat(np.arange(n, dtype=np.intp), [len(v) for v in names])
         rank_all = np.asarray(found, dtype=np.int64)
         known = rank_all >= 0
