@@ -21,6 +21,7 @@ from app.errors import add_problem_schema, install_handlers
 from app.head_requests import HeadAsGetMiddleware
 from app.heap import freeze_startup_heap
 from app.limits import RequestRateLimiter, install_limits
+from app.ml import tree_kernel
 from app.ml.registry import ModelRegistry
 from app.observability import install_observability, metrics_router
 from app.predict_early import EarlyPredictMiddleware
@@ -109,6 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await registry.load_all()
         registry.start_following()
+        if settings.compiled_tree_walk:
+            # Built in a thread of its own; the numpy walk answers until it is ready.
+            tree_kernel.start(settings.local_db_dir / "kernel-cache")
         # The prediction log: written in batches by a task of its own, never on the way of
         # a prediction; flushed on shutdown.
         prediction_log = PredictionLogWriter(

@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     # Freeze the objects alive after startup out of the garbage collector's full passes
     # (app.heap): they would otherwise stall every request in flight for 0.3-1 s now and then.
     gc_freeze: bool = True
+    # Walk tree ensembles with compiled code (numba, built in the background after startup;
+    # app.ml.tree_kernel) instead of numpy: the same answers, a big batch's trees in about
+    # half the time. Off: numba is never imported.
+    compiled_tree_walk: bool = True
     log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
     # Browser frontends on other origins (issue 11): comma-separated origins allowed to call
     # the API through CORS (`https://app.example.org,http://localhost:5173`), `*` for any;

@@ -4,16 +4,18 @@ scores exactly as scikit-learn and LightGBM do, missing values included."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import pytest
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
     RandomForestRegressor,
 )
 
-from app.ml import fastpath
+from app.ml import fastpath, tree_kernel
 from app.ml.estimators import AveragedRegressor, CalibratedHit, fit_calibration
 from app.ml.fastpath import CompiledTrees, compile_estimator
 
@@ -148,3 +150,58 @@ def _leaf(tree: dict[str, np.ndarray], x: float) -> int:
     while not tree["leaf"][node]:
         node = int(tree["left"][node] if x <= tree["threshold"][node] else tree["right"][node])
     return node
+
+
+def test_the_compiled_walk_gives_the_numpy_walks_leaves_bit_for_bit() -> None:
+    """`app.ml.tree_kernel` replaces the numpy walk once built: every leaf the same, for one
+    film, a small batch, and a batch big enough to be split between two threads, missing
+    values included; so a film's score never depends on which walk ran."""
+    X, y = data(1_200)
+    blend = AveragedRegressor(
+        [
+            HistGradientBoostingRegressor(max_iter=60, max_leaf_nodes=9, random_state=0),
+            lgb.LGBMRegressor(n_estimators=80, num_leaves=7, verbose=-1, random_state=0),
+        ]
+    ).fit(X, y)
+    scorer = compile_estimator(blend)
+    assert isinstance(scorer, CompiledTrees) and scorer.perfect is not None
+    assert len(scorer.perfect.groups) > 1
+    before = tree_kernel.ready()
+    try:
+        tree_kernel.disable()
+        by_numpy = [scorer.perfect.leaves(X[:n]) for n in (1, 7, 100, 1_200)]
+        assert tree_kernel.build() is not None
+        by_kernel = [scorer.perfect.leaves(X[:n]) for n in (1, 7, 100, 1_200)]
+        for numpy_leaves, kernel_leaves in zip(by_numpy, by_kernel, strict=True):
+            np.testing.assert_array_equal(kernel_leaves, numpy_leaves)
+        np.testing.assert_allclose(scorer(X), blend.predict(X), rtol=1e-9, atol=1e-9)
+    finally:
+        tree_kernel.disable()
+        if before is not None:
+            tree_kernel.build()
+
+
+def test_a_compiled_walk_that_disagrees_with_the_reference_is_not_used() -> None:
+    """The kernel is checked against a plain-Python walk before it serves: one that sends
+    missing values the wrong way (here: always right) fails the check."""
+    kernel = tree_kernel.build()
+    assert kernel is not None and tree_kernel._agrees(kernel)
+
+    def nan_goes_right(rows: Any, columns: Any, *rest: Any) -> None:
+        # Every node reads the row as posted, NaN included: NaN <= threshold is false.
+        kernel(rows, columns % (rows.shape[1] // 2), *rest)
+
+    assert not tree_kernel._agrees(nan_goes_right)
+
+
+def test_the_compiled_walk_is_built_in_the_background_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`start` returns at once; the numpy walk serves until the thread has built and checked
+    the kernel; a second `start` builds nothing."""
+    monkeypatch.setattr(tree_kernel, "_kernel", None)
+    monkeypatch.setattr(tree_kernel, "_started", False)
+    thread = tree_kernel.start()
+    assert thread is not None and tree_kernel.start() is None
+    thread.join(timeout=120)
+    assert tree_kernel.ready() is not None

@@ -33,6 +33,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from app.ml import tree_kernel
+
 FloatMatrix = npt.NDArray[np.float64]
 FloatVector = npt.NDArray[np.float64]
 
@@ -191,6 +193,11 @@ class _PerfectTrees:
             columns = self._columns[block] = self.feature + self.missing_left * block
         return columns
 
+    def row_columns(self, width: int) -> npt.NDArray[np.intp]:
+        """`_column_of` for the compiled walk, which reads one row (then its NaN-as--inf
+        copy) at a time."""
+        return self._column_of(width)
+
     def walk(self, both: FloatMatrix, offsets: npt.NDArray[np.intp], out: FloatMatrix) -> None:
         """The leaf value of each (row, tree) of one chunk into `out` (rows x these trees).
         `both`: the chunk's rows flattened, then again with NaN as -inf; `offsets`: each
@@ -243,6 +250,10 @@ class _PerfectForest:
         n = X.shape[0]
         out = np.empty((n, self.n_trees))
         X = np.ascontiguousarray(X, dtype=np.float64)
+        kernel = tree_kernel.ready()
+        if kernel is not None:
+            self._walk_compiled(kernel, X, out)
+            return out
         chunks = -(-n // CHUNK_ROWS)
         helper = _walk_helper() if chunks >= PARALLEL_MIN_CHUNKS else None
         if helper is None:
@@ -253,6 +264,33 @@ class _PerfectForest:
         self._walk(X, out, 0, middle)
         other.result()
         return out
+
+    def _walk_compiled(self, kernel: tree_kernel.Kernel, X: FloatMatrix, out: FloatMatrix) -> None:
+        """`leaves` by the compiled walk (`app.ml.tree_kernel`): each group's trees over all
+        rows, a big batch's second half in the helper thread (the kernel releases the GIL)."""
+        width = X.shape[1]
+        rows = np.empty((X.shape[0], 2 * width))
+        rows[:, :width] = X
+        np.copyto(rows[:, width:], X)
+        left = rows[:, width:]
+        left[np.isnan(left)] = -np.inf
+        n = X.shape[0]
+        helper = _walk_helper() if n >= PARALLEL_MIN_CHUNKS * CHUNK_ROWS else None
+        if helper is None:
+            self._kernel_rows(kernel, rows, out, width)
+            return
+        middle = n // 2
+        other = helper.submit(self._kernel_rows, kernel, rows[middle:], out[middle:], width)
+        self._kernel_rows(kernel, rows[:middle], out[:middle], width)
+        other.result()
+
+    def _kernel_rows(
+        self, kernel: tree_kernel.Kernel, rows: FloatMatrix, out: FloatMatrix, width: int
+    ) -> None:
+        for lo, _hi, group in self.groups:
+            kernel(
+                rows, group.row_columns(width), group.threshold, group.value, group.depth, out, lo
+            )
 
     def _walk(self, X: FloatMatrix, out: FloatMatrix, start: int, stop: int) -> None:
         """Rows start..stop of `leaves`, written into `out`."""

@@ -1,0 +1,168 @@
+"""The tree walk of `app.ml.fastpath._PerfectForest` as machine code (numba), built in the
+background once the service is up.
+
+The numpy walk takes one array operation per tree level over every (row, tree) pair: cheap
+per call, but a 1,000-film batch of a 1,300-tree blend still costs ~21 ms in two threads,
+and one film pays numpy's per-call cost about 25 times. Compiled, the same walk is a loop per
+(row, tree) that releases the GIL: ~10 ms for the batch in two threads, a few times less for
+one film (`bench/RESULTS.md`, predict-notes).
+
+Nothing waits for it: `ready()` is None until `start()`'s thread has compiled the kernel
+(about 1 s, or 0.5 s from numba's on-disk cache) and checked it against a plain-Python walk
+of random trees (NaN inputs, missing values sent left and right, leaves above full depth);
+until then, or if numba cannot build or the check fails, the numpy walk serves. Both give the
+same leaves bit for bit (`tests/test_fastpath_blend.py`), so which one ran never changes an
+answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+# (rows: each row then again with NaN as -inf, node -> column of such a row, thresholds,
+#  leaf values, depth, out, first column of out) -> None
+Kernel = Callable[..., None]
+
+_kernel: Kernel | None = None
+_started = False
+_lock = threading.Lock()
+
+
+def ready() -> Kernel | None:
+    """The compiled walk, once built and checked; None before (or without) it."""
+    return _kernel
+
+
+def start(cache_dir: Path | None = None) -> threading.Thread | None:
+    """Build the kernel in a daemon thread (once per process; None when already started).
+    `cache_dir`: where numba keeps compiled code between runs, unless `NUMBA_CACHE_DIR`
+    says otherwise."""
+    global _started
+    with _lock:
+        if _started:
+            return None
+        _started = True
+    if cache_dir is not None:
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir))
+    thread = threading.Thread(target=_build_quietly, name="tree-kernel", daemon=True)
+    thread.start()
+    return thread
+
+
+def build() -> Kernel | None:
+    """Compile and check the kernel now, in this thread; it serves from then on when the
+    check passes (None when it fails)."""
+    global _kernel
+    kernel = _compile()
+    if not _agrees(kernel):
+        log.error("compiled tree walk disagrees with the reference walk: not used")
+        return None
+    _kernel = kernel
+    return kernel
+
+
+def disable() -> None:
+    """Back to the numpy walk (tests and benchmarks compare the two)."""
+    global _kernel
+    _kernel = None
+
+
+def _build_quietly() -> None:
+    try:
+        build()
+    except Exception:  # no numba, no compiler, a broken cache: the numpy walk serves
+        log.exception("compiled tree walk unavailable; the numpy walk serves")
+
+
+def _compile() -> Kernel:
+    import numba  # imported here: ~0.3 s that only the service's background thread pays
+
+    def walk(
+        rows: Any, columns: Any, threshold: Any, value: Any, depth: int, out: Any, first: int
+    ) -> None:  # pragma: no cover - runs compiled
+        inner = (1 << depth) - 1
+        for t in range(columns.shape[0] // inner):
+            base = t * inner
+            leaf_base = t * (inner + 1) - inner
+            for r in range(rows.shape[0]):
+                row = rows[r]
+                at = 0
+                for _ in range(depth):
+                    node = base + at
+                    # Heap order: children of `at` are 2at+1 (left) and 2at+2 (right).
+                    at = 2 * at + 2 - int(row[columns[node]] <= threshold[node])
+                out[r, first + t] = value[leaf_base + at]
+
+    try:
+        kernel: Kernel = numba.njit(nogil=True, cache=True)(walk)
+        _smoke(kernel)
+    except RuntimeError:  # no writable cache directory: compile for this process only
+        kernel = numba.njit(nogil=True)(walk)
+        _smoke(kernel)
+    return kernel
+
+
+def _smoke(kernel: Kernel) -> None:
+    out = np.zeros((1, 1))
+    kernel(np.zeros((1, 2)), np.zeros(1, dtype=np.intp), np.zeros(1), np.ones(2), 1, out, 0)
+
+
+def _agrees(kernel: Kernel, seed: int = 0) -> bool:
+    """The kernel against a plain-Python walk of random padded trees, every depth 1-6."""
+    rng = np.random.default_rng(seed)
+    width = 5
+    X = rng.normal(size=(40, width))
+    X[rng.random(X.shape) < 0.2] = np.nan
+    X[0] = np.nan  # a row with nothing known
+    rows = np.hstack([X, np.where(np.isnan(X), -np.inf, X)])
+    for depth in range(1, 7):
+        inner, trees = 2**depth - 1, 7
+        feature = rng.integers(0, width, size=trees * inner)
+        missing_left = rng.random(trees * inner) < 0.5
+        threshold = rng.normal(size=trees * inner)
+        # Some inputs equal to a threshold (they go left), and padding (always left).
+        known = X[~np.isnan(X)]
+        on_value = rng.random(trees * inner) < 0.3
+        threshold[on_value] = rng.choice(known, size=int(on_value.sum()))
+        threshold[rng.random(trees * inner) < 0.2] = np.inf
+        value = rng.normal(size=trees * (inner + 1))
+        columns = (feature + missing_left * width).astype(np.intp)
+        got = np.full((len(X), trees + 1), np.nan)
+        kernel(rows, columns, threshold, value, depth, got, 1)
+        want = _reference(X, feature, missing_left, threshold, value, depth)
+        if not np.array_equal(got[:, 1:], want):
+            return False
+    return True
+
+
+def _reference(
+    X: npt.NDArray[np.float64],
+    feature: npt.NDArray[np.int64],
+    missing_left: npt.NDArray[np.bool_],
+    threshold: npt.NDArray[np.float64],
+    value: npt.NDArray[np.float64],
+    depth: int,
+) -> npt.NDArray[np.float64]:
+    inner = 2**depth - 1
+    trees = len(feature) // inner
+    out = np.empty((len(X), trees))
+    for r, row in enumerate(X.tolist()):
+        for t in range(trees):
+            at = 0
+            for _ in range(depth):
+                node = t * inner + at
+                x = row[int(feature[node])]
+                left = bool(missing_left[node]) if x != x else x <= float(threshold[node])
+                at = 2 * at + 1 if left else 2 * at + 2
+            out[r, t] = value[t * (inner + 1) + at - inner]
+    return out
