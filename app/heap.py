@@ -16,6 +16,11 @@ freed by reference counting when released; only reference cycles among them are 
 reclaimed, which is fine for what lives as long as the process (modules, models, the app).
 Done once per process (a test process builds many apps: only the first one's live objects
 are frozen). `GC_FREEZE=false` turns it off.
+
+What startup leaves to a background thread (numba and the compiled tree walk,
+`app.ml.tree_kernel`: about 76,000 more objects) is frozen when that thread is done
+(`freeze_late_arrivals`): left in the oldest generation, it made every full pass a third
+longer and the batch predictions' slowest 5% about 40% slower.
 """
 
 from __future__ import annotations
@@ -43,3 +48,13 @@ def freeze_startup_heap() -> None:
         gc.get_freeze_count(),
         time.perf_counter() - started,
     )
+
+
+def freeze_late_arrivals(what: str) -> None:
+    """Freeze what a background part of startup has just loaded, once the startup heap is
+    frozen (no collection first: that would stop the process while it serves)."""
+    if not _frozen:
+        return
+    before = gc.get_freeze_count()
+    gc.freeze()
+    log.info("heap frozen after %s: %d more objects", what, gc.get_freeze_count() - before)

@@ -19,7 +19,7 @@ from app.detail_early import EarlyDetailMiddleware
 from app.docs_ui import install_docs
 from app.errors import add_problem_schema, install_handlers
 from app.head_requests import HeadAsGetMiddleware
-from app.heap import freeze_startup_heap
+from app.heap import freeze_late_arrivals, freeze_startup_heap
 from app.limits import RequestRateLimiter, install_limits
 from app.ml import tree_kernel
 from app.ml.registry import ModelRegistry
@@ -111,8 +111,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await registry.load_all()
         registry.start_following()
         if settings.compiled_tree_walk:
-            # Built in a thread of its own; the numpy walk answers until it is ready.
-            tree_kernel.start(settings.local_db_dir / "kernel-cache")
+            # Built in a thread of its own; the numpy walk answers until it is ready. What
+            # it loads is frozen like the rest of startup (app.heap).
+            tree_kernel.start(
+                settings.local_db_dir / "kernel-cache",
+                then=lambda: freeze_late_arrivals("the compiled tree walk"),
+            )
         # The prediction log: written in batches by a task of its own, never on the way of
         # a prediction; flushed on shutdown.
         prediction_log = PredictionLogWriter(

@@ -196,7 +196,8 @@ class _PerfectTrees:
     def row_columns(self, width: int) -> npt.NDArray[np.intp]:
         """`_column_of` for the compiled walk, which reads one row (then its NaN-as--inf
         copy) at a time."""
-        return self._column_of(width)
+        columns: npt.NDArray[np.intp] = self.feature + self.missing_left * width
+        return columns
 
     def walk(self, both: FloatMatrix, offsets: npt.NDArray[np.intp], out: FloatMatrix) -> None:
         """The leaf value of each (row, tree) of one chunk into `out` (rows x these trees).
@@ -242,6 +243,13 @@ class _PerfectForest:
         self.padded = [
             (0, self.n_trees, _PerfectTrees([trees[i] for i in self.order], max(depths)))
         ]
+        # For the compiled walk: every group's nodes end to end, so that one call (one GIL
+        # release) walks them all.
+        self.threshold = np.concatenate([g.threshold for _, _, g in self.groups])
+        self.value = np.concatenate([g.value for _, _, g in self.groups])
+        self.depths = np.asarray([g.depth for _, _, g in self.groups], dtype=np.intp)
+        self.counts = np.asarray([g.n_trees for _, _, g in self.groups], dtype=np.intp)
+        self._row_columns: dict[int, npt.NDArray[np.intp]] = {}
 
     def leaves(self, X: FloatMatrix) -> FloatMatrix:
         """(rows, trees in `order`): each tree's leaf value for each row. A big batch's
@@ -287,10 +295,12 @@ class _PerfectForest:
     def _kernel_rows(
         self, kernel: tree_kernel.Kernel, rows: FloatMatrix, out: FloatMatrix, width: int
     ) -> None:
-        for lo, _hi, group in self.groups:
-            kernel(
-                rows, group.row_columns(width), group.threshold, group.value, group.depth, out, lo
+        columns = self._row_columns.get(width)
+        if columns is None:
+            columns = self._row_columns[width] = np.concatenate(
+                [g.row_columns(width) for _, _, g in self.groups]
             )
+        kernel(rows, columns, self.threshold, self.value, self.depths, self.counts, out)
 
     def _walk(self, X: FloatMatrix, out: FloatMatrix, start: int, stop: int) -> None:
         """Rows start..stop of `leaves`, written into `out`."""

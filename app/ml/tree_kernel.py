@@ -29,8 +29,9 @@ import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
-# (rows: each row then again with NaN as -inf, node -> column of such a row, thresholds,
-#  leaf values, depth, out, first column of out) -> None
+# (rows: each row then again with NaN as -inf; per node, the column of such a row it reads;
+#  per node, its threshold; leaf values; per depth group, its depth and number of trees;
+#  out, rows x trees) -> None. Trees are padded to their group's depth, in heap order.
 Kernel = Callable[..., None]
 
 _kernel: Kernel | None = None
@@ -43,10 +44,12 @@ def ready() -> Kernel | None:
     return _kernel
 
 
-def start(cache_dir: Path | None = None) -> threading.Thread | None:
+def start(
+    cache_dir: Path | None = None, then: Callable[[], None] | None = None
+) -> threading.Thread | None:
     """Build the kernel in a daemon thread (once per process; None when already started).
     `cache_dir`: where numba keeps compiled code between runs, unless `NUMBA_CACHE_DIR`
-    says otherwise."""
+    says otherwise; `then`: called in that thread once the kernel serves."""
     global _started
     with _lock:
         if _started:
@@ -54,7 +57,7 @@ def start(cache_dir: Path | None = None) -> threading.Thread | None:
         _started = True
     if cache_dir is not None:
         os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir))
-    thread = threading.Thread(target=_build_quietly, name="tree-kernel", daemon=True)
+    thread = threading.Thread(target=_build_quietly, args=(then,), name="tree-kernel", daemon=True)
     thread.start()
     return thread
 
@@ -77,9 +80,10 @@ def disable() -> None:
     _kernel = None
 
 
-def _build_quietly() -> None:
+def _build_quietly(then: Callable[[], None] | None) -> None:
     try:
-        build()
+        if build() is not None and then is not None:
+            then()
     except Exception:  # no numba, no compiler, a broken cache: the numpy walk serves
         log.exception("compiled tree walk unavailable; the numpy walk serves")
 
@@ -88,20 +92,26 @@ def _compile() -> Kernel:
     import numba  # imported here: ~0.3 s that only the service's background thread pays
 
     def walk(
-        rows: Any, columns: Any, threshold: Any, value: Any, depth: int, out: Any, first: int
+        rows: Any, columns: Any, threshold: Any, value: Any, depths: Any, counts: Any, out: Any
     ) -> None:  # pragma: no cover - runs compiled
-        inner = (1 << depth) - 1
-        for t in range(columns.shape[0] // inner):
-            base = t * inner
-            leaf_base = t * (inner + 1) - inner
-            for r in range(rows.shape[0]):
-                row = rows[r]
-                at = 0
-                for _ in range(depth):
-                    node = base + at
-                    # Heap order: children of `at` are 2at+1 (left) and 2at+2 (right).
-                    at = 2 * at + 2 - int(row[columns[node]] <= threshold[node])
-                out[r, first + t] = value[leaf_base + at]
+        node_base = 0  # first node of the current tree in `columns` and `threshold`
+        leaf_base = 0  # its first leaf in `value`
+        tree = 0  # its column in `out`
+        for g in range(depths.shape[0]):
+            depth = depths[g]
+            inner = (1 << depth) - 1
+            for _ in range(counts[g]):
+                for r in range(rows.shape[0]):
+                    row = rows[r]
+                    at = 0
+                    for _ in range(depth):
+                        node = node_base + at
+                        # Heap order: children of `at` are 2at+1 (left) and 2at+2 (right).
+                        at = 2 * at + 2 - int(row[columns[node]] <= threshold[node])
+                    out[r, tree] = value[leaf_base + at - inner]
+                node_base += inner
+                leaf_base += inner + 1
+                tree += 1
 
     try:
         kernel: Kernel = numba.njit(nogil=True, cache=True)(walk)
@@ -114,19 +124,24 @@ def _compile() -> Kernel:
 
 def _smoke(kernel: Kernel) -> None:
     out = np.zeros((1, 1))
-    kernel(np.zeros((1, 2)), np.zeros(1, dtype=np.intp), np.zeros(1), np.ones(2), 1, out, 0)
+    one = np.ones(1, dtype=np.intp)
+    kernel(np.zeros((1, 2)), np.zeros(1, dtype=np.intp), np.zeros(1), np.ones(2), one, one, out)
 
 
 def _agrees(kernel: Kernel, seed: int = 0) -> bool:
-    """The kernel against a plain-Python walk of random padded trees, every depth 1-6."""
+    """The kernel against a plain-Python walk of random padded trees of depths 1-6, all in one
+    call as a forest's depth groups are."""
     rng = np.random.default_rng(seed)
-    width = 5
+    width, trees = 5, 7
     X = rng.normal(size=(40, width))
     X[rng.random(X.shape) < 0.2] = np.nan
     X[0] = np.nan  # a row with nothing known
     rows = np.hstack([X, np.where(np.isnan(X), -np.inf, X)])
-    for depth in range(1, 7):
-        inner, trees = 2**depth - 1, 7
+    depths = np.arange(1, 7, dtype=np.intp)
+    parts: list[tuple[npt.NDArray[Any], ...]] = []
+    wanted = []
+    for depth in depths.tolist():
+        inner = 2**depth - 1
         feature = rng.integers(0, width, size=trees * inner)
         missing_left = rng.random(trees * inner) < 0.5
         threshold = rng.normal(size=trees * inner)
@@ -136,13 +151,19 @@ def _agrees(kernel: Kernel, seed: int = 0) -> bool:
         threshold[on_value] = rng.choice(known, size=int(on_value.sum()))
         threshold[rng.random(trees * inner) < 0.2] = np.inf
         value = rng.normal(size=trees * (inner + 1))
-        columns = (feature + missing_left * width).astype(np.intp)
-        got = np.full((len(X), trees + 1), np.nan)
-        kernel(rows, columns, threshold, value, depth, got, 1)
-        want = _reference(X, feature, missing_left, threshold, value, depth)
-        if not np.array_equal(got[:, 1:], want):
-            return False
-    return True
+        parts.append(((feature + missing_left * width).astype(np.intp), threshold, value))
+        wanted.append(_reference(X, feature, missing_left, threshold, value, depth))
+    got = np.full((len(X), trees * len(depths)), np.nan)
+    kernel(
+        rows,
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+        depths,
+        np.full(len(depths), trees, dtype=np.intp),
+        got,
+    )
+    return bool(np.array_equal(got, np.hstack(wanted)))
 
 
 def _reference(
