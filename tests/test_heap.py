@@ -5,6 +5,7 @@ process of its own: the test process has frozen its heap already, with its first
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,8 @@ def startups(
         timeout=300,
         cwd=Path(__file__).resolve().parent.parent,
         check=False,
+        # An app started earlier in this test process has set numba's cache directory.
+        env={k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])

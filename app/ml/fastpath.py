@@ -7,6 +7,9 @@ the registry "compiles" the fitted estimator into flat numpy arrays evaluated fo
 at once, one tree level per step (~0.1 ms per film). Linear pipelines (impute, scale,
 dot product) compile to three array operations.
 
+Trees padded to full depth are walked by compiled code once `app.ml.tree_kernel` has built it
+in the background (the same leaves, about twice as fast); numpy walks them until then.
+
 The compiled form is an optimisation only: it is built from the same fitted objects, checked
 against scikit-learn's own predictions on real rows before use (`verified`), and big batches,
 where scikit-learn's per-call overhead no longer matters, still go through the pipeline.
