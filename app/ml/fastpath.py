@@ -196,12 +196,6 @@ class _PerfectTrees:
             columns = self._columns[block] = self.feature + self.missing_left * block
         return columns
 
-    def row_columns(self, width: int) -> npt.NDArray[np.intp]:
-        """`_column_of` for the compiled walk, which reads one row (then its NaN-as--inf
-        copy) at a time."""
-        columns: npt.NDArray[np.intp] = self.feature + self.missing_left * width
-        return columns
-
     def walk(self, both: FloatMatrix, offsets: npt.NDArray[np.intp], out: FloatMatrix) -> None:
         """The leaf value of each (row, tree) of one chunk into `out` (rows x these trees).
         `both`: the chunk's rows flattened, then again with NaN as -inf; `offsets`: each
@@ -248,6 +242,8 @@ class _PerfectForest:
         ]
         # For the compiled walk: every group's nodes end to end, so that one call (one GIL
         # release) walks them all.
+        self.feature = np.concatenate([g.feature for _, _, g in self.groups])
+        self.missing_left = np.concatenate([g.missing_left for _, _, g in self.groups])
         self.threshold = np.concatenate([g.threshold for _, _, g in self.groups])
         self.value = np.concatenate([g.value for _, _, g in self.groups])
         self.depths = np.asarray([g.depth for _, _, g in self.groups], dtype=np.intp)
@@ -279,13 +275,12 @@ class _PerfectForest:
     def _walk_compiled(self, kernel: tree_kernel.Kernel, X: FloatMatrix, out: FloatMatrix) -> None:
         """`leaves` by the compiled walk (`app.ml.tree_kernel`): each group's trees over all
         rows, a big batch's second half in the helper thread (the kernel releases the GIL)."""
-        width = X.shape[1]
-        rows = np.empty((X.shape[0], 2 * width))
+        n, width = X.shape
+        rows = np.empty((n, 2 * width))
         rows[:, :width] = X
-        np.copyto(rows[:, width:], X)
         left = rows[:, width:]
+        left[:] = X
         left[np.isnan(left)] = -np.inf
-        n = X.shape[0]
         helper = _walk_helper() if n >= PARALLEL_MIN_CHUNKS * CHUNK_ROWS else None
         if helper is None:
             self._kernel_rows(kernel, rows, out, width)
@@ -298,11 +293,10 @@ class _PerfectForest:
     def _kernel_rows(
         self, kernel: tree_kernel.Kernel, rows: FloatMatrix, out: FloatMatrix, width: int
     ) -> None:
+        # Which half of a row each node reads, as `_PerfectTrees._column_of` says for chunks.
         columns = self._row_columns.get(width)
         if columns is None:
-            columns = self._row_columns[width] = np.concatenate(
-                [g.row_columns(width) for _, _, g in self.groups]
-            )
+            columns = self._row_columns[width] = self.feature + self.missing_left * width
         kernel(rows, columns, self.threshold, self.value, self.depths, self.counts, out)
 
     def _walk(self, X: FloatMatrix, out: FloatMatrix, start: int, stop: int) -> None:

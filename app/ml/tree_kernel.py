@@ -137,6 +137,7 @@ def _agrees(kernel: Kernel, seed: int = 0) -> bool:
     X[rng.random(X.shape) < 0.2] = np.nan
     X[0] = np.nan  # a row with nothing known
     rows = np.hstack([X, np.where(np.isnan(X), -np.inf, X)])
+    known = X[~np.isnan(X)]
     depths = np.arange(1, 7, dtype=np.intp)
     parts: list[tuple[npt.NDArray[Any], ...]] = []
     wanted = []
@@ -146,7 +147,6 @@ def _agrees(kernel: Kernel, seed: int = 0) -> bool:
         missing_left = rng.random(trees * inner) < 0.5
         threshold = rng.normal(size=trees * inner)
         # Some inputs equal to a threshold (they go left), and padding (always left).
-        known = X[~np.isnan(X)]
         on_value = rng.random(trees * inner) < 0.3
         threshold[on_value] = rng.choice(known, size=int(on_value.sum()))
         threshold[rng.random(trees * inner) < 0.2] = np.inf
