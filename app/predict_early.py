@@ -35,7 +35,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.conditional import principal_with_role
 from app.early_answer import RouteMemory, answer_before_routing
-from app.models.predict import PredictRequest
+from app.models.predict import INTERVAL_LEVEL_MAX, INTERVAL_LEVEL_MIN, PredictRequest
+from app.models.predict_decode import decode_clean
 from app.observability import REQUEST_ID
 from app.services import engagement
 from app.services import predict as service
@@ -45,11 +46,11 @@ from app.state import AppState
 
 PREFIX = "/v1/predict/"
 MODELS = ("revenue", "hit", "engagement")
-Answer = Callable[[AppState, PredictRequest, LogContext], Awaitable[dict[str, Any]]]
+Answer = Callable[[AppState, service.Batch, LogContext], Awaitable[dict[str, Any]]]
 
 
 def _answer(name: str) -> Answer:
-    async def answer(state: AppState, body: PredictRequest, context: LogContext) -> dict[str, Any]:
+    async def answer(state: AppState, body: service.Batch, context: LogContext) -> dict[str, Any]:
         settings = state.settings
         if name == "engagement":
             return await engagement.predict_engagement(
@@ -119,9 +120,8 @@ class EarlyPredictMiddleware:
         principal = await principal_with_role(scope, state, Role.predictor)
         if principal is None:
             return False
-        try:
-            request = PredictRequest.model_validate(orjson.loads(body))
-        except (orjson.JSONDecodeError, ValidationError):
+        request = _validated(body)
+        if request is None:
             return False  # the route answers the 422, and spends the token
         context = LogContext(REQUEST_ID.get(), str(principal))
 
@@ -129,6 +129,19 @@ class EarlyPredictMiddleware:
             return orjson.dumps(await answer(state, request, context))
 
         return await answer_before_routing(scope, send, state, principal, route, payload)
+
+
+def _validated(body: bytes) -> service.Batch | None:
+    """The body as the route would validate it: decoded straight into structs when it is
+    clean (nearly always: about half the cost, `app.models.predict_decode`), else by
+    pydantic. None when pydantic refuses it."""
+    clean = decode_clean(body, (INTERVAL_LEVEL_MIN, INTERVAL_LEVEL_MAX))
+    if clean is not None:
+        return clean
+    try:
+        return PredictRequest.model_validate(orjson.loads(body))
+    except (orjson.JSONDecodeError, ValidationError):
+        return None
 
 
 async def _buffered(receive: Receive) -> tuple[bytes, Receive]:

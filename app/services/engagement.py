@@ -20,12 +20,14 @@ from app.ml.card import OutputSpec
 from app.ml.engagement import OUTPUTS
 from app.ml.monitoring import PredictionMonitor
 from app.ml.registry import LoadedModel, ModelRegistry
-from app.models.predict import PredictRequest
+from app.models.predict import Film
+from app.models.predict_decode import CleanFilm
 from app.observability import PREDICTIONS
 from app.services.model_admin import serving_model
 from app.services.predict import (
     INLINE_MAX_ROWS,
     TOP_CONTRIBUTIONS,
+    Batch,
     BatchTooLargeError,
     ToLog,
     _dropped_warnings,
@@ -57,7 +59,7 @@ def _values(
 
 def _score(
     model: LoadedModel,
-    request: PredictRequest,
+    request: Batch,
     monitor: PredictionMonitor,
     logged: Sequence[int] = (),
     explain: bool = False,
@@ -65,7 +67,7 @@ def _score(
     """Everything CPU-bound for one request: features, both outputs, intervals, the body
     (with each film's top contributions per output if `explain`), and the log records of the
     films at positions `logged`."""
-    films = request.items
+    films: Sequence[Film | CleanFilm] = request.items
     records = film_records(request)
     X = model.transform(records)
     contributions: list[FloatMatrix] | None = None
@@ -146,7 +148,7 @@ def _logged_output(score: float, prediction: dict[str, Any]) -> dict[str, Any]:
 
 async def predict_engagement(
     registry: ModelRegistry,
-    request: PredictRequest,
+    request: Batch,
     max_batch: int,
     prediction_log: PredictionLogWriter | None = None,
     context: LogContext | None = None,

@@ -20,10 +20,13 @@ from app.models.predict import (
     Film,
     PredictRequest,
 )
+from app.models.predict_decode import CleanBatch, CleanFilm
 from app.observability import PREDICT_ITEMS_DROPPED, PREDICTIONS
 from app.services.model_admin import serving_model
 from app.services.prediction_log import LogContext, PendingPredictions, PredictionLogWriter
 
+# A validated prediction body: pydantic's, or a clean one decoded without it (`decode_clean`).
+Batch = PredictRequest | CleanBatch
 FloatMatrix = npt.NDArray[np.float64]
 FloatVector = npt.NDArray[np.float64]
 TOP_CONTRIBUTIONS = 5
@@ -112,7 +115,7 @@ def _contributions(model: LoadedModel, row: FloatVector) -> list[dict[str, Any]]
     ]
 
 
-def _dropped_warnings(films: Sequence[Film], predictions: list[dict[str, Any]]) -> int:
+def _dropped_warnings(films: Sequence[Film | CleanFilm], predictions: list[dict[str, Any]]) -> int:
     """Say, per film, which list items validation dropped for a blank name; count them."""
     total = 0
     for film, item in zip(films, predictions, strict=True):
@@ -154,9 +157,11 @@ class ToLog:
         )
 
 
-def film_records(request: PredictRequest) -> list[dict[str, Any]]:
-    """The canonical record of each film: derived while validating on the fast path, else
+def film_records(request: Batch) -> list[dict[str, Any]]:
+    """The canonical record of each film: derived while validating on the fast paths, else
     from the validated films (the same records either way)."""
+    if isinstance(request, CleanBatch):
+        return request.records
     known = request.records or [None] * len(request.items)
     return [
         film_record(film_document(film)) if record is None else record
@@ -166,7 +171,7 @@ def film_records(request: PredictRequest) -> list[dict[str, Any]]:
 
 def _score(
     model: LoadedModel,
-    request: PredictRequest,
+    request: Batch,
     explain: bool,
     monitor: PredictionMonitor,
     logged: Sequence[int] = (),
@@ -175,7 +180,7 @@ def _score(
     """Everything CPU-bound for one request: features, scores, explanations, the body, and
     the log records of the films at positions `logged`. `level`: the revenue interval's
     nominal coverage (None: the card's default)."""
-    films = request.items
+    films: Sequence[Film | CleanFilm] = request.items
     records = film_records(request)
     X = model.transform(records)
     if explain:
@@ -273,7 +278,7 @@ def _logged_output(score: float, output: dict[str, Any], extra: dict[str, Any]) 
 async def predict(
     registry: ModelRegistry,
     name: str,
-    request: PredictRequest,
+    request: Batch,
     explain: bool,
     max_batch: int,
     prediction_log: PredictionLogWriter | None = None,
