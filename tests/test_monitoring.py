@@ -531,7 +531,7 @@ async def test_pending_predictions_become_the_documents_each_request_would_have_
             reader=readers[k % 2],
             X=rng.uniform(1, 20, size=(k + 1, 2 - k % 2)),
             records=[{"genres": ["Drama"], "original_language": "en"}] * (k + 1),
-            outputs=[{"score": float(k)}] * (k + 1),
+            outputs={"score": [float(k)] * (k + 1)},
         )
         for k in range(4)
     ]
@@ -539,7 +539,13 @@ async def test_pending_predictions_become_the_documents_each_request_would_have_
         doc
         for p in pending
         for doc in entries(
-            p.model, p.version, p.context, p.ids, p.reader.rows(p.X, p.records), p.outputs, at=p.at
+            p.model,
+            p.version,
+            p.context,
+            p.ids,
+            p.reader.rows(p.X, p.records),
+            [{"score": score} for score in p.outputs["score"]],
+            at=p.at,
         )
     ]
     roomy = PredictionLogWriter(db, capacity=100, flush_seconds=60)
@@ -600,7 +606,7 @@ async def test_steady_traffic_is_written_in_batches_not_one_insert_per_predictio
                 reader,
                 np.asarray([[100.0 + k]]),
                 [{}],
-                [{"score": 1.0}],
+                {"score": [1.0]},
             )
         )
         await asyncio.sleep(0.01)

@@ -127,23 +127,18 @@ def _score(
     PREDICTIONS.labels(model=model.name, version=model.version).inc(len(films))
     if not logged:
         return body, None
-    picked = list(logged)
-    return body, ToLog(
-        ids=[films[i].id for i in picked],
-        X=X[picked],
-        records=[records[i] for i in picked],
-        outputs=[_logged_output(float(scores[i, 0]), predictions[i]) for i in picked],
-    )
+    return body, ToLog.of(films, X, records, _logged_outputs(scores[:, 0], predictions), logged)
 
 
-def _logged_output(score: float, prediction: dict[str, Any]) -> dict[str, Any]:
-    """`score` (log1p votes, what drift watches), both outputs and their intervals."""
-    intervals = prediction["intervals"]
-    return {
-        "score": score,
-        **{name: prediction[name] for name in OUTPUTS},
-        **{f"{name}_{side}": intervals[name][side] for name in OUTPUTS for side in ("low", "high")},
-    }
+def _logged_outputs(scores: FloatVector, predictions: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """`score` (log1p votes, what drift watches), both outputs and their intervals, one column
+    each."""
+    columns: dict[str, list[Any]] = {"score": scores.tolist()}
+    for name in OUTPUTS:
+        columns[name] = [p[name] for p in predictions]
+        for side in ("low", "high"):
+            columns[f"{name}_{side}"] = [p["intervals"][name][side] for p in predictions]
+    return columns
 
 
 async def predict_engagement(

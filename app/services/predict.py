@@ -141,7 +141,27 @@ class ToLog:
     ids: list[int | None]
     X: npt.NDArray[np.float64]  # the logged films' rows of the feature matrix
     records: list[dict[str, Any]]
-    outputs: list[dict[str, Any]]
+    outputs: dict[str, list[Any]]  # what the model said, column by column
+
+    @classmethod
+    def of(
+        cls,
+        films: Sequence[Film | CleanFilm],
+        X: npt.NDArray[np.float64],
+        records: list[dict[str, Any]],
+        outputs: dict[str, list[Any]],
+        logged: Sequence[int],
+    ) -> ToLog:
+        """The films at positions `logged` (all of them, by default: taken as they are)."""
+        if len(logged) == len(films):
+            return cls([film.id for film in films], X, records, outputs)
+        picked = list(logged)
+        return cls(
+            [films[i].id for i in picked],
+            X[picked],
+            [records[i] for i in picked],
+            {name: [values[i] for i in picked] for name, values in outputs.items()},
+        )
 
     def pending(self, model: LoadedModel, context: LogContext | None) -> PendingPredictions:
         return PendingPredictions(
@@ -190,36 +210,37 @@ def _score(
     index = model.feature_index
     outputs: list[dict[str, Any]]  # per film, what the model says
     extra: dict[str, Any]  # for the whole body
-    logged_outputs: dict[int, dict[str, Any]] = {}  # where the log keeps another output
+    logs: dict[str, list[Any]]  # what the log keeps of every film's output, column by column
+    raw = scores.tolist()  # Python floats once, not a numpy scalar per cell
     if model.classifier:
         threshold = float(model.card.threshold or 0.5)
-        outputs = [{"probability": round(p, 5), "hit": p >= threshold} for p in scores.tolist()]
+        outputs = [{"probability": round(p, 5), "hit": p >= threshold} for p in raw]
         extra = {"threshold": threshold}
+        logs = {
+            "score": raw,
+            "probability": [output["probability"] for output in outputs],
+            "hit": [output["hit"] for output in outputs],
+            "threshold": [threshold] * len(raw),
+        }
     else:
         interval = model.card.interval
         assert interval is not None  # the registry refuses regression cards without one
         nominal, offsets = interval_offsets(interval, level)
         known = X[:, index["budget_known"]] > 0
         low, high = _bounds(scores, known, offsets)
-        revenue = np.expm1(scores).clip(min=0)
-        # Python floats once (`tolist`), not a numpy scalar per cell: a 1,000-film body
-        # holds 3,000 of them.
+        revenue = [round(r, 2) for r in np.expm1(scores).clip(min=0).tolist()]
+        lows, highs = _cents(low), _cents(high)
         outputs = [
-            {"revenue": round(r, 2), "interval": {"low": round(lo, 2), "high": round(hi, 2)}}
-            for r, lo, hi in zip(revenue.tolist(), low.tolist(), high.tolist(), strict=True)
+            {"revenue": r, "interval": {"low": lo, "high": hi}}
+            for r, lo, hi in zip(revenue, lows, highs, strict=True)
         ]
         extra = {"interval_level": nominal}
         if logged and offsets is not interval.offsets:
             # The log keeps the default-level interval whatever level the request asked
             # for: live coverage (`app.ml.live_metrics`) is read against the card's default.
             low, high = _bounds(scores, known, interval.offsets)
-            logged_outputs = {
-                i: {
-                    **outputs[i],
-                    "interval": {"low": round(float(low[i]), 2), "high": round(float(high[i]), 2)},
-                }
-                for i in logged
-            }
+            lows, highs = _cents(low), _cents(high)
+        logs = {"score": raw, "revenue": revenue, "low": lows, "high": highs}
     predictions: list[dict[str, Any]] = [
         {"index": i, "title": film.title, **output}
         for i, (film, output) in enumerate(zip(films, outputs, strict=True))
@@ -238,16 +259,7 @@ def _score(
     PREDICTIONS.labels(model=model.name, version=model.version).inc(len(films))
     if not logged:
         return body, None
-    picked = list(logged)
-    to_log = ToLog(
-        ids=[films[i].id for i in picked],
-        X=X[picked],
-        records=[records[i] for i in picked],
-        outputs=[
-            _logged_output(scores[i], logged_outputs.get(i, outputs[i]), extra) for i in picked
-        ],
-    )
-    return body, to_log
+    return body, ToLog.of(films, X, records, logs, logged)
 
 
 def _bounds(
@@ -263,16 +275,8 @@ def _bounds(
     return low, high
 
 
-def _logged_output(score: float, output: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    if "interval" in output:
-        interval = output["interval"]
-        return {
-            "score": float(score),
-            "revenue": output["revenue"],
-            "low": interval["low"],
-            "high": interval["high"],
-        }
-    return {"score": float(score), **output, **extra}
+def _cents(values: FloatVector) -> list[float]:
+    return [round(v, 2) for v in values.tolist()]
 
 
 async def predict(
