@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
-from app.ml.features import LEAD_ACTORS, money
+from app.ml.features import LEAD_ACTORS
 from app.models.predict_fast import (
     CODE_MAX,
     ID_MAX,
@@ -39,6 +39,7 @@ from app.models.predict_fast import (
     RUNTIME_MAX,
     TEXT_MAX,
     TITLE_MAX,
+    canonical_record,
 )
 
 # Names are checked for surrounding blanks in Python (pydantic strips them first), so here a
@@ -216,6 +217,7 @@ class _Records:
         return [m.name for m in crew if type(m) is not str and m.job == "Director"]  # type: ignore[union-attr]
 
     def record(self, film: CleanFilm) -> dict[str, Any]:
+        """The film's canonical record (its names checked later, with the batch's)."""
         if film.credits is not UNSET:
             raise _NotClean
         language = film.original_language
@@ -224,30 +226,25 @@ class _Records:
         collection = film.belongs_to_collection
         if collection is not None:
             self.names.append(collection if isinstance(collection, str) else collection.name)
-        homepage, tagline = film.homepage, film.tagline
-        overview, rating = film.overview, film.content_rating
-        released = film.release_date
-        return {
-            "title": film.title or "",
-            "budget": money(_finite(film.budget)),
-            "runtime": _finite(film.runtime) or None,
-            "release_date": released.isoformat() if released is not None else None,
-            "original_language": language,
-            "genres": self.listed(film.genres),
-            "production_companies": self.listed(film.production_companies),
-            "production_countries": self.coded(film.production_countries),
-            "spoken_languages": self.coded(film.spoken_languages),
-            "keywords": self.listed(film.keywords),
-            "homepage": bool(homepage and homepage.strip()),
-            "tagline": bool(tagline and tagline.strip()),
-            "overview": overview.strip() if overview else "",
-            "tagline_text": tagline.strip() if tagline else "",
-            "content_rating": rating.strip() if rating else "",
-            "belongs_to_collection": collection is not None,
-            "directors": self.directors(film.crew),
-            "actors": self.actors(film.cast),
-            "revenue": None,
-        }
+        return canonical_record(
+            title=film.title,
+            budget=_finite(film.budget),
+            runtime=_finite(film.runtime),
+            released=film.release_date,
+            language=language,
+            genres=self.listed(film.genres),
+            companies=self.listed(film.production_companies),
+            countries=self.coded(film.production_countries),
+            spoken=self.coded(film.spoken_languages),
+            keywords=self.listed(film.keywords),
+            homepage=film.homepage,
+            tagline=film.tagline,
+            overview=film.overview,
+            rating=film.content_rating,
+            in_collection=collection is not None,
+            directors=self.directors(film.crew),
+            actors=self.actors(film.cast),
+        )
 
     def clean(self) -> bool:
         return _clean(self.names, NAME_MAX) and _clean(self.codes, CODE_MAX)

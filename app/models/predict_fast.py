@@ -221,6 +221,52 @@ def flatten_api_record(data: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def canonical_record(
+    *,
+    title: str | None,
+    budget: float | None,
+    runtime: float | None,
+    released: date | None,
+    language: str | None,
+    genres: list[str],
+    companies: list[str],
+    countries: list[str],
+    spoken: list[str],
+    keywords: list[str],
+    homepage: str | None,
+    tagline: str | None,
+    overview: str | None,
+    rating: str | None,
+    in_collection: bool,
+    directors: list[str],
+    actors: list[str],
+) -> dict[str, Any]:
+    """The record `film_record` gives for a film whose values pydantic would keep as they are
+    and whose lists are already its names (both fast paths, this one and `predict_decode`)."""
+    return {
+        "title": title or "",
+        "budget": money(budget),
+        "runtime": runtime or None,
+        "release_date": released.isoformat() if released is not None else None,
+        "original_language": language,
+        "genres": genres,
+        "production_companies": companies,
+        "production_countries": countries,
+        "spoken_languages": spoken,
+        "keywords": keywords,
+        "homepage": bool(homepage and homepage.strip()),
+        "tagline": bool(tagline and tagline.strip()),
+        # The texts themselves, for schema 2's text features (`film_record` strips them).
+        "overview": overview.strip() if overview else "",
+        "tagline_text": tagline.strip() if tagline else "",
+        "content_rating": rating.strip() if rating else "",
+        "belongs_to_collection": in_collection,
+        "directors": directors,
+        "actors": actors,
+        "revenue": None,
+    }
+
+
 def _film(item: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the `Film` field values pydantic would give, the canonical record of the film)."""
     if type(item) is not dict:
@@ -253,28 +299,25 @@ def _film(item: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     collection = get("belongs_to_collection")
     cast = get("cast", [])
     crew = get("crew", [])
-    record = {
-        "title": title or "",
-        "budget": money(budget),
-        "runtime": runtime or None,
-        "release_date": released.isoformat() if released is not None else None,
-        "original_language": language,
-        "genres": _names(genres, "genres"),
-        "production_companies": _names(companies, "production_companies"),
-        "production_countries": _names(countries, "production_countries", "iso_3166_1"),
-        "spoken_languages": _names(spoken, "spoken_languages", "iso_639_1"),
-        "keywords": _names(keywords, "keywords"),
-        "homepage": bool(homepage and homepage.strip()),
-        "tagline": bool(tagline and tagline.strip()),
-        # The texts themselves, for schema 2's text features (`film_record` strips them).
-        "overview": overview.strip() if overview else "",
-        "tagline_text": tagline.strip() if tagline else "",
-        "content_rating": rating.strip() if rating else "",
-        "belongs_to_collection": _collection(collection),
-        "directors": _directors(crew),
-        "actors": _cast(cast),
-        "revenue": None,
-    }
+    record = canonical_record(
+        title=title,
+        budget=budget,
+        runtime=runtime,
+        released=released,
+        language=language,
+        genres=_names(genres, "genres"),
+        companies=_names(companies, "production_companies"),
+        countries=_names(countries, "production_countries", "iso_3166_1"),
+        spoken=_names(spoken, "spoken_languages", "iso_639_1"),
+        keywords=_names(keywords, "keywords"),
+        homepage=homepage,
+        tagline=tagline,
+        overview=overview,
+        rating=rating,
+        in_collection=_collection(collection),
+        directors=_directors(crew),
+        actors=_cast(cast),
+    )
     values = {
         "id": film_id,
         "title": title,
