@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.conditional import principal_with_role
 from app.early_answer import RouteMemory, answer_before_routing
-from app.models.predict import INTERVAL_LEVEL_MAX, INTERVAL_LEVEL_MIN, PredictRequest
+from app.models.predict import PredictRequest
 from app.models.predict_decode import decode_clean
 from app.observability import REQUEST_ID
 from app.services import engagement
@@ -135,7 +135,7 @@ def _validated(body: bytes) -> service.Batch | None:
     """The body as the route would validate it: decoded straight into structs when it is
     clean (nearly always: about half the cost, `app.models.predict_decode`), else by
     pydantic. None when pydantic refuses it."""
-    clean = decode_clean(body, (INTERVAL_LEVEL_MIN, INTERVAL_LEVEL_MAX))
+    clean = decode_clean(body)
     if clean is not None:
         return clean
     try:

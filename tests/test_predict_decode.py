@@ -16,20 +16,18 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from app.models.predict import INTERVAL_LEVEL_MAX, INTERVAL_LEVEL_MIN, Film, PredictRequest
+from app.models.predict import Film, PredictRequest
 from app.models.predict_decode import CleanBatch, decode_clean
 from app.models.predict_fast import LIST_MAX, MAX_ITEMS
 from app.services.predict import film_records
 from tests.ml_support import FILM, FILM_PLAIN, tmdb_items, tmdb_records
 from tests.test_predict_fast import awkward_film, reference
 
-LEVELS = (INTERVAL_LEVEL_MIN, INTERVAL_LEVEL_MAX)
-
 
 def decoded(body: Any) -> CleanBatch | None:
     # The standard library writes what orjson will not (integers past 64 bits).
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return decode_clean(raw, LEVELS)
+    return decode_clean(raw)
 
 
 def assert_same(item: dict[str, Any], batch: CleanBatch) -> None:

@@ -33,7 +33,14 @@ from typing_extensions import TypedDict
 
 from app.ml.card import ModelCard
 from app.models.monitoring import DriftSummary, MlflowSync, ModelName
-from app.models.predict_fast import ID_MAX, MAX_ITEMS, fast_items, flatten_api_record
+from app.models.predict_fast import (
+    ID_MAX,
+    INTERVAL_LEVEL_MAX,
+    INTERVAL_LEVEL_MIN,
+    MAX_ITEMS,
+    fast_items,
+    flatten_api_record,
+)
 
 # Stripped of Unicode whitespace (U+00A0 included) first. A list item whose name (or code)
 # is then empty fails here, inside pydantic-core, and `Film._drop_blank_names` drops it.
@@ -290,7 +297,6 @@ class TrimmedFilm(Film):
 
 
 FILM_FIELDS = frozenset(Film.model_fields)
-INTERVAL_LEVEL_MIN, INTERVAL_LEVEL_MAX = 0.5, 0.95  # PredictRequest.interval_level
 
 
 def _fast_film(values: dict[str, Any], posted: dict[str, Any]) -> Film:

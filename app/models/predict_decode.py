@@ -30,6 +30,8 @@ from app.ml.features import LEAD_ACTORS
 from app.models.predict_fast import (
     CODE_MAX,
     ID_MAX,
+    INTERVAL_LEVEL_MAX,
+    INTERVAL_LEVEL_MIN,
     LANGUAGE_MAX,
     LIST_MAX,
     MAX_ITEMS,
@@ -42,9 +44,9 @@ from app.models.predict_fast import (
     canonical_record,
 )
 
-# Names are checked for surrounding blanks in Python (pydantic strips them first), so here a
-# name is any string; its length is checked once it is known to need no stripping.
 _Text = Annotated[str, Meta(max_length=TEXT_MAX)]
+# Names (and codes) are plain strings here: pydantic strips them before it checks their
+# length, so blanks and lengths are checked in Python, once per batch (`_Records.clean`).
 
 
 class _Ref(Struct, gc=False):
@@ -131,7 +133,9 @@ class CleanFilm(Struct):
 
 class _Body(Struct):
     items: Annotated[list[CleanFilm], Meta(min_length=1, max_length=MAX_ITEMS)]
-    interval_level: float | None = None
+    interval_level: Annotated[float, Meta(ge=INTERVAL_LEVEL_MIN, le=INTERVAL_LEVEL_MAX)] | None = (
+        None
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,20 +260,17 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
-def decode_clean(body: bytes, level_range: tuple[float, float]) -> CleanBatch | None:
+def decode_clean(body: bytes) -> CleanBatch | None:
     """The batch a clean JSON body holds, or None when the body needs pydantic (to coerce,
-    trim, drop or refuse anything). `level_range`: the interval levels pydantic accepts."""
+    trim, drop or refuse anything)."""
     try:
         if not body.isascii():
             # msgspec takes a surrogate encoded in UTF-8 (b"\xed\xa0\x80") as text, which
             # the answer could not encode; Python's codec refuses it (and the route says so).
             body.decode()
         parsed = _DECODER.decode(body)
-        level = parsed.interval_level
-        if level is not None and not level_range[0] <= level <= level_range[1]:
-            return None
         derive = _Records()
         records = list(map(derive.record, parsed.items))
-        return CleanBatch(parsed.items, records, level) if derive.clean() else None
+        return CleanBatch(parsed.items, records, parsed.interval_level) if derive.clean() else None
     except (msgspec.DecodeError, UnicodeDecodeError, _NotClean):
         return None

@@ -28,6 +28,7 @@ from typing import Any
 from app.ml.features import LEAD_ACTORS, money
 
 MAX_ITEMS = 1000  # PredictRequest.items (app.models.predict)
+INTERVAL_LEVEL_MIN, INTERVAL_LEVEL_MAX = 0.5, 0.95  # PredictRequest.interval_level
 ID_MAX = 2**53  # Film.id: a JSON number every client reads exactly
 NAME_MAX, CODE_MAX = 300, 10
 TITLE_MAX, LANGUAGE_MAX, TEXT_MAX = 500, 10, 2000
